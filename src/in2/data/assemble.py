@@ -1,0 +1,188 @@
+"""Long contexts: key segment(s) shuffled among filler segments of OTHER texts, to a target length.
+
+Target lengths cycle through `num_length_buckets` equal-width buckets of
+[min_context_tokens, max_context_tokens] in a seeded order (counts per bucket differ by at most one
+per shard) and are uniform inside a bucket. Token counts are added from per-segment counts
+measured once (see segment.TokenCounter); `verify` re-tokenizes a sample exactly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from in2.config import ContextConfig
+from in2.data import templates
+from in2.data.qa import QA, QAItem
+from in2.data.segment import Source, TokenCounter
+from in2.seeding import rng
+
+
+@dataclass
+class Layout:
+    context: str
+    context_tokens: int
+    key_positions: list[float]
+    source_ids: list[str]
+
+
+class FillerPool:
+    """All segments of the texts read, flattened, for uniform random picks."""
+
+    def __init__(self, sources: list[Source]):
+        self.texts: list[str] = []
+        self.tokens: list[int] = []
+        self.owner: list[str] = []
+        for s in sources:
+            self.texts += s.segments
+            self.tokens += s.tokens
+            self.owner += [s.id] * len(s.segments)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def layout(units: list[tuple[str, int, str, bool]], joiner_tokens: int, sep: str) -> Layout:
+    """Join (text, tokens, source id, is_key) units; a key's position is its start offset over the
+    room it could start in, so the first slot is 0 and the last is 1."""
+    total = sum(u[1] for u in units) + joiner_tokens * max(0, len(units) - 1)
+    positions, offset, ids = [], 0, []
+    for _text, tokens, sid, is_key in units:
+        if is_key:
+            room = total - tokens
+            positions.append(round(offset / room, 6) if room > 0 else 0.0)
+        if sid not in ids:
+            ids.append(sid)
+        offset += tokens + joiner_tokens
+    return Layout(sep.join(u[0] for u in units), total, positions, ids)
+
+
+class Assembler:
+    def __init__(self, tokenizer, cfg: ContextConfig, seed: int):
+        self.tok = tokenizer
+        self.cfg = cfg
+        self.seed = seed
+        self.counter = TokenCounter(tokenizer)
+        self.joiner = self.counter.joiner(cfg.separator)
+        self.newline_joiner = self.counter.joiner("\n")
+        self.stats: Counter = Counter()
+
+    # -- lengths --------------------------------------------------------------------------------
+    def bucket_edges(self) -> list[float]:
+        lo, hi, b = self.cfg.min_context_tokens, self.cfg.max_context_tokens, self.cfg.num_length_buckets
+        return [lo + (hi - lo) * i / b for i in range(b + 1)]
+
+    def target(self, k: int) -> int:
+        """The k-th long row's target context length."""
+        b = self.cfg.num_length_buckets
+        order = list(range(b))
+        rng(self.seed, "bucket-cycle", k // b).shuffle(order)
+        bucket = order[k % b]
+        edges = self.bucket_edges()
+        return int(rng(self.seed, "target", k).uniform(edges[bucket], edges[bucket + 1]))
+
+    def source_tokens(self, src: Source) -> int:
+        """Tokens of the source text itself (segments joined by newlines)."""
+        return sum(src.tokens) + self.newline_joiner * (len(src.segments) - 1)
+
+    # -- rows -----------------------------------------------------------------------------------
+    def overheads(self, qas: list[QA]) -> list[int]:
+        """Exact tokens of each row with an empty context: template, question, answer, chat markup."""
+        convs = [
+            [
+                {"role": "user", "content": templates.film_user("", qa.question)},
+                {"role": "assistant", "content": qa.answer},
+            ]
+            for qa in qas
+        ]
+        if not convs:
+            return []
+        ids = self.tok.apply_chat_template(convs, tokenize=True, return_dict=False)
+        return [len(x) for x in ids]
+
+    def long_layout(self, item: QAItem, target: int, room: int, pool: FillerPool) -> Layout | None:
+        src = item.source
+        keys = [(src.segments[i], src.tokens[i], src.id, True) for i in item.key]
+        used = sum(k[1] for k in keys) + self.joiner * (len(keys) - 1)
+        if used > room:
+            return None
+        budget = min(target, room) - used
+        r = rng(self.seed, "fill", item.id)
+        fillers: list[tuple[str, int, str, bool]] = []
+        taken: set[int] = set()
+        misses = 0
+        while misses < self.cfg.max_filler_tries and len(pool):
+            j = r.randrange(len(pool))
+            cost = pool.tokens[j] + self.joiner
+            if j in taken or pool.owner[j] == src.id or cost > budget:
+                misses += 1
+                continue
+            taken.add(j)
+            fillers.append((pool.texts[j], pool.tokens[j], pool.owner[j], False))
+            budget -= cost
+            misses = 0
+        units = keys + fillers
+        r.shuffle(units)
+        return layout(units, self.joiner, self.cfg.separator)
+
+    def short_layout(self, item: QAItem) -> Layout:
+        src = item.source
+        key = set(item.key)
+        units = [(s, t, src.id, i in key) for i, (s, t) in enumerate(zip(src.segments, src.tokens, strict=True))]
+        return layout(units, self.newline_joiner, "\n")
+
+    def rows(self, accepted: list[tuple[QAItem, QA]], pool: FillerPool) -> list[dict]:
+        """Rows in TRL's conversational prompt-completion format, plus metadata columns."""
+        c = self.cfg
+        out = []
+        k = 0
+        for (item, qa), overhead in zip(accepted, self.overheads([qa for _, qa in accepted]), strict=True):
+            room = c.max_length - overhead - c.length_margin_tokens
+            if item.role == "short":
+                lay = self.short_layout(item)
+                if lay.context_tokens > room:
+                    lay = None
+            else:
+                lay = self.long_layout(item, self.target(k), room, pool)
+                k += 1
+            if lay is None:
+                self.stats["dropped_over_max_length"] += 1
+                continue
+            out.append(
+                {
+                    "id": item.id,
+                    "type": item.role,
+                    "prompt": [{"role": "user", "content": templates.film_user(lay.context, qa.question)}],
+                    "completion": [{"role": "assistant", "content": qa.answer}],
+                    "source_ids": lay.source_ids,
+                    "context_tokens": lay.context_tokens,
+                    "num_tokens": overhead + lay.context_tokens,
+                    "key_positions": lay.key_positions,
+                }
+            )
+        return out
+
+
+def exact_tokens(tokenizer, rows: list[dict]) -> list[int]:
+    """Tokens of prompt + completion through the chat template, counted exactly."""
+    convs = [r["prompt"] + r["completion"] for r in rows]
+    if not convs:
+        return []
+    return [len(x) for x in tokenizer.apply_chat_template(convs, tokenize=True, return_dict=False)]
+
+
+def verify(tokenizer, rows: list[dict], max_length: int, sample: int, seed: int) -> dict:
+    """Re-tokenize a sample exactly; raise if any row exceeds max_length. Returns the figures."""
+    picked = rows if len(rows) <= sample else rng(seed, "verify").sample(rows, sample)
+    exact = exact_tokens(tokenizer, picked)
+    diffs = [e - r["num_tokens"] for e, r in zip(exact, picked, strict=True)]
+    over = [r["id"] for e, r in zip(exact, picked, strict=True) if e > max_length]
+    if over:
+        raise RuntimeError(
+            f"rows {over[:5]} exceed context.max_length={max_length}: raise context.length_margin_tokens"
+        )
+    return {
+        "rows_checked": len(picked),
+        "max_abs_error_tokens": max((abs(d) for d in diffs), default=0),
+        "mean_error_tokens": round(sum(diffs) / len(diffs), 3) if diffs else 0.0,
+    }

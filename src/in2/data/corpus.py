@@ -1,0 +1,171 @@
+"""Raw texts from the built-in offline corpus, local files, or a (streamed) Hugging Face dataset."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from in2.assets import BUILTIN_DIR
+from in2.config import ConfigError
+
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class Text:
+    id: str
+    text: str
+
+
+def reflow(text: str) -> str:
+    """Hard-wrapped text -> one line per paragraph (blank lines separate paragraphs)."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [
+            ln.strip() for ln in block.splitlines() if ln.strip() and not re.fullmatch(r"[=*\-~^]{3,}", ln.strip())
+        ]
+        if lines:
+            paragraphs.append(" ".join(lines))
+    return "\n".join(paragraphs)
+
+
+def _pydoc_texts() -> Iterator[dict]:
+    """Python's own reference documentation (stdlib pydoc_data): one text per section."""
+    from pydoc_data import topics
+
+    for name in sorted(topics.topics):
+        sections = re.split(r"\n(?=[^\n]+\n[=*\-]{3,}\n)", topics.topics[name])
+        for j, section in enumerate(sections):
+            yield {"id": f"pydoc/{name}/{j}", "text": reflow(section)}
+
+
+def _local_files(source: str) -> list[Path]:
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(source, recursive=True))
+    return [f for f in files if f.is_file()]
+
+
+def _read_local(files: list[Path], stats: Counter) -> Iterator[dict]:
+    for f in files:
+        if f.suffix == ".txt":
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                stats["skipped_not_utf8"] += 1
+                continue
+            yield {"id": str(f), "text": text}
+        elif f.suffix in (".jsonl", ".json"):
+            with f.open("rb") as fh:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line.decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        stats["skipped_bad_json_line"] += 1
+                        continue
+                    if isinstance(row, dict):
+                        row.setdefault("id", f"{f}:{n}")
+                        yield row
+                    else:
+                        stats["skipped_bad_json_line"] += 1
+        elif f.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(f)
+            for n, row in enumerate(table.to_pylist()):
+                row.setdefault("id", f"{f}:{n}")
+                yield row
+
+
+def iter_records(
+    source: str,
+    *,
+    name: str | None = None,
+    split: str = "train",
+    streaming: bool = True,
+    fields: tuple[str, ...],
+    shard_index: int = 0,
+    num_shards: int = 1,
+    stats: Counter | None = None,
+) -> Iterator[dict]:
+    """Rows of `source` that belong to this shard; `fields` must exist (checked on the first row)."""
+    stats = Counter() if stats is None else stats
+    if source.startswith("builtin:"):
+        kind = source.split(":", 1)[1]
+        if kind == "pydoc":
+            rows: Iterator[dict] = _pydoc_texts()
+        else:
+            path = BUILTIN_DIR / f"{kind}.jsonl"
+            if not path.is_file():
+                raise ConfigError(f"unknown built-in corpus {source!r} (known: builtin:pydoc, builtin:instructions)")
+            rows = _read_local([path], stats)
+        local = True
+    elif files := _local_files(source):
+        rows, local = _read_local(files, stats), True
+    elif Path(source).exists() or any(ch in source for ch in "*?"):
+        raise ConfigError(f"no {'/'.join(LOCAL_SUFFIXES)} files found at {source}")
+    else:
+        from datasets import load_dataset
+        from datasets.distributed import split_dataset_by_node
+
+        ds = load_dataset(source, name, split=split, streaming=streaming)
+        if num_shards > 1:
+            ds = split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
+        rows, local = iter(ds), False
+    checked = False
+    for i, row in enumerate(rows):
+        if local and num_shards > 1 and i % num_shards != shard_index:
+            continue
+        if not checked:
+            missing = [f for f in fields if f not in row]
+            if missing:
+                raise ConfigError(
+                    f"field {missing[0]!r} not found in {source} (columns: {', '.join(sorted(map(str, row)))}); "
+                    "set the *_field option to one of them"
+                )
+            checked = True
+        row.setdefault("id", f"{shard_index}/{i}")
+        yield row
+
+
+def iter_texts(cfg, shard_index: int = 0, num_shards: int = 1, stats: Counter | None = None) -> Iterator[Text]:
+    """Usable texts of corpus config `cfg` for one shard; empty or non-text rows are counted, not kept."""
+    stats = Counter() if stats is None else stats
+    limit = None if cfg.max_texts is None else -(-cfg.max_texts // num_shards)
+    n = 0
+    for row in iter_records(
+        cfg.source,
+        name=cfg.name,
+        split=cfg.split,
+        streaming=cfg.streaming,
+        fields=(cfg.text_field,),
+        shard_index=shard_index,
+        num_shards=num_shards,
+        stats=stats,
+    ):
+        if limit is not None and n >= limit:
+            break
+        n += 1
+        stats["texts_read"] += 1
+        text = row.get(cfg.text_field)
+        if not isinstance(text, str):
+            stats["skipped_not_text"] += 1
+            continue
+        text = text.replace("\r\n", "\n").replace("\x00", "")
+        if not text.strip():
+            stats["skipped_empty"] += 1
+            continue
+        tid = str(row[cfg.id_field]) if cfg.id_field and row.get(cfg.id_field) is not None else str(row["id"])
+        yield Text(id=tid, text=text)

@@ -1,0 +1,252 @@
+"""QA generation: plan items over source texts, build prompts, parse strictly, filter, count rejects.
+
+Type (a) `fine_grained`: one random segment -> one question and answer.
+Type (b) `integration`: all segments of a text as numbered pieces -> a question needing >= 2 pieces.
+Role `short`: a QA pair of either type whose context will be the source text itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from in2.config import SynthConfig
+from in2.data import templates
+from in2.data.segment import Source
+from in2.llm import Engine, Request
+from in2.seeding import short_id, unit
+
+ROLES = ("fine_grained", "integration", "short")
+
+_QUESTION = re.compile(r"^\s*\**\s*question\s*\**\s*:\s*\**(.*)$", re.I)
+_ANSWER = re.compile(r"^\s*\**\s*answer\s*\**\s*:\s*\**(.*)$", re.I)
+_PIECES = re.compile(r"^\s*\**\s*pieces?\s*\**\s*:\s*(.*)$", re.I)
+_CONTEXT_REF = re.compile(
+    r"\b(according to|based on|from|in|within) (the|this|these|given|provided|above) "
+    r"(given |provided |above )?(context|text|passage|article|document|pieces?|excerpt|snippet)s?\b"
+    r"|\b(the|this) (context|passage|text|article|excerpt) (says?|states?|mentions?|describes?|above)\b"
+    r"|\bpieces? \d",
+    re.I,
+)
+_REFUSAL = re.compile(r"^(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|as an ai)", re.I)
+_STOP = frozenset(
+    "a an the of to in on for and or but is are was were be been being it its this that these those with as by at "
+    "from which who whom what when where why how not no do does did has have had can could will would should may "
+    "might must than then there their they them he she his her we our you your i also into about such more most".split()
+)
+
+
+@dataclass
+class QAItem:
+    id: str
+    role: str
+    qa_type: str
+    source: Source
+    key: list[int]
+    """Indices of the segments the QA is written from (all of them for integration)."""
+
+
+@dataclass
+class QA:
+    question: str
+    answer: str
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 1]
+
+
+def grounding(answer: str, source_text: str) -> float:
+    """Share of the answer's content words that occur in the source."""
+    words = content_words(answer)
+    if not words:
+        return 1.0
+    seen = set(content_words(source_text))
+    return sum(w in seen for w in words) / len(words)
+
+
+def parse(text: str, qa_type: str, num_pieces: int) -> tuple[QA | None, str | None]:
+    """Strict parse of the generator's reply into a QA, or (None, reason).
+
+    Expected lines: `Question: ...`, `Answer: ...` and for integration `Pieces: 1, 3`; nothing else.
+    """
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if not lines or not (m := _QUESTION.match(lines[0])):
+        return None, "unparseable"
+    question = m.group(1).strip().strip("*").strip()
+    if len(lines) < 2 or not (a := _ANSWER.match(lines[1])):
+        return None, "no_answer" if len(lines) == 1 else "unparseable"
+    answer = a.group(1).strip().strip("*").strip()
+    if re.search(r"\banswer\s*:", question, re.I):
+        return None, "unparseable"
+    rest = lines[2:]
+    if qa_type == "integration":
+        if not rest or not (p := _PIECES.match(rest[0])):
+            return None, "no_pieces"
+        pieces = {int(n) for n in re.findall(r"\d+", p.group(1)) if 1 <= int(n) <= num_pieces}
+        if len(pieces) < 2:
+            return None, "fewer_than_two_pieces"
+        rest = rest[1:]
+    if rest:
+        return None, "extra_text"
+    if not question or not answer:
+        return None, "empty"
+    return QA(question=question, answer=answer), None
+
+
+def check(qa: QA, source_text: str, min_grounding: float) -> str | None:
+    """Content rules on a parsed QA; returns the rejection reason or None."""
+    if _CONTEXT_REF.search(qa.question):
+        return "context_reference"
+    if _REFUSAL.match(qa.answer) or _REFUSAL.match(qa.question):
+        return "refusal"
+    if grounding(qa.answer, source_text) < min_grounding:
+        return "ungrounded"
+    return None
+
+
+class QAGenerator:
+    """Turns a stream of Sources into accepted QA items, in waves until each role's count is met.
+
+    Deterministic for a seed: roles and key segments are hashed from ids, and every answer comes
+    from the request cache on a rerun, so a resumed run accepts exactly the same items.
+    """
+
+    def __init__(self, cfg: SynthConfig, engine: Engine | None, total_tokens: Callable[[Source], int]):
+        self.cfg = cfg
+        self.engine = engine
+        self.total_tokens = total_tokens
+        self.stats: Counter = Counter()
+
+    # -- planning -----------------------------------------------------------------------------
+    def eligible(self, src: Source, role: str) -> bool:
+        q, c = self.cfg.qa, self.cfg.context
+        if role == "fine_grained":
+            return True
+        if role == "integration":
+            return 2 <= len(src.segments) <= q.max_integration_pieces and self.total_tokens(src) <= c.min_context_tokens
+        return self.total_tokens(src) <= min(self.cfg.mixture.short_max_tokens, c.max_context_tokens)
+
+    def make_item(self, src: Source, role: str) -> QAItem:
+        seed = self.cfg.seed
+        qa_type = role
+        if role == "short":
+            m = self.cfg.mixture
+            share_b = m.integration / max(1, m.fine_grained + m.integration)
+            can_b = 2 <= len(src.segments) <= self.cfg.qa.max_integration_pieces
+            qa_type = "integration" if can_b and unit(seed, "short-type", src.id) < share_b else "fine_grained"
+        if qa_type == "integration":
+            key = list(range(len(src.segments)))
+        else:
+            key = [int(unit(seed, "segment", src.id) * len(src.segments))]
+        return QAItem(id=short_id(seed, role, src.id), role=role, qa_type=qa_type, source=src, key=key)
+
+    def plan_wave(self, sources: Iterator[Source], missing: dict[str, int]) -> list[QAItem]:
+        quota = {r: math.ceil(n * self.cfg.qa.oversample) for r, n in missing.items() if n > 0}
+        wave: list[QAItem] = []
+        while any(quota.values()):
+            src = next(sources, None)
+            if src is None:
+                break
+            roles = [r for r in ROLES if quota.get(r, 0) > 0 and self.eligible(src, r)]
+            if not roles:
+                continue
+            total = sum(quota[r] for r in roles)
+            u, acc = unit(self.cfg.seed, "role", src.id) * total, 0
+            role = roles[-1]
+            for r in roles:
+                acc += quota[r]
+                if u < acc:
+                    role = r
+                    break
+            quota[role] -= 1
+            wave.append(self.make_item(src, role))
+        return wave
+
+    # -- prompting ----------------------------------------------------------------------------
+    def request(self, item: QAItem) -> Request:
+        q = self.cfg.qa
+        if item.qa_type == "fine_grained":
+            text = templates.render(templates.load(q.prompt_fine_grained), passage=item.source.segments[item.key[0]])
+        else:
+            pieces = "\n\n".join(f"[Piece {i + 1}]\n{s}" for i, s in enumerate(item.source.segments))
+            text = templates.render(
+                templates.load(q.prompt_integration), num_pieces=str(len(item.source.segments)), pieces=pieces
+            )
+        return Request.user(text)
+
+    def grounding_text(self, item: QAItem) -> str:
+        return "\n".join(item.source.segments[i] for i in item.key)
+
+    def _judge(self, item: QAItem, text: str, response) -> tuple[QA | None, str | None]:
+        """Parse and check a whole reply (`text` includes any prefilled fields)."""
+        if response.error is not None:
+            return None, f"request_failed_{response.error}"
+        if response.finish_reason == "content_filter":
+            return None, "refusal"
+        if response.finish_reason == "length":
+            return None, "truncated"
+        qa, reason = parse(text, item.qa_type, len(item.source.segments))
+        if qa is not None:
+            reason = check(qa, self.grounding_text(item), self.cfg.qa.min_answer_grounding)
+            if reason:
+                qa = None
+        return qa, reason
+
+    def fields(self, item: QAItem) -> list[str]:
+        return ["Question:", "Answer:"] + (["Pieces:"] if item.qa_type == "integration" else [])
+
+    def generate(self, items: list[QAItem], desc: str = "QA pairs") -> list[tuple[QA | None, str | None]]:
+        """One request per item; with `generator.prefill`, one request per field instead, each
+        continuing the assistant turn with the fields so far and stopping at the line's end."""
+        base = [self.request(it) for it in items]
+        if not self.cfg.generator.prefill:
+            responses = self.engine.generate(base, desc=desc)
+            return [self._judge(it, rs.text or "", rs) for it, rs in zip(items, responses, strict=True)]
+        texts = [""] * len(items)
+        results: list[tuple[QA | None, str | None] | None] = [None] * len(items)
+        last = [None] * len(items)
+        for step in range(3):
+            live = [i for i, it in enumerate(items) if results[i] is None and step < len(self.fields(it))]
+            if not live:
+                break
+            reqs = [
+                Request(messages=base[i].messages, prefix=texts[i] + self.fields(items[i])[step], stop=("\n",))
+                for i in live
+            ]
+            for i, rq, rs in zip(live, reqs, self.engine.generate(reqs, desc=f"{desc}, field {step + 1}"), strict=True):
+                last[i] = rs
+                if rs.error is not None or rs.finish_reason in ("length", "content_filter"):
+                    results[i] = self._judge(items[i], "", rs)
+                elif not rs.text.strip():
+                    results[i] = (None, "empty")
+                else:
+                    texts[i] = rq.prefix + rs.text + "\n"
+        return [r if r is not None else self._judge(items[i], texts[i], last[i]) for i, r in enumerate(results)]
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, sources: Iterator[Source], need: dict[str, int]) -> dict[str, list[tuple[QAItem, QA]]]:
+        accepted: dict[str, list[tuple[QAItem, QA]]] = {r: [] for r in need}
+        wave_no = 0
+        while True:
+            missing = {r: need[r] - len(accepted[r]) for r in need}
+            if all(n <= 0 for n in missing.values()):
+                break
+            wave = self.plan_wave(sources, missing)
+            if not wave:
+                break
+            wave_no += 1
+            for item, (qa, reason) in zip(wave, self.generate(wave, desc=f"QA pairs (wave {wave_no})"), strict=True):
+                if qa is None:
+                    self.stats[f"rejected_{reason}"] += 1
+                elif len(accepted[item.role]) < need[item.role]:
+                    accepted[item.role].append((item, qa))
+                else:
+                    self.stats["surplus"] += 1
+        for r in need:
+            self.stats[f"short_of_{r}"] = max(0, need[r] - len(accepted[r]))
+        self.stats["waves"] = wave_no
+        return accepted

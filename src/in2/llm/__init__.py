@@ -1,0 +1,5 @@
+"""One engine to send chat prompts to a model and get text back (synthesis and evaluation)."""
+
+from in2.llm.engine import Engine, Request, Response, Usage
+
+__all__ = ["Engine", "Request", "Response", "Usage"]

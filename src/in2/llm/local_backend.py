@@ -1,0 +1,96 @@
+"""A local transformers model with batched generation (the offline default)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tqdm.auto import tqdm
+
+from in2.assets import resolve
+from in2.config import GeneratorConfig
+from in2.llm.engine import Request, Response
+
+
+def _stop_after_text(tok, start: int, stops: list[str]):
+    """Stop each sequence once its new text, leading whitespace ignored, contains a stop string."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopAfterText(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+            return torch.tensor([any(s in t.lstrip() for s in stops) for t in texts], device=input_ids.device)
+
+    return StopAfterText()
+
+
+class LocalBackend:
+    """Stop strings count only after some non-whitespace text: a reply that opens with a newline
+    continues to its first line of content (small models often start an answer on a new line)."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        path = resolve(cfg.model)
+        kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+        self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
+        self.torch = torch
+
+    def _texts(self, requests: list[Request]) -> list[str]:
+        return [
+            self.tok.apply_chat_template(r.as_messages(), add_generation_prompt=True, tokenize=False) + r.prefix
+            for r in requests
+        ]
+
+    def batches(self, requests: list[Request], texts: list[str]) -> list[list[int]]:
+        """Indices per generate() call: same stop strings, similar lengths, at most batch_size."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i in sorted(range(len(requests)), key=lambda i: len(texts[i])):
+            groups.setdefault(requests[i].stop, []).append(i)
+        bs = self.cfg.batch_size
+        return [g[k : k + bs] for g in groups.values() for k in range(0, len(g), bs)]
+
+    def run(self, requests: list[Request], sampling: dict, done: Callable[[int, Response], None], desc: str) -> None:
+        torch = self.torch
+        texts = self._texts(requests)
+        gen_kwargs = {"max_new_tokens": sampling["max_tokens"], "pad_token_id": self.tok.pad_token_id}
+        if sampling["temperature"] > 0:
+            gen_kwargs.update(do_sample=True, temperature=sampling["temperature"], top_p=sampling["top_p"])
+        else:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if "repetition_penalty" in sampling:
+            gen_kwargs["repetition_penalty"] = sampling["repetition_penalty"]
+        with tqdm(total=len(requests), desc=desc, unit="req") as bar:
+            for idx in self.batches(requests, texts):
+                stop = list(requests[idx[0]].stop)
+                enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                width = enc["input_ids"].shape[1]
+                extra = {"stopping_criteria": [_stop_after_text(self.tok, width, stop)]} if stop else {}
+                with torch.no_grad():
+                    out = self.model.generate(**enc, **gen_kwargs, **extra)
+                new = out[:, enc["input_ids"].shape[1] :]
+                for row, i in enumerate(idx):
+                    ids = new[row]
+                    n = int((ids != self.tok.pad_token_id).sum())
+                    text = self.tok.decode(ids, skip_special_tokens=True)
+                    if stop:
+                        text = text.lstrip()
+                    cut = min((text.find(s) for s in stop if s in text), default=-1)
+                    eos = bool((ids == self.tok.eos_token_id).any())
+                    stopped = cut >= 0 or eos or n < gen_kwargs["max_new_tokens"]
+                    done(
+                        i,
+                        Response(
+                            text=text[:cut] if cut >= 0 else text,
+                            finish_reason="stop" if stopped else "length",
+                            prompt_tokens=int(enc["attention_mask"][row].sum()),
+                            completion_tokens=n,
+                        ),
+                    )
+                bar.update(len(idx))

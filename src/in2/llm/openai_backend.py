@@ -1,0 +1,160 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, llama.cpp, Ollama) via openai.AsyncOpenAI.
+
+Retries on 408/409/429/5xx, timeouts and dropped connections are the openai client's own
+(exponential backoff, Retry-After honoured up to two minutes). What still fails is returned as a
+Response with an error, never cached, so a rerun tries it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from tqdm.auto import tqdm
+
+from in2.config import ConfigError, GeneratorConfig
+from in2.llm.engine import Request, Response
+
+
+def sanitize(url: str | None) -> str | None:
+    """A URL without credentials or query string, safe to print or store."""
+    if not url:
+        return url
+    p = urlsplit(url)
+    netloc = (p.hostname or "") + (f":{p.port}" if p.port else "")
+    return urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+class FatalRequestError(RuntimeError):
+    """The endpoint refuses every request (bad key, unknown model, unreachable): stop the run."""
+
+
+class _RateLimiter:
+    """Spaces request starts to stay under requests/tokens per minute."""
+
+    def __init__(self, rpm: float | None, tpm: float | None):
+        self.rpm, self.tpm = rpm, tpm
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self, est_tokens: int) -> None:
+        gaps = []
+        if self.rpm:
+            gaps.append(60.0 / self.rpm)
+        if self.tpm:
+            gaps.append(60.0 * est_tokens / self.tpm)
+        if not gaps:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + max(gaps)
+        await asyncio.sleep(max(0.0, start - now))
+
+
+class OpenAIBackend:
+    def __init__(self, cfg: GeneratorConfig):
+        self.cfg = cfg
+        key = os.environ.get(cfg.api_key_env)
+        if not key:
+            if cfg.base_url is None:
+                raise ConfigError(
+                    f"generator.api_key_env: environment variable {cfg.api_key_env} is not set "
+                    "(needed for the OpenAI API; local servers only need generator.base_url)"
+                )
+            key = "EMPTY"  # local OpenAI-compatible servers accept any key
+        self._key = key
+
+    def _client(self):
+        import openai
+
+        return openai.AsyncOpenAI(
+            api_key=self._key, base_url=self.cfg.base_url, max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s
+        )
+
+    async def _call(self, client, request: Request, sampling: dict) -> Response:
+        import openai
+
+        messages = request.as_messages()
+        extra = {}
+        if request.prefix:
+            # vLLM-style prefill: the assistant turn continues from the prefix.
+            messages.append({"role": "assistant", "content": request.prefix})
+            extra = {"continue_final_message": True, "add_generation_prompt": False}
+        try:
+            r = await client.chat.completions.create(
+                model=self.cfg.model,
+                messages=messages,
+                temperature=sampling["temperature"],
+                top_p=sampling["top_p"],
+                max_tokens=sampling["max_tokens"],
+                stop=list(request.stop) or None,
+                extra_body=extra or None,
+            )
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise FatalRequestError(
+                f"{sanitize(self.cfg.base_url) or 'OpenAI API'} refused the key from ${self.cfg.api_key_env} "
+                f"(HTTP {e.status_code})"
+            ) from None
+        except openai.NotFoundError:
+            raise FatalRequestError(
+                f"{sanitize(self.cfg.base_url) or 'OpenAI API'}: model {self.cfg.model!r} or endpoint not found (HTTP 404)"
+            ) from None
+        except openai.APITimeoutError:
+            return Response(text=None, error="timeout")
+        except openai.APIConnectionError:
+            return Response(text=None, error="connection_error")
+        except openai.APIStatusError as e:
+            return Response(text=None, error=f"http_{e.status_code}")
+        except openai.APIResponseValidationError:
+            return Response(text=None, error="invalid_response")
+        if not getattr(r, "choices", None):
+            return Response(text=None, error="invalid_response")
+        choice = r.choices[0]
+        usage = r.usage
+        return Response(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        )
+
+    async def _run(self, requests, sampling, done, desc):
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        limiter = _RateLimiter(self.cfg.requests_per_minute, self.cfg.tokens_per_minute)
+        client = self._client()
+        state = {"conn_errors": 0}
+        bar = tqdm(total=len(requests), desc=desc, unit="req")
+
+        async def one(j: int, request: Request) -> None:
+            async with sem:
+                est = sum(len(c) for _, c in request.messages) // 4 + sampling["max_tokens"]
+                await limiter.wait(est)
+                response = await self._call(client, request, sampling)
+                # Recorded before the slot is released: with concurrency 1, nothing is sent while an
+                # earlier answer is unsaved, so a crash never costs an answered request.
+                done(j, response)
+                bar.update(1)
+                state["conn_errors"] = state["conn_errors"] + 1 if response.error == "connection_error" else 0
+                if state["conn_errors"] >= max(8, self.cfg.concurrency):
+                    raise FatalRequestError(
+                        f"cannot reach {sanitize(self.cfg.base_url) or 'the OpenAI API'}: "
+                        f"{state['conn_errors']} requests in a row failed to connect after retries"
+                    )
+
+        tasks = [asyncio.create_task(one(j, r)) for j, r in enumerate(requests)]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                await fut
+        finally:
+            bar.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
+
+    def run(self, requests: list[Request], sampling: dict, done: Callable[[int, Response], None], desc: str) -> None:
+        asyncio.run(self._run(requests, sampling, done, desc))

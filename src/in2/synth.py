@@ -1,0 +1,239 @@
+"""`in2 synth`: corpus -> segments -> QA pairs -> long contexts -> mixture -> dataset folder.
+
+One shard (`num_shards == 1`) writes the release folder directly. With several shards, each writes
+`<output_dir>.shards/shard-i-of-n/` and `merge` joins them into the release folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from in2 import tokenizer as tokenizers
+from in2.config import ConfigError, SynthConfig, from_dict, to_dict
+from in2.data import templates
+from in2.data.assemble import Assembler, FillerPool, verify
+from in2.data.corpus import iter_texts
+from in2.data.mixture import PARTS, counts, general_rows, mix
+from in2.data.qa import QAGenerator
+from in2.data.segment import Segmenter, Source
+from in2.llm import Engine
+from in2.llm.openai_backend import sanitize
+from in2.release import folder
+
+TEXT_BATCH = 256
+
+
+def shard_share(total: int, shard_index: int, num_shards: int) -> int:
+    return total // num_shards + (shard_index < total % num_shards)
+
+
+def source_stream(cfg: SynthConfig, tok, stats: Counter, pool: list[Source]) -> Iterator[Source]:
+    """Segmented texts of this shard, read lazily in batches; each is also kept in `pool`."""
+    segmenter = Segmenter(tok, cfg.corpus.min_segment_tokens, cfg.corpus.max_segment_tokens)
+    texts = iter_texts(cfg.corpus, cfg.shard_index, cfg.num_shards, stats)
+    with tqdm(desc="segmenting texts", unit="text") as bar:
+        while batch := list(itertools.islice(texts, TEXT_BATCH)):
+            bar.update(len(batch))
+            for src in segmenter(batch, stats):
+                pool.append(src)
+                yield src
+
+
+def prompt_files(cfg: SynthConfig) -> list[str]:
+    return [cfg.qa.prompt_fine_grained, cfg.qa.prompt_integration, templates.FILM_CONTEXT, templates.FILM_NO_CONTEXT]
+
+
+def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
+    g = cfg.generator
+    return {
+        "backend": g.backend,
+        "model": g.model,
+        "base_url": sanitize(g.base_url),
+        "sampling": engine.sampling,
+        "prefill": g.prefill,
+    }
+
+
+def dry_run(cfg: SynthConfig) -> dict:
+    """Plan the requests of a first wave and estimate tokens and cost; send nothing."""
+    tok = tokenizers.load_tokenizer(cfg.tokenizer)
+    stats: Counter = Counter()
+    pool: list[Source] = []
+    engine = Engine(cfg.generator, backend=False)  # cache lookups only
+    assembler = Assembler(tok, cfg.context, cfg.seed)
+    gen = QAGenerator(cfg, engine, assembler.source_tokens)
+    need = {
+        r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards)
+        for r in ("fine_grained", "integration", "short")
+    }
+    wave = gen.plan_wave(source_stream(cfg, tok, stats, pool), need)
+    requests = [gen.request(it) for it in wave]
+    prompt_tokens = (
+        sum(
+            len(x)
+            for x in tok.apply_chat_template(
+                [r.as_messages() for r in requests], tokenize=True, add_generation_prompt=True, return_dict=False
+            )
+        )
+        if requests
+        else 0
+    )
+    out_tokens = len(requests) * cfg.generator.max_tokens
+    g = cfg.generator
+    report = {
+        "requests": len(requests),
+        "requests_by_role": dict(Counter(it.role for it in wave)),
+        "rows_needed": need,
+        "already_cached": engine.cached(requests),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens_at_most": out_tokens,
+        "estimated_cost_usd_at_most": round(
+            (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 4
+        ),
+        "texts": dict(stats),
+        "note": f"first wave only (qa.oversample={cfg.qa.oversample}); rejects add later waves; "
+        "prompt tokens counted with the target tokenizer",
+    }
+    engine.close()
+    return report
+
+
+def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
+    """Build this shard's rows and its manifest."""
+    tok = tokenizers.load_tokenizer(cfg.tokenizer)
+    stats: Counter = Counter()
+    pool: list[Source] = []
+    stream = source_stream(cfg, tok, stats, pool)
+    engine = Engine(cfg.generator)
+    assembler = Assembler(tok, cfg.context, cfg.seed)
+    gen = QAGenerator(cfg, engine, assembler.source_tokens)
+    need = {
+        r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards)
+        for r in ("fine_grained", "integration", "short")
+    }
+    accepted = gen.run(stream, need)
+    while len(pool) < cfg.corpus.filler_pool_texts and next(stream, None) is not None:
+        pass
+    fillers = FillerPool(pool)
+    if len(fillers) == 0 and (accepted["fine_grained"] or accepted["integration"]):
+        raise ConfigError("corpus: no filler segments were read (check corpus.source and corpus.max_texts)")
+    qa_rows = assembler.rows(accepted["fine_grained"] + accepted["integration"] + accepted["short"], fillers)
+    general_stats: Counter = Counter()
+    general = general_rows(
+        cfg.general,
+        shard_share(cfg.mixture.general, cfg.shard_index, cfg.num_shards),
+        tok,
+        cfg.context.max_length,
+        cfg.seed,
+        cfg.shard_index,
+        cfg.num_shards,
+        general_stats,
+    )
+    rows = qa_rows + general
+    manifest = {
+        "config": to_dict(cfg),
+        "prompts": templates.hashes(prompt_files(cfg)),
+        "generator": describe_generator(cfg, engine),
+        "tokenizer": tokenizers.describe(cfg.tokenizer),
+        "corpus": {"source": cfg.corpus.source, "name": cfg.corpus.name, "split": cfg.corpus.split},
+        "counts": {
+            "rows": counts(rows),
+            "corpus": dict(stats),
+            "filler_pool_segments": len(fillers),
+            "qa": {k: v for k, v in gen.stats.items() if not k.startswith("rejected_")},
+            "assembly": dict(assembler.stats),
+            "general": dict(general_stats),
+        },
+        "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
+        "usage": engine.usage.to_json(cfg.generator),
+        "token_accounting": verify(tok, rows, cfg.context.max_length, cfg.context.verify_rows, cfg.seed),
+    }
+    engine.close()
+    return rows, manifest
+
+
+def _finalize(cfg: SynthConfig, rows: list[dict], manifest: dict) -> Path:
+    splits = mix(rows, cfg.seed, cfg.mixture.validation_rows)
+    manifest = {
+        "in2_version": folder.versions().get("in2"),
+        **manifest,
+        "splits": {k: len(v) for k, v in splits.items()},
+        "content_hash": folder.content_hash(splits),
+        "versions": folder.versions(),
+    }
+    return folder.write_folder(cfg.output_dir, splits, manifest, cfg.mixture.rows_per_file)
+
+
+def shards_dir(output_dir: str) -> Path:
+    return Path(output_dir + ".shards")
+
+
+def synth(cfg: SynthConfig) -> Path:
+    """Run this config's shard; with one shard, write the release folder."""
+    rows, manifest = synth_shard(cfg)
+    if cfg.num_shards == 1:
+        return _finalize(cfg, rows, manifest)
+    out = shards_dir(cfg.output_dir) / f"shard-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    folder.write_parquet(rows, tmp / "rows.parquet")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def _add(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _add(out.get(k, {}), v) if isinstance(v, dict) else out.get(k, 0) + v
+    return out
+
+
+def merge(output_dir: str) -> Path:
+    """Join all shard folders of `<output_dir>.shards/` into the release folder."""
+    root = shards_dir(output_dir)
+    manifests = sorted(root.glob("shard-*-of-*/manifest.json"))
+    if not manifests:
+        raise ConfigError(f"no shards found in {root}")
+    parts = [json.loads(p.read_text()) for p in manifests]
+    n = parts[0]["config"]["num_shards"]
+    have = {p["config"]["shard_index"] for p in parts}
+    if have != set(range(n)) or any(p["config"]["num_shards"] != n for p in parts):
+        missing = sorted(set(range(n)) - have)
+        raise ConfigError(f"{root}: shards {missing} of {n} are missing (run them, then merge again)")
+
+    def core(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k not in ("shard_index",)}
+
+    if any(core(p["config"]) != core(parts[0]["config"]) for p in parts):
+        raise ConfigError(f"{root}: shards were built with different configs")
+    rows = [r for p in manifests for r in folder.read_parquet(p.parent / "rows.parquet")]
+    merged = dict(parts[0])
+    merged["config"] = {**parts[0]["config"], "shard_index": None}
+    for key in ("counts", "rejected", "usage"):
+        total: dict = {}
+        for p in parts:
+            total = _add(total, {k: v for k, v in p[key].items() if not isinstance(v, str)})
+        merged[key] = total
+    merged["counts"]["rows"] = counts(rows)
+    acc = [p["token_accounting"] for p in parts]
+    merged["token_accounting"] = {
+        "rows_checked": sum(a["rows_checked"] for a in acc),
+        "max_abs_error_tokens": max(a["max_abs_error_tokens"] for a in acc),
+    }
+    cfg = from_dict(SynthConfig, {**parts[0]["config"], "shard_index": 0})
+    cfg.output_dir = output_dir
+    return _finalize(cfg, rows, merged)
+
+
+__all__ = ["PARTS", "dry_run", "merge", "synth"]

@@ -1,0 +1,59 @@
+"""Load the target model's tokenizer: all token counts and length budgets come from it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from in2.assets import CHAT_TEMPLATES_DIR, resolve
+from in2.config import ConfigError, TokenizerConfig
+
+
+def _sentencepiece_dir(model_file: Path) -> Path:
+    """AutoTokenizer converts a folder holding `tokenizer.model`; stage one for a bare .model file."""
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]
+    folder = Path.home() / ".cache" / "in2" / "tokenizers" / digest
+    if not (folder / "tokenizer.model").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_file, folder / "tokenizer.model")
+    return folder
+
+
+def read_chat_template(ref: str) -> str:
+    """A built-in template name (file under data/chat_templates/) or a path to a .jinja file."""
+    path = Path(ref)
+    if not path.is_file():
+        path = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES_DIR.glob("*.jinja")))
+        raise ConfigError(f"tokenizer.chat_template: {ref!r} is neither a file nor a built-in template ({known})")
+    return path.read_text()
+
+
+def load_tokenizer(cfg: TokenizerConfig):
+    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available."""
+    from transformers import AutoTokenizer
+
+    path = Path(resolve(cfg.name_or_path))
+    kwargs = {}
+    if path.suffix == ".model" or path.name.startswith("tokenizer.model"):
+        path = _sentencepiece_dir(path)
+    elif cfg.gguf_file:
+        kwargs["gguf_file"] = cfg.gguf_file
+    tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
+    if cfg.chat_template:
+        tok.chat_template = read_chat_template(cfg.chat_template)
+    if not tok.chat_template:
+        raise ConfigError(
+            f"tokenizer.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
+            "set a built-in name such as 'mistral-instruct' or a .jinja path"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token or tok.eos_token
+    return tok
+
+
+def describe(cfg: TokenizerConfig) -> dict:
+    """What the manifest records about the tokenizer."""
+    return {"name_or_path": cfg.name_or_path, "gguf_file": cfg.gguf_file, "chat_template": cfg.chat_template}

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from in2.config import ConfigError, SynthConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("recipe", sorted(ROOT.glob("recipes/*/in2_data.yaml")))
+def test_recipes_parse_and_validate(recipe):
+    cfg = load_config(recipe)
+    assert isinstance(cfg, SynthConfig)
+    assert cfg.context.min_context_tokens < cfg.context.max_context_tokens < cfg.context.max_length
+
+
+def test_film_recipe_holds_the_papers_numbers():
+    cfg = load_config(ROOT / "recipes/film-7b/in2_data.yaml")
+    assert (cfg.corpus.source, cfg.corpus.name) == ("allenai/c4", "realnewslike")
+    assert cfg.corpus.min_segment_tokens == 128
+    assert (cfg.context.min_context_tokens, cfg.context.max_length) == (4096, 32768)
+    m = cfg.mixture
+    assert (m.fine_grained, m.integration, m.short, m.general) == (1_100_000, 300_000, 150_000, 200_000)
+    assert cfg.general.source == "Open-Orca/OpenOrca"
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["generator.temperature=0.3", "mixture.short=0", "corpus.source=x.jsonl", "seed=7"])
+    assert cfg.generator.temperature == 0.3 and cfg.mixture.short == 0 and cfg.seed == 7
+    assert cfg.corpus.source == "x.jsonl"
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        (["corpus.textfield=body"], "corpus.textfield"),
+        (["nope=1"], "nope"),
+        (["mixture.short=-1"], "mixture.short"),
+        (["context.min_context_tokens=9000", "context.max_context_tokens=8000"], "context.min_context_tokens"),
+        (["context.max_context_tokens=40000"], "context.max_context_tokens"),
+        (["generator.backend=foo"], "generator.backend"),
+        (["generator.max_tokens=lots"], "generator.max_tokens"),
+        (["context.separator=' | '"], "context.separator"),
+        (["shard_index=3", "num_shards=2"], "shard_index"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(None, override)
+
+
+def test_bad_file_is_named(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("corpus:\n  sourse: x\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml.*corpus\.sourse"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")

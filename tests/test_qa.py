@@ -1,0 +1,51 @@
+import pytest
+
+from in2.data.qa import QA, check, grounding, parse
+
+SRC = "The harbour bridge opened in 1932 and carries eight lanes of traffic across the bay."
+
+
+def test_parse_accepts_the_exact_format():
+    qa, reason = parse("Question: When did the harbour bridge open?\nAnswer: It opened in 1932.", "fine_grained", 1)
+    assert reason is None and qa == QA("When did the harbour bridge open?", "It opened in 1932.")
+    qa, reason = parse("Question: q?\nAnswer: a\nPieces: 1, 3", "integration", 3)
+    assert reason is None and qa.answer == "a"
+
+
+@pytest.mark.parametrize(
+    "text, qa_type, reason",
+    [
+        ("Sure! Here is a question.", "fine_grained", "unparseable"),
+        ("Question: What opened?", "fine_grained", "no_answer"),
+        ("Question: What opened?\nThe bridge.", "fine_grained", "unparseable"),
+        ("Question: What opened? Answer: x\nAnswer: the bridge", "fine_grained", "unparseable"),
+        ("Question: What opened?\nAnswer: the bridge\nI hope this helps!", "fine_grained", "extra_text"),
+        ("Question: \nAnswer: the bridge", "fine_grained", "empty"),
+        ("Question: q?\nAnswer: a", "integration", "no_pieces"),
+        ("Question: q?\nAnswer: a\nPieces: 2", "integration", "fewer_than_two_pieces"),
+        ("Question: q?\nAnswer: a\nPieces: 2, 9", "integration", "fewer_than_two_pieces"),  # 9 does not exist
+    ],
+)
+def test_parse_rejections(text, qa_type, reason):
+    qa, why = parse(text, qa_type, 3)
+    assert qa is None and why == reason
+
+
+@pytest.mark.parametrize(
+    "question, answer, reason",
+    [
+        ("According to the context, when did the bridge open?", "In 1932.", "context_reference"),
+        ("What does the passage say about the bridge?", "It opened in 1932.", "context_reference"),
+        ("In piece 2, what opened?", "The bridge, in 1932.", "context_reference"),
+        ("When did the bridge open?", "I'm sorry, I cannot answer that.", "refusal"),
+        ("When did the bridge open?", "Dolphins migrate south every winter.", "ungrounded"),
+        ("When did the harbour bridge open?", "The bridge first opened in 1932.", None),
+    ],
+)
+def test_content_checks(question, answer, reason):
+    assert check(QA(question, answer), SRC, 0.5) == reason
+
+
+def test_grounding_ignores_stopwords():
+    assert grounding("It was the bridge", SRC) == 1.0
+    assert grounding("purple elephants bridge", SRC) == pytest.approx(1 / 3)

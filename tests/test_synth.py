@@ -215,8 +215,10 @@ def test_film_recipe_dry_run_offline_on_local_text(tmp_path, capsys, monkeypatch
     assert main(args) == 0
     out = capsys.readouterr().out
     report = json.loads(out[: out.rindex("}") + 1])
-    assert 0 < report["requests"] <= 40 and report["prompt_tokens"] > 0
-    assert report["estimated_cost_usd_at_most"] > 0 and report["already_cached"] == 0
+    assert report["requests"] == round(1_550_000 * 1.15)  # the paper's QA rows x qa.oversample
+    assert 0 < report["sampled_requests"] <= 40 and "warning" in report  # 40 texts cannot fill the sample
+    assert 200 * report["requests"] < report["prompt_tokens"] < 2000 * report["requests"]  # scaled from the sample
+    assert report["estimated_cost_usd_at_most"] > 10_000 and report["sampled_already_cached"] == 0
     assert "nothing was sent" in out
 
 

@@ -32,7 +32,7 @@ def cmd_synth(args) -> int:
     from in2 import synth
 
     if args.dry_run:
-        report = synth.dry_run(cfg)
+        report = synth.dry_run(cfg, sample=args.dry_run_sample)
         print(json.dumps(report, indent=2))
         print(
             f"dry run: {report['requests']} requests, ~{report['prompt_tokens']:,} prompt tokens, "
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="build an IN2 dataset folder from a corpus and a generator")
     _synth_args(p)
     p.add_argument("--dry-run", action="store_true", help="plan requests, estimate tokens and cost, send nothing")
+    p.add_argument("--dry-run-sample", type=int, default=2000, help="requests built and counted by --dry-run")
     p.add_argument("--num-shards", type=int, help="split the job over this many independent runs")
     p.add_argument("--shard-index", type=int, help="which shard this run builds (0-based)")
     p.set_defaults(func=cmd_synth)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from in2.data import templates
 from in2.data.assemble import Assembler, FillerPool, verify
 from in2.data.corpus import iter_texts
 from in2.data.mixture import PARTS, counts, general_rows, mix
-from in2.data.qa import QAGenerator
+from in2.data.qa import ROLES, QAGenerator, planned
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
 from in2.llm.openai_backend import sanitize
@@ -60,46 +61,51 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
     }
 
 
-def dry_run(cfg: SynthConfig) -> dict:
-    """Plan the requests of a first wave and estimate tokens and cost; send nothing."""
+def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
+    """Estimate requests, tokens and cost of the first wave without sending anything.
+
+    Prompts are built for a sample of at most `sample` requests (drawn like the real plan) and
+    their token counts are scaled up to the whole wave.
+    """
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
-    pool: list[Source] = []
     engine = Engine(cfg.generator, backend=False)  # cache lookups only
-    assembler = Assembler(tok, cfg.context, cfg.seed)
-    gen = QAGenerator(cfg, engine, assembler.source_tokens)
-    need = {
-        r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards)
-        for r in ("fine_grained", "integration", "short")
-    }
-    wave = gen.plan_wave(source_stream(cfg, tok, stats, pool), need)
+    gen = QAGenerator(cfg, engine, Assembler(tok, cfg.context, cfg.seed).source_tokens)
+    need = {r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards) for r in ROLES}
+    total = sum(planned(n, cfg.qa.oversample) for n in need.values())
+    scale = min(1.0, sample / max(1, total))
+    sampled_need = {r: math.ceil(n * scale) for r, n in need.items()}
+    wave = gen.plan_wave(source_stream(cfg, tok, stats, []), sampled_need)
     requests = [gen.request(it) for it in wave]
-    prompt_tokens = (
+    convs = [r.as_messages() for r in requests]
+    measured = (
         sum(
-            len(x)
-            for x in tok.apply_chat_template(
-                [r.as_messages() for r in requests], tokenize=True, add_generation_prompt=True, return_dict=False
-            )
+            len(x) for x in tok.apply_chat_template(convs, tokenize=True, add_generation_prompt=True, return_dict=False)
         )
-        if requests
+        if convs
         else 0
     )
-    out_tokens = len(requests) * cfg.generator.max_tokens
+    factor = total / max(1, len(requests))
+    prompt_tokens = round(measured * factor)
+    out_tokens = total * cfg.generator.max_tokens
     g = cfg.generator
     report = {
-        "requests": len(requests),
-        "requests_by_role": dict(Counter(it.role for it in wave)),
+        "requests": total,
+        "sampled_requests": len(requests),
+        "sampled_by_role": dict(Counter(it.role for it in wave)),
         "rows_needed": need,
-        "already_cached": engine.cached(requests),
+        "sampled_already_cached": engine.cached(requests),
         "prompt_tokens": prompt_tokens,
         "completion_tokens_at_most": out_tokens,
         "estimated_cost_usd_at_most": round(
-            (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 4
+            (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 2
         ),
-        "texts": dict(stats),
-        "note": f"first wave only (qa.oversample={cfg.qa.oversample}); rejects add later waves; "
-        "prompt tokens counted with the target tokenizer",
+        "texts_read": dict(stats),
+        "note": f"first wave (qa.oversample={cfg.qa.oversample}); rejects add later waves; prompt tokens "
+        "counted with the target tokenizer on the sample and scaled to the wave",
     }
+    if len(requests) < sum(sampled_need.values()):
+        report["warning"] = "the corpus ran out before the sample was planned: the run will be short of rows"
     engine.close()
     return report
 

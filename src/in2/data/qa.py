@@ -39,6 +39,11 @@ _STOP = frozenset(
 )
 
 
+def planned(missing: int, oversample: float) -> int:
+    """Requests planned for `missing` rows (rounded up, immune to float noise such as 300000 * 1.15)."""
+    return math.ceil(round(missing * oversample, 6)) if missing > 0 else 0
+
+
 @dataclass
 class QAItem:
     id: str
@@ -145,7 +150,7 @@ class QAGenerator:
         return QAItem(id=short_id(seed, role, src.id), role=role, qa_type=qa_type, source=src, key=key)
 
     def plan_wave(self, sources: Iterator[Source], missing: dict[str, int]) -> list[QAItem]:
-        quota = {r: math.ceil(n * self.cfg.qa.oversample) for r, n in missing.items() if n > 0}
+        quota = {r: planned(n, self.cfg.qa.oversample) for r, n in missing.items() if n > 0}
         wave: list[QAItem] = []
         while any(quota.values()):
             src = next(sources, None)
@@ -247,6 +252,7 @@ class QAGenerator:
                 else:
                     self.stats["surplus"] += 1
         for r in need:
-            self.stats[f"short_of_{r}"] = max(0, need[r] - len(accepted[r]))
+            if len(accepted[r]) < need[r]:
+                self.stats[f"short_of_{r}"] = need[r] - len(accepted[r])
         self.stats["waves"] = wave_no
         return accepted

@@ -86,7 +86,7 @@ def minimal_card(manifest: dict, splits: list[str]) -> str:
         f"---\n{header}---",
         "# IN2 training data",
         "",
-        "Information-intensive (IN2) long-context QA data, built with [in2](https://github.com/) after",
+        "Information-intensive (IN2) long-context QA data, built with in2 after",
         '"Make Your LLM Fully Utilize the Context" (An et al., 2024, arXiv:2404.16811).',
         "",
         "| part | rows |",

@@ -66,16 +66,18 @@ def test_synth_builds_a_loadable_dataset_that_sftrainer_accepts(tmp_path, env_ke
     assert set(m["prompts"]) == {"fine_grained.txt", "integration.txt", "film_context.txt", "film_no_context.txt"}
     assert m["usage"]["requests_sent"] == sum(s.answered.values()) > 0
     assert m["token_accounting"]["max_abs_error_tokens"] <= 8
-    assert sorted(p.name for p in (out / "data").iterdir()) == [
-        "train-00000-of-00001.parquet",
-        "validation-00000-of-00001.parquet",
-    ]
+    files = sorted(str(p.relative_to(out / "data")) for p in (out / "data").rglob("*.parquet"))
+    assert all(f.split("/")[0] in m["counts"]["rows"] and f.endswith("-00000-of-00001.parquet") for f in files)
+    assert {f.split("/")[0] for f in files} == {"fine_grained", "integration", "short", "general"}
     for f in out.rglob("*"):  # no secret anywhere in the artifact
         assert not f.is_file() or SECRET not in f.read_text(errors="ignore")
     assert SECRET not in printed
 
     ds = load_dataset(str(out))
     assert ds["train"].num_rows == 18 and ds["validation"].num_rows == 2
+    for part, n in m["counts"]["rows"].items():
+        one = load_dataset(str(out), part)
+        assert sum(d.num_rows for d in one.values()) == n and {t for d in one.values() for t in d["type"]} == {part}
     long = [r for r in ds["train"] if r["type"] in ("fine_grained", "integration")]
     assert all(512 - 300 < r["context_tokens"] <= 1536 and r["key_positions"] for r in long)
     row = long[0]
@@ -118,6 +120,29 @@ def test_synth_builds_a_loadable_dataset_that_sftrainer_accepts(tmp_path, env_ke
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds["train"], processing_class=tok)
     result = trainer.train()
     assert result.global_step == 1 and result.training_loss > 0
+
+
+def test_card_header_parses_and_the_body_reports_the_build(tmp_path, env_key):
+    from huggingface_hub import DatasetCard
+
+    with CannedServer() as s:
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url)), "release.license=odc-by"]) == 0
+    out = tmp_path / "run"
+    card = DatasetCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "odc-by" and data["language"] == ["en"] and data["size_categories"] == ["n<1K"]
+    assert {"question-answering", "text-generation"} <= set(data["task_categories"]) and "in2" in data["tags"]
+    assert [c["config_name"] for c in data["configs"]] == ["all", "fine_grained", "integration", "short", "general"]
+    m = manifest(out)
+    body = card.text
+    for plot in ("plots/rows_per_part.png", "plots/context_lengths.png", "plots/key_positions.png"):
+        assert f"]({plot})" in body and (out / plot).stat().st_size > 1000
+    assert m["content_hash"] in body and "canned" in body and "allenai" not in body
+    assert f"| `fine_grained` | {m['counts']['rows']['fine_grained']} |" in body
+    assert "not** decontaminated" in body and "in2 synth --config synth_config.yaml" in body
+    assert "An, Shengnan" in body and "ODC-BY" in body
+    rebuilt = yaml.safe_load((out / "synth_config.yaml").read_text())
+    assert rebuilt["mixture"] == m["config"]["mixture"] and "shard_index" not in rebuilt
 
 
 def test_rerun_sends_nothing_and_gives_the_same_dataset(tmp_path, env_key):

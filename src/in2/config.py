@@ -147,6 +147,34 @@ class GeneralConfig:
 
 
 @dataclass
+class EvalSourceConfig:
+    """Evaluation data to keep out of training: local files or a Hugging Face dataset."""
+
+    source: str = ""
+    name: str | None = None
+    split: str = "test"
+    fields: list[str] = field(default_factory=lambda: ["text"])
+    """Text fields whose n-grams are banned (e.g. context, input, answers)."""
+
+
+@dataclass
+class DecontamConfig:
+    """Drop source texts sharing an n-gram of words with evaluation data (as QA source and filler)."""
+
+    ngram: int = 10
+    sources: list[EvalSourceConfig] = field(default_factory=list)
+
+
+@dataclass
+class ReleaseConfig:
+    """What the data card says about the release."""
+
+    pretty_name: str = "IN2 training data"
+    license: str = "other"
+    """HF license id of the release (FILM-7B recipe: odc-by, C4's license)."""
+
+
+@dataclass
 class SynthConfig:
     """The whole `in2 synth` job."""
 
@@ -157,6 +185,8 @@ class SynthConfig:
     context: ContextConfig = field(default_factory=ContextConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     general: GeneralConfig = field(default_factory=GeneralConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     seed: int = 42
     output_dir: str = "data/in2-demo"
     num_shards: int = 1
@@ -205,6 +235,7 @@ class SynthConfig:
             (not 0 <= self.qa.min_answer_grounding <= 1, "qa.min_answer_grounding", "must be in [0, 1]"),
             (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),
             (m.rows_per_file < 1, "mixture.rows_per_file", "must be >= 1"),
+            (self.decontam.ngram < 1, "decontam.ngram", "must be >= 1"),
             (self.num_shards < 1, "num_shards", "must be >= 1"),
             (
                 not 0 <= self.shard_index < self.num_shards,
@@ -227,6 +258,11 @@ def _convert(value: Any, tp: Any, name: str) -> Any:
         if value is None:
             return None
         return _convert(value, args[0], name)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}")

@@ -19,13 +19,14 @@ from in2 import tokenizer as tokenizers
 from in2.config import ConfigError, SynthConfig, from_dict, to_dict
 from in2.data import templates
 from in2.data.assemble import Assembler, FillerPool, verify
-from in2.data.corpus import iter_texts
+from in2.data.corpus import Text, iter_texts
 from in2.data.mixture import PARTS, counts, general_rows, mix
 from in2.data.qa import ROLES, QAGenerator, planned
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
 from in2.llm.openai_backend import sanitize
-from in2.release import folder
+from in2.release import decontam, folder
+from in2.release.decontam import Decontaminator
 
 TEXT_BATCH = 256
 
@@ -34,10 +35,21 @@ def shard_share(total: int, shard_index: int, num_shards: int) -> int:
     return total // num_shards + (shard_index < total % num_shards)
 
 
-def source_stream(cfg: SynthConfig, tok, stats: Counter, pool: list[Source]) -> Iterator[Source]:
-    """Segmented texts of this shard, read lazily in batches; each is also kept in `pool`."""
+def clean_texts(texts: Iterator[Text], decontaminator: Decontaminator | None, stats: Counter) -> Iterator[Text]:
+    """Texts that share no n-gram with evaluation data (all texts without a decontaminator)."""
+    for t in texts:
+        if decontaminator is not None and decontaminator.contaminated(t.text):
+            stats["skipped_contaminated"] += 1
+            continue
+        yield t
+
+
+def source_stream(
+    cfg: SynthConfig, tok, stats: Counter, pool: list[Source], decontaminator: Decontaminator | None = None
+) -> Iterator[Source]:
+    """Segmented, decontaminated texts of this shard, read lazily in batches; each also kept in `pool`."""
     segmenter = Segmenter(tok, cfg.corpus.min_segment_tokens, cfg.corpus.max_segment_tokens)
-    texts = iter_texts(cfg.corpus, cfg.shard_index, cfg.num_shards, stats)
+    texts = clean_texts(iter_texts(cfg.corpus, cfg.shard_index, cfg.num_shards, stats), decontaminator, stats)
     with tqdm(desc="segmenting texts", unit="text") as bar:
         while batch := list(itertools.islice(texts, TEXT_BATCH)):
             bar.update(len(batch))
@@ -75,7 +87,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     total = sum(planned(n, cfg.qa.oversample) for n in need.values())
     scale = min(1.0, sample / max(1, total))
     sampled_need = {r: math.ceil(n * scale) for r, n in need.items()}
-    wave = gen.plan_wave(source_stream(cfg, tok, stats, []), sampled_need)
+    wave = gen.plan_wave(source_stream(cfg, tok, stats, [], decontam.build(cfg.decontam)), sampled_need)
     requests = [gen.request(it) for it in wave]
     convs = [r.as_messages() for r in requests]
     measured = (
@@ -115,7 +127,8 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
     pool: list[Source] = []
-    stream = source_stream(cfg, tok, stats, pool)
+    decontaminator = decontam.build(cfg.decontam)
+    stream = source_stream(cfg, tok, stats, pool, decontaminator)
     engine = Engine(cfg.generator)
     assembler = Assembler(tok, cfg.context, cfg.seed)
     gen = QAGenerator(cfg, engine, assembler.source_tokens)
@@ -155,6 +168,12 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
             "qa": {k: v for k, v in gen.stats.items() if not k.startswith("rejected_")},
             "assembly": dict(assembler.stats),
             "general": dict(general_stats),
+            "decontamination": {
+                "ngram": cfg.decontam.ngram,
+                "eval_sources": [e.source for e in cfg.decontam.sources],
+                **(dict(decontaminator.stats) if decontaminator else {}),
+                "texts_dropped": stats.get("skipped_contaminated", 0),
+            },
         },
         "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
         "usage": engine.usage.to_json(cfg.generator),
@@ -201,7 +220,12 @@ def synth(cfg: SynthConfig) -> Path:
 def _add(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _add(out.get(k, {}), v) if isinstance(v, dict) else out.get(k, 0) + v
+        if isinstance(v, dict):
+            out[k] = _add(out.get(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = out.get(k, 0) + v
+        else:  # names and lists (eval sources) are the same in every shard
+            out.setdefault(k, v)
     return out
 
 

@@ -59,7 +59,12 @@ def content_hash(splits: dict[str, list[dict]]) -> str:
 def write_parquet(rows: list[dict], path: Path) -> None:
     from datasets import Dataset
 
-    Dataset.from_list(rows, features=features()).to_parquet(str(path))
+    ds = (
+        Dataset.from_list(rows, features=features())
+        if rows
+        else Dataset.from_dict({k: [] for k in FEATURES_SPEC}, features=features())
+    )  # keeps the schema of an empty file
+    ds.to_parquet(str(path))
 
 
 def read_parquet(path: Path) -> list[dict]:
@@ -68,60 +73,34 @@ def read_parquet(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def configs_yaml(splits: list[str]) -> dict:
-    return {
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
-            }
-        ]
-    }
-
-
-def minimal_card(manifest: dict, splits: list[str]) -> str:
-    header = yaml.safe_dump(configs_yaml(splits), sort_keys=False)
-    c = manifest["counts"]
-    lines = [
-        f"---\n{header}---",
-        "# IN2 training data",
-        "",
-        "Information-intensive (IN2) long-context QA data, built with in2 after",
-        '"Make Your LLM Fully Utilize the Context" (An et al., 2024, arXiv:2404.16811).',
-        "",
-        "| part | rows |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in c["rows"].items()],
-        "",
-        f"Generator: `{manifest['generator']['model']}`; tokenizer: `{manifest['tokenizer']['name_or_path']}`; "
-        f"context {manifest['config']['context']['min_context_tokens']}-"
-        f"{manifest['config']['context']['max_context_tokens']} tokens; seed {manifest['config']['seed']}.",
-        f"Content hash: `{manifest['content_hash']}`. See manifest.json for everything else.",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        'ds = load_dataset("PATH_OR_REPO")',
-        "```",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def write_folder(out_dir: str | Path, splits: dict[str, list[dict]], manifest: dict, rows_per_file: int) -> Path:
-    """Write atomically: into a sibling temp folder, then swap it in."""
+    """Write atomically (a sibling temp folder, then swapped in): per-part parquet files, plots,
+    the resolved config, the manifest and the rendered card."""
+    from in2.data.mixture import PARTS
+    from in2.release import card
+
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    (tmp / "data").mkdir(parents=True)
-    for name, rows in splits.items():
-        n = max(1, -(-len(rows) // rows_per_file))
-        for i in range(n):
-            write_parquet(
-                rows[i * rows_per_file : (i + 1) * rows_per_file], tmp / "data" / f"{name}-{i:05d}-of-{n:05d}.parquet"
-            )
+    layout: dict[str, list[str]] = {}  # part -> its non-empty splits (load_dataset rejects empty ones)
+    for part in PARTS:
+        for name, rows in splits.items():
+            rows = [r for r in rows if r["type"] == part]
+            if not rows:
+                continue
+            layout.setdefault(part, []).append(name)
+            (tmp / "data" / part).mkdir(parents=True, exist_ok=True)
+            n = -(-len(rows) // rows_per_file)
+            for i in range(n):
+                chunk = rows[i * rows_per_file : (i + 1) * rows_per_file]
+                write_parquet(chunk, tmp / "data" / part / f"{name}-{i:05d}-of-{n:05d}.parquet")
+    all_rows = [r for rows in splits.values() for r in rows]
+    card.plots(all_rows, tmp)
+    config = {k: v for k, v in manifest["config"].items() if k not in ("num_shards", "shard_index")}
+    (tmp / "synth_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    card = minimal_card(manifest, list(splits)).replace("PATH_OR_REPO", str(out))
-    (tmp / "README.md").write_text(card)
+    (tmp / "README.md").write_text(card.render(manifest, all_rows, layout, repo=str(out)))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -1,0 +1,150 @@
+"""The dataset card: YAML header (huggingface_hub DatasetCardData), plots, body from the template
+in data_cards/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from in2.data.mixture import PARTS
+
+TEMPLATE = Path(__file__).resolve().parents[3] / "data_cards" / "in2_dataset.md.j2"
+PLOTS = ("rows_per_part.png", "context_lengths.png", "key_positions.png")
+
+
+def size_category(n: int) -> str:
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
+        if n < limit:
+            return name
+    return "10M<n<100M"
+
+
+def configs(layout: dict[str, list[str]]) -> list[dict]:
+    """`all` (default) plus one config per part with rows; `layout` maps part -> its splits."""
+    splits = [s for s in ("train", "validation") if any(s in v for v in layout.values())]
+    out = [
+        {
+            "config_name": "all",
+            "default": True,
+            "data_files": [{"split": s, "path": f"data/*/{s}-*.parquet"} for s in splits],
+        }
+    ]
+    out += [
+        {"config_name": p, "data_files": [{"split": s, "path": f"data/{p}/{s}-*.parquet"} for s in layout[p]]}
+        for p in PARTS
+        if p in layout
+    ]
+    return out
+
+
+def header(manifest: dict, layout: dict[str, list[str]]) -> str:
+    from huggingface_hub import DatasetCardData
+
+    n = sum(manifest["splits"].values())
+    release = manifest["config"].get("release", {})
+    data = DatasetCardData(
+        license=release.get("license", "other"),
+        language=["en"],
+        task_categories=["question-answering", "text-generation"],
+        size_categories=[size_category(n)],
+        tags=["in2", "long-context", "synthetic", "film-7b", "lost-in-the-middle"],
+        pretty_name=release.get("pretty_name", "IN2 training data"),
+        configs=configs(layout),
+    )
+    return data.to_yaml()
+
+
+def plots(rows: list[dict], folder: Path) -> list[str]:
+    """Rows per part, context lengths (long rows) and key positions; PNGs under folder/plots/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = folder / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    long = [r for r in rows if r["type"] in ("fine_grained", "integration")]
+    figures = {
+        "rows_per_part.png": (
+            "rows per part",
+            "rows",
+            lambda ax: ax.bar(PARTS, [sum(r["type"] == p for r in rows) for p in PARTS], color="#4c72b0"),
+        ),
+        "context_lengths.png": (
+            "context length of long rows",
+            "target-model tokens",
+            lambda ax: ax.hist([r["context_tokens"] for r in long], bins=20, color="#55a868"),
+        ),
+        "key_positions.png": (
+            "key segment position in its context",
+            "relative position (0 = start, 1 = end)",
+            lambda ax: ax.hist([p for r in long for p in r["key_positions"]], bins=20, range=(0, 1), color="#c44e52"),
+        ),
+    }
+    for name, (title, xlabel, draw) in figures.items():
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        draw(ax)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+    return [f"plots/{n}" for n in figures]
+
+
+def shorten(text: str, keep: int = 160) -> str:
+    return (
+        text if len(text) <= 2 * keep else f"{text[:keep]} [... {len(text) - 2 * keep} characters ...] {text[-keep:]}"
+    )
+
+
+def sample_row(rows: list[dict]) -> str:
+    pick = next((r for r in rows if r["type"] == "fine_grained"), rows[0] if rows else None)
+    if pick is None:
+        return "{}"
+    row = {
+        **pick,
+        "prompt": [{**m, "content": shorten(m["content"])} for m in pick["prompt"]],
+        "source_ids": pick["source_ids"][:3] + (["..."] if len(pick["source_ids"]) > 3 else []),
+    }
+    return json.dumps(row, indent=2, ensure_ascii=False)
+
+
+def render(
+    manifest: dict,
+    rows: list[dict],
+    layout: dict[str, list[str]],
+    repo: str,
+    version: str | None = None,
+    template: Path = TEMPLATE,
+) -> str:
+    from jinja2 import Environment, StrictUndefined
+
+    if not template.is_file():
+        raise FileNotFoundError(f"card template not found: {template}")
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    return env.from_string(template.read_text()).render(
+        header=header(manifest, layout).strip(),
+        m=manifest,
+        c=manifest["counts"],
+        cfg=_Obj(manifest["config"]),
+        pretty_name=manifest["config"].get("release", {}).get("pretty_name", "IN2 training data"),
+        repo=repo,
+        version=version,
+        sample=sample_row(rows),
+        rejected_total=sum(manifest["rejected"].values()),
+    )
+
+
+class _Obj(dict):
+    """Attribute access to a nested dict in templates (cfg.context.max_length)."""
+
+    def __getattr__(self, key):
+        value = self[key]
+        return _Obj(value) if isinstance(value, dict) else value

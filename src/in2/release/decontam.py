@@ -1,0 +1,85 @@
+"""Decontamination: word n-grams of evaluation data, hashed to uint64 and kept in one sorted array
+(8 bytes per n-gram), so millions of corpus texts are checked with little memory."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from in2.config import DecontamConfig, EvalSourceConfig
+from in2.data.corpus import iter_records
+
+_WORD = re.compile(r"\w+")
+_BASE = np.uint64(1_000_003)
+
+
+class NgramHasher:
+    """Stable 64-bit hashes of lower-cased word n-grams (the same in every process)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._words: dict[str, int] = {}
+        self._powers = np.array([_BASE ** np.uint64(k) for k in range(n - 1, -1, -1)], dtype=np.uint64)
+
+    def _word(self, w: str) -> int:
+        h = self._words.get(w)
+        if h is None:
+            h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+            if len(self._words) < 2_000_000:
+                self._words[w] = h
+        return h
+
+    def __call__(self, text: str) -> np.ndarray:
+        words = _WORD.findall(text.lower())
+        if len(words) < self.n:
+            return np.empty(0, dtype=np.uint64)
+        ids = np.fromiter((self._word(w) for w in words), dtype=np.uint64, count=len(words))
+        windows = np.lib.stride_tricks.sliding_window_view(ids, self.n)
+        with np.errstate(over="ignore"):
+            return (windows * self._powers).sum(axis=1, dtype=np.uint64)
+
+
+class Decontaminator:
+    def __init__(self, n: int = 10):
+        self.hasher = NgramHasher(n)
+        self.banned = np.empty(0, dtype=np.uint64)
+        self.stats: Counter = Counter()
+
+    def add(self, texts: Iterable[str]) -> None:
+        chunks = [self.banned]
+        for t in texts:
+            chunks.append(self.hasher(t))
+            self.stats["eval_texts"] += 1
+        self.banned = np.unique(np.concatenate(chunks))
+        self.stats["eval_ngrams"] = int(self.banned.size)
+
+    def contaminated(self, text: str) -> bool:
+        h = self.hasher(text)
+        if not h.size or not self.banned.size:
+            return False
+        idx = np.searchsorted(self.banned, h).clip(max=self.banned.size - 1)
+        return bool((self.banned[idx] == h).any())
+
+
+def eval_texts(src: EvalSourceConfig) -> Iterable[str]:
+    """Every string (or list of strings) under `src.fields` of every row."""
+    for row in iter_records(src.source, name=src.name, split=src.split, streaming=True, fields=tuple(src.fields)):
+        for f in src.fields:
+            value = row.get(f)
+            values = value if isinstance(value, list) else [value]
+            yield from (v for v in values if isinstance(v, str))
+
+
+def build(cfg: DecontamConfig) -> Decontaminator | None:
+    """The decontaminator for a config, or None when no evaluation data is configured."""
+    if not cfg.sources:
+        return None
+    d = Decontaminator(cfg.ngram)
+    for src in cfg.sources:
+        d.add(tqdm(eval_texts(src), desc=f"eval n-grams: {src.source}", unit="text"))
+    return d

@@ -8,7 +8,7 @@ CONFIG ?= recipes/demo/in2_data.yaml
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install synth synth-dry-run merge test quality format clean
+.PHONY: install synth synth-dry-run merge publish test quality format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ synth: $(STAMP)
 
 synth-dry-run: $(STAMP)
 	$(VENV)/bin/in2 synth --config $(CONFIG) --dry-run $(ARGS)
+
+# make publish REPO=org/in2-demo VERSION=v0.1.0 [ARGS=--dry-run]
+DATASET ?= data/in2-demo
+publish: $(STAMP)
+	$(VENV)/bin/in2 publish $(DATASET) --repo-id $(REPO) --version $(VERSION) $(ARGS)
 
 merge: $(STAMP)
 	$(VENV)/bin/in2 merge --config $(CONFIG) $(ARGS)

@@ -254,3 +254,41 @@ def test_bad_corpus_field_is_a_clear_error(tmp_path, env_key, capsys):
         cfg = write_config(tmp_path, s.url)
         assert main(["synth", "--config", str(cfg), f"corpus.source={data}"]) == 2
     assert "field 'text' not found" in capsys.readouterr().err
+
+
+def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
+    from pydoc_data import topics
+
+    from in2.config import CorpusConfig
+    from in2.data.corpus import iter_texts
+
+    texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))
+    planted = texts[:30]  # each eval row quotes 12 words of one corpus text
+    evalset = tmp_path / "eval.jsonl"
+    evalset.write_text("".join(json.dumps({"context": " ".join(t.text.split()[5:17])}) + "\n" for t in planted))
+    assert topics  # the corpus really is the stdlib's pydoc text
+    with CannedServer() as s:
+        cfg = write_config(
+            tmp_path,
+            s.url,
+            decontam={"ngram": 10, "sources": [{"source": str(evalset), "split": "test", "fields": ["context"]}]},
+        )
+        assert main(["synth", "--config", str(cfg)]) == 0
+    # Independent expectation: plain tuples of lower-cased words, no hashing.
+    import re
+
+    def grams(text):
+        w = re.findall(r"\w+", text.lower())
+        return {tuple(w[i : i + 10]) for i in range(len(w) - 9)}
+
+    banned = set().union(*(grams(" ".join(t.text.split()[5:17])) for t in planted))
+    expected = {t.id for t in texts if grams(t.text) & banned}
+    assert {t.id for t in planted} <= expected
+    m = manifest(tmp_path / "run")
+    dec = m["counts"]["decontamination"]
+    assert dec["texts_dropped"] == len(expected) and dec["eval_texts"] == 30
+    assert dec["eval_sources"] == [str(evalset)]
+    from datasets import load_dataset
+
+    used = {i for split in load_dataset(str(tmp_path / "run")).values() for ids in split["source_ids"] for i in ids}
+    assert used and not used & expected

@@ -63,6 +63,28 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from in2.release import publish
+
+    if args.dry_run:
+        report = publish.plan(args.folder, args.repo_id, args.version, args.private)
+        for f in report["files"]:
+            print(f"  {f['bytes']:>12,}  {f['path']}")
+        print(
+            f"dry run: would upload {len(report['files'])} files ({report['total_bytes']:,} bytes) to dataset "
+            f"repo {report['repo_id']}{' (private)' if args.private else ''} and tag the commit {report['tag']}"
+        )
+        print(f"then load it with: {report['load']}")
+        return 0
+    report = publish.publish(args.folder, args.repo_id, args.version, private=args.private, force=args.force)
+    print(
+        f"uploaded {len(report['files'])} files to {report['repo_id']} at {report['commit'][:10]}, "
+        f"tagged {report['tag']}{' (moved)' if report['moved_tag'] else ''}"
+    )
+    print(f"load it with: {report['load']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="in2", description="IN2 training data, recipes and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="join the shards of a sharded synth run into one dataset folder")
     _synth_args(p)
     p.set_defaults(func=cmd_merge)
+    p = sub.add_parser("publish", help="upload a dataset folder to the Hub and tag it with a version")
+    p.add_argument("folder", help="dataset folder written by `in2 synth`")
+    p.add_argument("--repo-id", required=True, help="org/name of the dataset repo")
+    p.add_argument("--version", required=True, help="semantic version tag, e.g. v1.0.0")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--force", action="store_true", help="move the tag if it already exists")
+    p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; touch nothing")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 
@@ -87,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"in2: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
+        if type(e).__name__ == "PublishError":
+            print(f"in2: error: {e}", file=sys.stderr)
+            return 2
         if type(e).__name__ == "FatalRequestError":
             print(f"in2: error: {e}. Answers so far are cached; rerun to resume.", file=sys.stderr)
             return 3

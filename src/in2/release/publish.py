@@ -1,0 +1,69 @@
+"""Publish a dataset folder as a versioned Hub dataset repo: upload, then tag that commit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from in2.config import ConfigError
+
+SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
+REQUIRED = ("README.md", "manifest.json", "data")
+DATA_CARDS = Path(__file__).resolve().parents[3] / "data_cards"
+
+
+class PublishError(RuntimeError):
+    """The Hub state forbids the publish as asked (e.g. the tag exists)."""
+
+
+def plan(folder: str | Path, repo_id: str, version: str, private: bool = False) -> dict:
+    """What would be uploaded, where, under which tag; validates the folder and the version."""
+    root = Path(folder)
+    missing = [name for name in REQUIRED if not (root / name).exists()]
+    if missing:
+        raise ConfigError(f"{root} is not an in2 dataset folder: missing {', '.join(missing)}")
+    if not SEMVER.match(version):
+        raise ConfigError(f"version {version!r} is not a semantic version such as v1.0.0 or 1.2.0")
+    if "/" not in repo_id:
+        raise ConfigError(f"repo id {repo_id!r} must look like org/name")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {
+        "repo_id": repo_id,
+        "repo_type": "dataset",
+        "private": private,
+        "tag": version,
+        "files": [{"path": str(p.relative_to(root)), "bytes": p.stat().st_size} for p in files],
+        "total_bytes": sum(p.stat().st_size for p in files),
+        "load": f'load_dataset("{repo_id}", revision="{version}")',
+    }
+
+
+def publish(
+    folder: str | Path, repo_id: str, version: str, *, private: bool = False, force: bool = False, api=None
+) -> dict:
+    """Create the repo if needed, upload the folder, tag the commit with `version`.
+
+    An existing tag is never moved unless `force`. Rerunning after an interrupted upload resumes:
+    files already on the Hub are not sent again. The token comes from HF_TOKEN or the user's login.
+    """
+    report = plan(folder, repo_id, version, private)
+    if api is None:
+        from huggingface_hub import HfApi, get_token
+
+        if not get_token():
+            raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+        api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    tags = {ref.name for ref in api.list_repo_refs(repo_id, repo_type="dataset").tags}
+    if version in tags and not force:
+        raise PublishError(f"{repo_id} already has tag {version}; publish a new version or pass --force to move it")
+    commit = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), repo_type="dataset", commit_message=f"in2 dataset {version}"
+    )
+    if version in tags:
+        api.delete_tag(repo_id, tag=version, repo_type="dataset")
+    api.create_tag(repo_id, tag=version, revision=commit.oid, repo_type="dataset", tag_message=f"in2 dataset {version}")
+    if DATA_CARDS.is_dir():  # keep the rendered card of every released version
+        shutil.copyfile(Path(folder) / "README.md", DATA_CARDS / f"{repo_id.replace('/', '--')}-{version}.md")
+    return {**report, "commit": commit.oid, "moved_tag": version in tags}

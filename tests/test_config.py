@@ -56,3 +56,17 @@ def test_bad_file_is_named(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_film_recipe_decontaminates_against_every_evaluation_set():
+    cfg = load_config(ROOT / "recipes/film-7b/in2_data.yaml")
+    sources = [(s.source, s.name, s.split) for s in cfg.decontam.sources]
+    assert cfg.decontam.ngram == 10
+    assert sum(s == "THUDM/LongBench" for s, _, _ in sources) == 9
+    assert {sp for s, _, sp in sources if s == "In2Training/VaLProbing-32K"} == {
+        "document_bi_32k",
+        "code_backward_32k",
+        "database_forward_32k",
+    }
+    with pytest.raises(ConfigError, match=r"decontam\.sources\[0\]\.fieldz"):
+        load_config(None, ["decontam.sources=[{source: x, fieldz: [a]}]"])

@@ -87,7 +87,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     total = sum(planned(n, cfg.qa.oversample) for n in need.values())
     scale = min(1.0, sample / max(1, total))
     sampled_need = {r: math.ceil(n * scale) for r, n in need.items()}
-    wave = gen.plan_wave(source_stream(cfg, tok, stats, [], decontam.build(cfg.decontam)), sampled_need)
+    wave = gen.plan_wave(source_stream(cfg, tok, stats, []), sampled_need)  # offline: no eval data fetched
     requests = [gen.request(it) for it in wave]
     convs = [r.as_messages() for r in requests]
     measured = (
@@ -114,7 +114,8 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
         ),
         "texts_read": dict(stats),
         "note": f"first wave (qa.oversample={cfg.qa.oversample}); rejects add later waves; prompt tokens "
-        "counted with the target tokenizer on the sample and scaled to the wave",
+        "counted with the target tokenizer on the sample and scaled to the wave; decontamination is not "
+        "applied in a dry run",
     }
     if len(requests) < sum(sampled_need.values()):
         report["warning"] = "the corpus ran out before the sample was planned: the run will be short of rows"

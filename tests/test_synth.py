@@ -197,14 +197,21 @@ def test_killed_run_resumes_to_the_same_dataset_without_resending(tmp_path):
 
 
 def test_shards_merge_into_one_folder(tmp_path, env_key):
+    evalset = tmp_path / "eval.jsonl"
+    evalset.write_text(json.dumps({"context": "one two three four five six seven eight nine ten eleven"}) + "\n")
     with CannedServer() as s:
-        cfg = write_config(tmp_path, s.url)
+        cfg = write_config(
+            tmp_path, s.url, decontam={"ngram": 10, "sources": [{"source": str(evalset), "fields": ["context"]}]}
+        )
         for i in range(2):
             assert main(["synth", "--config", str(cfg), "--num-shards", "2", "--shard-index", str(i)]) == 0
     assert main(["merge", "--config", str(cfg)]) == 0
     m = manifest(tmp_path / "run")
     assert m["counts"]["rows"] == {"fine_grained": 10, "integration": 3, "short": 3, "general": 4}
     assert m["splits"]["train"] + m["splits"]["validation"] == 20
+    # per-job facts are copied from the shards, not summed over them
+    assert m["decontamination"] == {"ngram": 10, "eval_sources": [str(evalset)], "eval_texts": 1, "eval_ngrams": 2}
+    assert "a 10-word n-gram" in (tmp_path / "run" / "README.md").read_text()
     ids = [
         r
         for sh in (tmp_path / "run.shards").iterdir()
@@ -285,9 +292,9 @@ def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
     expected = {t.id for t in texts if grams(t.text) & banned}
     assert len(expected & {t.id for t in planted}) >= 20  # quotes of mostly symbols have < 10 words
     m = manifest(tmp_path / "run")
-    dec = m["counts"]["decontamination"]
-    assert dec["texts_dropped"] == len(expected) and dec["eval_texts"] == 30
-    assert dec["eval_sources"] == [str(evalset)]
+    assert m["counts"]["corpus"]["skipped_contaminated"] == len(expected)
+    assert m["decontamination"]["eval_texts"] == 30 and m["decontamination"]["eval_sources"] == [str(evalset)]
+    assert f"{len(expected)} texts dropped" in (tmp_path / "run" / "README.md").read_text()
     from datasets import load_dataset
 
     used = {i for split in load_dataset(str(tmp_path / "run")).values() for ids in split["source_ids"] for i in ids}

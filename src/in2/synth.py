@@ -169,12 +169,12 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
             "qa": {k: v for k, v in gen.stats.items() if not k.startswith("rejected_")},
             "assembly": dict(assembler.stats),
             "general": dict(general_stats),
-            "decontamination": {
-                "ngram": cfg.decontam.ngram,
-                "eval_sources": [e.source for e in cfg.decontam.sources],
-                **(dict(decontaminator.stats) if decontaminator else {}),
-                "texts_dropped": stats.get("skipped_contaminated", 0),
-            },
+        },
+        # Per-job facts (the same in every shard): merge copies them; texts dropped are in counts.corpus.
+        "decontamination": {
+            "ngram": cfg.decontam.ngram,
+            "eval_sources": [e.source for e in cfg.decontam.sources],
+            **(dict(decontaminator.stats) if decontaminator else {}),
         },
         "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
         "usage": engine.usage.to_json(cfg.generator),
@@ -223,10 +223,8 @@ def _add(a: dict, b: dict) -> dict:
     for k, v in b.items():
         if isinstance(v, dict):
             out[k] = _add(out.get(k, {}), v)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        else:
             out[k] = out.get(k, 0) + v
-        else:  # names and lists (eval sources) are the same in every shard
-            out.setdefault(k, v)
     return out
 
 

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,13 @@ def test_overrides_are_typed():
         (["generator.max_tokens=lots"], "generator.max_tokens"),
         (["context.separator=' | '"], "context.separator"),
         (["shard_index=3", "num_shards=2"], "shard_index"),
+        (["corpus.source=''"], "corpus.source"),  # "" would mean the current directory
+        (["general.source=' '"], "general.source"),
+        (["decontam.sources=[{fields: [context]}]"], "decontam.sources[0].source"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
-    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(field)):
         load_config(None, override)
 
 

@@ -243,6 +243,10 @@ class SynthConfig:
                 f"must be in [0, num_shards={self.num_shards})",
             ),
         ]
+        sources = [("corpus.source", k.source), ("general.source", self.general.source)]
+        sources += [(f"decontam.sources[{i}].source", e.source) for i, e in enumerate(self.decontam.sources)]
+        for name, value in sources:  # an empty path would silently read the current directory
+            checks.append((not value.strip(), name, "must name a dataset, a file, a folder or a glob"))
         for name in ("fine_grained", "integration", "short", "general", "validation_rows"):
             checks.append((getattr(m, name) < 0, f"mixture.{name}", "must be >= 0"))
         for bad, name, why in checks:

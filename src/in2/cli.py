@@ -7,6 +7,8 @@ import json
 import sys
 
 from in2.config import ConfigError, load_config
+from in2.llm.openai_backend import FatalRequestError
+from in2.release.publish import PublishError
 
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
@@ -113,17 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, PublishError) as e:
         print(f"in2: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        if type(e).__name__ == "PublishError":
-            print(f"in2: error: {e}", file=sys.stderr)
-            return 2
-        if type(e).__name__ == "FatalRequestError":
-            print(f"in2: error: {e}. Answers so far are cached; rerun to resume.", file=sys.stderr)
-            return 3
-        raise
+    except FatalRequestError as e:
+        print(f"in2: error: {e}. Answers so far are cached; rerun to resume.", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from in2.config import ConfigError, SynthConfig, from_dict, to_dict
 from in2.data import templates
 from in2.data.assemble import Assembler, FillerPool, verify
 from in2.data.corpus import Text, iter_texts
-from in2.data.mixture import PARTS, counts, general_rows, mix
+from in2.data.mixture import counts, general_rows, mix
 from in2.data.qa import ROLES, QAGenerator, planned
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
@@ -81,7 +81,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     """
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
-    engine = Engine(cfg.generator, backend=False)  # cache lookups only
+    engine = Engine(cfg.generator)  # cache lookups only: the backend loads lazily, on a first miss
     gen = QAGenerator(cfg, engine, Assembler(tok, cfg.context, cfg.seed).source_tokens)
     need = {r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards) for r in ROLES}
     total = sum(planned(n, cfg.qa.oversample) for n in need.values())
@@ -265,4 +265,4 @@ def merge(output_dir: str) -> Path:
     return _finalize(cfg, rows, merged)
 
 
-__all__ = ["PARTS", "dry_run", "merge", "synth"]
+__all__ = ["dry_run", "merge", "synth"]

@@ -23,10 +23,6 @@ class Source:
     segments: list[str]
     tokens: list[int]
 
-    @property
-    def text(self) -> str:
-        return "\n".join(self.segments)
-
 
 def split_lines(text: str) -> list[str]:
     return [line.strip() for line in text.split("\n") if line.strip()]
@@ -70,9 +66,6 @@ class TokenCounter:
         """Tokens a separator adds after a segment's text."""
         probe = "end of a segment."
         return self._raw([probe + sep])[0] - self._raw([probe])[0]
-
-    def exact(self, texts: list[str]) -> list[int]:
-        return self._raw(texts)
 
 
 class Segmenter:

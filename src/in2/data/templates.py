@@ -6,7 +6,7 @@ import hashlib
 import re
 from functools import cache
 
-from in2.assets import PROMPTS_DIR, prompt_path
+from in2.assets import prompt_path
 
 FILM_CONTEXT = "film_context.txt"
 FILM_NO_CONTEXT = "film_no_context.txt"
@@ -41,6 +41,3 @@ def file_hash(name: str) -> str:
 def hashes(names: list[str]) -> dict[str, str]:
     """sha256 of each prompt file, for the manifest."""
     return {name: file_hash(name) for name in names}
-
-
-__all__ = ["PROMPTS_DIR", "film_user", "film_user_no_context", "hashes", "load", "render"]

@@ -44,3 +44,27 @@ def test_short_texts_and_huge_lines_are_counted_not_kept(mistral_tokenizer):
     out = seg([Text("short", "just a few words"), Text("huge", _para(0, 400)), Text("ok", _para(1, 60))], stats)
     assert [s.id for s in out] == ["ok"]
     assert stats["skipped_too_short"] == 1 and stats["skipped_segment_too_long"] == 1
+
+
+def test_parquet_corpus_streams_rows_with_ids_and_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from in2.config import ConfigError, CorpusConfig
+    from in2.data.corpus import iter_texts
+
+    path = tmp_path / "c.parquet"
+    table = pa.table(
+        {"body": [f"text number {i}" if i != 3 else "" for i in range(2500)], "url": [f"u{i}" for i in range(2500)]}
+    )
+    pq.write_table(table, path, row_group_size=700)
+    stats = Counter()
+    cfg = CorpusConfig(source=str(path), text_field="body", id_field="url")
+    texts = list(iter_texts(cfg, stats=stats))
+    assert len(texts) == 2499 and stats["skipped_empty"] == 1 and stats["texts_read"] == 2500
+    assert (texts[0].id, texts[0].text) == ("u0", "text number 0") and texts[-1].id == "u2499"
+    shard = list(iter_texts(cfg, shard_index=1, num_shards=2))
+    assert [t.id for t in shard[:3]] == ["u1", "u5", "u7"]  # odd rows; u3 is empty
+    with pytest.raises(ConfigError, match="field .text. not found.*body"):
+        list(iter_texts(CorpusConfig(source=str(path))))

@@ -83,10 +83,12 @@ def _read_local(files: list[Path], stats: Counter) -> Iterator[dict]:
         elif f.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(f)
-            for n, row in enumerate(table.to_pylist()):
-                row.setdefault("id", f"{f}:{n}")
-                yield row
+            n = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):  # never the whole file in memory
+                for row in batch.to_pylist():
+                    row.setdefault("id", f"{f}:{n}")
+                    n += 1
+                    yield row
 
 
 def iter_records(

@@ -112,3 +112,14 @@ def test_identical_requests_in_one_call_are_sent_once(tmp_path):
         out = Engine(_cfg(s.url, tmp_path)).generate(_requests(2) + _requests(2))
     assert sum(s.answered.values()) == 2
     assert [r.text for r in out[:2]] == [r.text for r in out[2:]]
+
+
+def test_cache_version_is_part_of_the_key(tmp_path, monkeypatch):
+    from in2.llm import cache
+
+    with CannedServer() as s:
+        Engine(_cfg(s.url, tmp_path)).generate(_requests(2))
+        monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+        engine = Engine(_cfg(s.url, tmp_path))
+        engine.generate(_requests(2))
+    assert engine.usage.sent == 2 and sum(s.answered.values()) == 4

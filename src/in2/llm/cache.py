@@ -8,10 +8,15 @@ import sqlite3
 from pathlib import Path
 
 
+# Bump when a backend changes what the same request returns (e.g. how stop strings apply), so
+# caches written by an older in2 are not replayed as if they were answers to today's requests.
+CACHE_VERSION = 1
+
+
 def request_key(model: str, messages: list[dict], prefix: str, sampling: dict) -> str:
     """A stable hash of everything that determines an answer."""
     blob = json.dumps(
-        {"model": model, "messages": messages, "prefix": prefix, "sampling": sampling},
+        {"v": CACHE_VERSION, "model": model, "messages": messages, "prefix": prefix, "sampling": sampling},
         sort_keys=True,
         ensure_ascii=False,
     )

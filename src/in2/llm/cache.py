@@ -7,7 +7,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-
 # Bump when a backend changes what the same request returns (e.g. how stop strings apply), so
 # caches written by an older in2 are not replayed as if they were answers to today's requests.
 CACHE_VERSION = 1

@@ -1,14 +1,16 @@
-# in2: `make synth train` builds the offline demo set (and trains on it once training lands);
+# in2: `make synth train` builds the offline demo set and fine-tunes SmolLM2-135M-Instruct on it (CPU);
 # `make test` runs the offline test suite. Targets make their own virtualenv.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= recipes/demo/in2_data.yaml
+RECIPE ?= recipes/demo/sft.yaml
+DEMO_DATA := data/in2-demo
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install synth synth-dry-run merge publish test quality format clean
+.PHONY: install synth synth-dry-run merge publish train test quality format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +34,14 @@ DATASET ?= data/in2-demo
 publish: $(STAMP)
 	$(VENV)/bin/in2 publish $(DATASET) --repo-id $(REPO) --version $(VERSION) $(ARGS)
 
+# make train [RECIPE=recipes/film-7b/sft_lora.yaml] [ARGS="--learning_rate 1e-5"]; the demo recipe builds
+# its data first when data/in2-demo is missing
+train: $(STAMP) $(if $(filter $(RECIPE),recipes/demo/sft.yaml),$(DEMO_DATA)/manifest.json)
+	$(VENV)/bin/in2 train --config $(RECIPE) $(ARGS)
+
+$(DEMO_DATA)/manifest.json: | $(STAMP)
+	$(VENV)/bin/in2 synth --config recipes/demo/in2_data.yaml
+
 merge: $(STAMP)
 	$(VENV)/bin/in2 merge --config $(CONFIG) $(ARGS)
 
@@ -47,4 +57,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests
 
 clean:
-	rm -rf $(VENV) .cache/in2 data/in2-demo data/in2-demo.shards
+	rm -rf $(VENV) .cache/in2 data/in2-demo data/in2-demo.shards checkpoints/in2-demo

@@ -87,6 +87,12 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from in2.train import sft
+
+    return sft.main(args.train_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="in2", description="IN2 training data, recipes and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,11 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="move the tag if it already exists")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; touch nothing")
     p.set_defaults(func=cmd_publish)
+    p = sub.add_parser(
+        "train",
+        add_help=False,
+        help="fine-tune on an IN2 dataset with TRL's SFTTrainer: in2 train --config recipes/demo/sft.yaml [--field value]",
+    )
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "train":  # TrlParser reads the rest: --config recipe.yaml and any field as --name value
+        args.train_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, PublishError) as e:

@@ -1,0 +1,94 @@
+"""Load the model to train: GGUF staging, RoPE base, attention kernel with an SDPA fallback, QLoRA."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from in2.assets import resolve
+from in2.train.args import In2ModelConfig
+
+logger = logging.getLogger(__name__)
+FLASH = ("flash_attention_2", "flash_attention_3")
+MODELS_CACHE = Path.home() / ".cache" / "in2" / "models"
+
+
+def attention_implementation(requested: str | None) -> str | None:
+    """`requested`, or "sdpa" when a flash-attention kernel was asked for but cannot run here."""
+    if requested not in FLASH:
+        return requested
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
+    available = is_flash_attn_2_available() if requested == "flash_attention_2" else is_flash_attn_3_available()
+    if torch.cuda.is_available() and available:
+        return requested
+    logger.warning("%s is not available on this machine (no CUDA or no flash-attn); using sdpa", requested)
+    return "sdpa"
+
+
+def stage_gguf(folder: str | Path, gguf_file: str) -> Path:
+    """Convert GGUF weights once into a regular model folder (transformers cannot fine-tune GGUF-loaded weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(folder) / gguf_file
+    if not source.is_file():
+        raise FileNotFoundError(f"gguf_file: {source} does not exist")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    target = MODELS_CACHE / f"{source.stem}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    logger.info("converting %s to %s (once)", source, target)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, gguf_file=gguf_file))
+    model.load_state_dict(quantized.state_dict(), strict=True)
+    model.generation_config = quantized.generation_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(partial)
+    partial.rename(target)  # a folder with config.json is complete
+    return target
+
+
+def set_rope_theta(config, rope_theta: float) -> None:
+    """Set the RoPE base on a transformers config (kept in `rope_parameters` since transformers 5)."""
+    params = getattr(config, "rope_parameters", None)
+    if params is None:
+        raise ValueError(f"rope_theta: {type(config).__name__} has no rope_parameters to set")
+    config.rope_parameters = {**params, "rope_theta": float(rope_theta)}
+
+
+def model_path(args: In2ModelConfig) -> str:
+    """Where the weights load from: `pkg://` resolved and GGUF staged."""
+    if not args.model_name_or_path:
+        raise ValueError("model_name_or_path is required")
+    path = resolve(args.model_name_or_path)
+    return str(stage_gguf(path, args.gguf_file)) if args.gguf_file else path
+
+
+def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
+    """(model, tokenizer, attention implementation) for training; the KV cache is off."""
+    from accelerate import PartialState
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from trl import get_quantization_config
+
+    path = model_path(args)
+    config = AutoConfig.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
+    if args.rope_theta is not None:
+        set_rope_theta(config, args.rope_theta)
+    config.use_cache = False
+    attn = attention_implementation(args.attn_implementation)
+    dtype = args.dtype if args.dtype in (None, "auto") else getattr(torch, args.dtype)
+    kwargs = dict(config=config, revision=args.model_revision, dtype=dtype, trust_remote_code=trust_remote_code)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    quantization = get_quantization_config(args)
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
+    return model, tokenizer, attn or model.config._attn_implementation

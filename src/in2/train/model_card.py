@@ -1,0 +1,77 @@
+"""The model card: YAML header (huggingface_hub ModelCardData) and a body rendered from templates/."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
+EVAL_RESULTS = "eval_results.json"
+PACKAGES = ("in2", "trl", "transformers", "torch", "datasets", "peft", "accelerate", "deepspeed")
+_SECRET_KEY = re.compile(r"^(\s*-?\s*[\w.-]*(token|secret|password|api_key)[\w.-]*\s*:).*$", re.I | re.M)
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that shape training."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def redact(text: str) -> str:
+    """Blank the value of any YAML key that names a token, secret, password or API key."""
+    return _SECRET_KEY.sub(r"\1 <redacted>", text)
+
+
+def read_eval_results(folder: str | Path) -> dict | None:
+    """`eval_results.json` of a checkpoint folder: {"results": [{"task", "metric", "value"}], "plots": [...]}."""
+    path = Path(folder) / EVAL_RESULTS
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    rows = data.get("results")
+    if not isinstance(rows, list) or any(not {"task", "metric", "value"} <= set(r) for r in rows):
+        raise ValueError(f"{path}: 'results' must be a list of objects with task, metric and value")
+    return {"summary": data.get("summary"), "results": rows, "plots": list(data.get("plots", []))}
+
+
+def header(ctx: dict) -> str:
+    from huggingface_hub import ModelCardData
+
+    tags = ["in2", "film-7b", "long-context", "lost-in-the-middle", "trl", "sft"]
+    if ctx["method"] != "full fine-tune":
+        tags.append("lora")
+    dataset = ctx["dataset"]["name"]
+    data = ModelCardData(
+        base_model=ctx.get("base_model"),
+        datasets=[dataset] if dataset and not Path(dataset).exists() else None,
+        license=ctx.get("license"),
+        library_name="peft" if ctx["method"] != "full fine-tune" else "transformers",
+        pipeline_tag="text-generation",
+        model_name=ctx["model_name"],
+        tags=tags,
+    )
+    return data.to_yaml()
+
+
+def render(ctx: dict) -> str:
+    """The card's markdown for `ctx` (built by in2.train.sft)."""
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    ctx = {**ctx, "evaluation": read_eval_results(ctx["output_dir"]), "versions": versions()}
+    return env.from_string(TEMPLATE.read_text()).render(header=header(ctx), **ctx)
+
+
+def write(folder: str | Path, ctx: dict) -> Path:
+    """Render the card into `folder`/README.md."""
+    path = Path(folder) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(ctx))
+    return path

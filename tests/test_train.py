@@ -1,0 +1,532 @@
+"""Training: recipes parse into TRL's configs, the loss mask, packing, LoRA, cards, publishing, launchers."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from in2.cli import main
+from in2.data.templates import film_user
+from in2.train import model_card, sft
+from in2.train.args import gradient_accumulation
+from in2.train.hub import IGNORE
+from in2.train.model import attention_implementation, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(ROOT.glob("recipes/*/sft*.yaml"))
+WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow ember".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, mistral_tokenizer):
+    """A 2-layer Mistral with the real Mistral tokenizer and the FILM chat template, saved as a model folder."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(mistral_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        sliding_window=None,
+    )
+    folder = tmp_path_factory.mktemp("tiny-mistral")
+    MistralForCausalLM(config).save_pretrained(folder)
+    mistral_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _row(rng: random.Random, i: int) -> dict:
+    key = f"The code word of locker {i} is {rng.choice(WORDS)}-{i}."
+    filler = [" ".join(rng.choices(WORDS, k=12)) + "." for _ in range(rng.randint(2, 12))]
+    filler.insert(rng.randint(0, len(filler)), key)
+    question = f"What is the code word of locker {i}?"
+    answer = f"Locker {i} uses {key.split(' is ')[1].rstrip('.')} as its code word."
+    return {
+        "id": f"row-{i}",
+        "type": "fine_grained",
+        "prompt": [{"role": "user", "content": film_user("\n".join(filler), question)}],
+        "completion": [{"role": "assistant", "content": answer}],
+    }
+
+
+@pytest.fixture(scope="session")
+def dataset_folder(tmp_path_factory):
+    """An in2-shaped dataset folder: prompt-completion rows in data/<split>-*.parquet."""
+    from datasets import Dataset
+
+    rng = random.Random(0)
+    folder = tmp_path_factory.mktemp("in2-tiny")
+    (folder / "data").mkdir()
+    Dataset.from_list([_row(rng, i) for i in range(8)]).to_parquet(folder / "data" / "train-00000-of-00001.parquet")
+    Dataset.from_list([_row(rng, i) for i in range(8, 10)]).to_parquet(
+        folder / "data" / "validation-00000-of-00001.parquet"
+    )
+    (folder / "manifest.json").write_text(json.dumps({"content_hash": "feedc0ffee"}))
+    return folder
+
+
+def _recipe(tmp_path, tiny_model, dataset_folder, **fields) -> Path:
+    recipe = {
+        "model_name_or_path": str(tiny_model),
+        "base_model_id": "in2-tests/tiny-mistral",
+        "attn_implementation": "sdpa",
+        "dtype": "float32",
+        "license": "apache-2.0",
+        "dataset_name": str(dataset_folder),
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "max_steps": 2,
+        "max_length": 1024,
+        "bf16": False,
+        "use_cpu": True,
+        "activation_checkpointing": False,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "eval_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        **fields,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+# --- recipes and launchers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_recipe_parses_into_trl_configs(path):
+    from peft import LoraConfig
+    from trl import ModelConfig, ScriptArguments, SFTConfig, get_peft_config, get_quantization_config
+
+    # GPU recipes ask for bf16, which TrainingArguments validates against the device: use_cpu is the one override
+    script_args, training_args, model_args, recipe = sft.parse(["--config", str(path), "--use_cpu", "true"])
+    assert isinstance(script_args, ScriptArguments) and isinstance(training_args, SFTConfig)
+    assert isinstance(model_args, ModelConfig)
+    assert recipe.startswith(path.read_text()) and recipe.endswith("# command-line overrides: --use_cpu true\n")
+    assert script_args.dataset_name and model_args.model_name_or_path and training_args.output_dir
+    if "film-7b" in str(path):  # the paper's hyperparameters (paper-notes section 4)
+        assert script_args.global_batch_size == 128 and training_args.per_device_train_batch_size == 1
+        assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 0.03
+        assert training_args.num_train_epochs == 1 and training_args.max_length == 32768
+        assert model_args.attn_implementation == "flash_attention_2" and model_args.rope_theta == 1e6
+        assert training_args.bf16 and training_args.activation_checkpointing
+        if path.name == "sft_full.yaml":
+            assert training_args.learning_rate == 1e-6 and not model_args.use_peft
+    peft = get_peft_config(model_args)
+    assert (peft is not None) == ("lora" in path.name)
+    if peft is not None:
+        assert isinstance(peft, LoraConfig) and peft.r > 0
+    quant = get_quantization_config(model_args)
+    assert (quant is not None) == ("qlora" in path.name)
+    if quant is not None:
+        assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4"
+
+
+def test_an_unknown_recipe_key_is_an_error_naming_it(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: x\nlearnig_rate: 1.0e-6\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "learnig_rate" in err and str(bad) in err
+
+
+def test_gradient_accumulation_is_derived_from_the_global_batch():
+    assert gradient_accumulation(128, 1, 16 * 8) == 1  # FILM-7B: 16 nodes x 8 GPUs
+    assert gradient_accumulation(128, 1, 8) == 16
+    assert gradient_accumulation(128, 2, 1) == 64
+    with pytest.raises(ValueError, match="global_batch_size=128"):
+        gradient_accumulation(128, 3, 8)
+
+
+def test_accelerate_configs_use_only_keys_accelerate_launch_knows():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    known = {a.dest for a in launch_command_parser()._actions}
+    configs = {p.stem: p for p in (ROOT / "accelerate_configs").glob("*.yaml")}
+    assert set(configs) == {"fsdp", "fsdp_offload", "deepspeed_zero3", "multi_gpu"}
+    for path in configs.values():
+        cfg = load_config_from_file(str(path))  # accelerate's own loader: valid enum values and fields
+        raw = yaml.safe_load(path.read_text())
+        for section in ("fsdp_config", "deepspeed_config"):
+            unknown = set(raw.get(section, {})) - known
+            assert not unknown, f"{path.name}: {unknown}"
+        assert cfg.mixed_precision == "bf16"
+    fsdp = yaml.safe_load(configs["fsdp"].read_text())["fsdp_config"]
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_reshard_after_forward"] and not fsdp["fsdp_offload_params"]
+    assert yaml.safe_load(configs["fsdp_offload"].read_text())["fsdp_config"]["fsdp_offload_params"]
+    assert yaml.safe_load(configs["deepspeed_zero3"].read_text())["deepspeed_config"]["zero_stage"] == 3
+
+
+def test_slurm_launcher_spans_all_nodes_at_the_fixed_global_batch():
+    env = {**os.environ, "IN2_DRY_RUN": "1", "SLURM_NNODES": "16", "GLOBAL_BATCH": "128"}
+    script = ROOT / "accelerate_configs" / "launch.slurm"
+    out = subprocess.run(
+        ["bash", str(script), "recipes/film-7b/sft_full.yaml", "accelerate_configs/fsdp.yaml", "--seed", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert "16 nodes x 8 GPUs = 128 processes, global batch 128" in out
+    cmd = out.strip().splitlines()[-1]
+    for part in (
+        "--num_machines 16",
+        "--num_processes 128",
+        "--machine_rank $SLURM_PROCID",
+        "--config_file accelerate_configs/fsdp.yaml",
+        "-m in2.train.sft",
+        "--config recipes/film-7b/sft_full.yaml",
+        "--global_batch_size 128",
+        "--seed 1",
+    ):
+        assert part in cmd
+
+
+# --- model loading --------------------------------------------------------------------------------
+
+
+def test_rope_theta_reaches_the_rotary_embedding(tiny_model):
+    from in2.train.args import In2ModelConfig
+
+    model, tokenizer, attn = load_model(
+        In2ModelConfig(model_name_or_path=str(tiny_model), rope_theta=1e7, attn_implementation="flash_attention_2")
+    )
+    head_dim = 32 // 4
+    expected = 1.0 / (1e7 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    torch.testing.assert_close(model.model.rotary_emb.inv_freq, expected)
+    assert model.config.use_cache is False
+    assert attn == "sdpa"  # no CUDA here: flash-attention falls back
+    assert tokenizer.chat_template
+
+
+def test_attention_implementation_keeps_non_flash_choices():
+    assert attention_implementation("eager") == "eager"
+    assert attention_implementation(None) is None
+    assert attention_implementation("flash_attention_3") == "sdpa"
+
+
+# --- what training sees ---------------------------------------------------------------------------
+
+
+def _trainer(tmp_path, tiny_model, dataset_folder, **config):
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from in2.train.args import In2ModelConfig
+
+    model, tokenizer, _ = load_model(In2ModelConfig(model_name_or_path=str(tiny_model), attn_implementation="sdpa"))
+    args = SFTConfig(
+        output_dir=str(tmp_path / "t"),
+        bf16=False,
+        use_cpu=True,
+        activation_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        **config,
+    )
+    train = load_dataset(str(dataset_folder), split="train")
+    return SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer), train
+
+
+def test_loss_mask_covers_exactly_the_answer_tokens(tmp_path, tiny_model, dataset_folder):
+    trainer, rows = _trainer(tmp_path, tiny_model, dataset_folder, max_length=None, per_device_train_batch_size=4)
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    for i in range(4):
+        labels = batch["labels"][i]
+        trained = tok.decode(labels[labels != -100])
+        assert trained == rows[i]["completion"][0]["content"] + "</s>"
+        # everything before the answer, the whole FILM prompt, is masked
+        ids = batch["input_ids"][i][batch["attention_mask"][i].bool()]
+        start = int((labels != -100).nonzero()[0])
+        assert tok.decode(ids[:start]).endswith("[/INST]")
+        assert rows[i]["prompt"][0]["content"].split("### Instruction:\n")[1] in tok.decode(ids[:start])
+
+
+def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, tiny_model, dataset_folder):
+    unpacked, _ = _trainer(
+        tmp_path / "u",
+        tiny_model,
+        dataset_folder,
+        max_length=None,
+        per_device_train_batch_size=8,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+    )
+    total = sum(len(x) for x in unpacked.train_dataset["input_ids"])
+    packed, _ = _trainer(
+        tmp_path / "p",
+        tiny_model,
+        dataset_folder,
+        packing=True,
+        packing_strategy="bfd",
+        max_length=total,
+        per_device_train_batch_size=1,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+    )
+    assert len(packed.train_dataset) == 1 and len(unpacked.train_dataset) == 8  # one sequence of all 8 rows
+    loss_u = unpacked.train().training_loss
+    loss_p = packed.train().training_loss
+    assert loss_u == pytest.approx(loss_p, rel=1e-5)
+    # plain SGD (lr 1): the update is the gradient itself, so equal parameters mean equal gradients
+    for (name, a), (_, b) in zip(unpacked.model.named_parameters(), packed.model.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+def test_train_writes_model_card_recipe_and_per_checkpoint_cards(tmp_path, tiny_model, dataset_folder, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval_results.json").write_text(
+        json.dumps(
+            {
+                "results": [{"task": "VaL document", "metric": "avg", "value": 85.4}],
+                "plots": ["plots/val.png"],
+            }
+        )
+    )
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, eval_strategy="steps", eval_steps=2)
+    assert main(["train", "--config", str(recipe), "--learning_rate", "5e-4"]) == 0
+    assert f"model and card written to {out}" in capsys.readouterr().out
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", sft.RECIPE_COPY):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["base_model"] == "in2-tests/tiny-mistral" and header["license"] == "apache-2.0"
+    assert header["library_name"] == "transformers" and "in2" in header["tags"]
+    assert "**Status:** finished after 2 optimizer steps" in card  # the last write wins over checkpoint-time cards
+    assert "| learning rate | 0.0005 |" in card and "| max length | 1024 |" in card
+    assert "| global batch | 2 = 2 per device x 1 accumulation x 1 processes |" in card
+    assert "| distributed | NO |" in card
+    assert "| content hash | `feedc0ffee` |" in card and "| rows per part | fine_grained 8 |" in card
+    assert "| mean training loss |" in card and "| eval loss |" in card
+    assert "# command-line overrides: --learning_rate 5e-4" in card
+    assert "### Context:\n{context}\n\n### Instruction:\n{question}" in card
+    assert "| VaL document | avg | 85.4 |" in card and "![plots/val.png](plots/val.png)" in card
+    for step in (1, 2):
+        ckpt = (out / f"checkpoint-{step}" / "README.md").read_text()
+        assert f"**Status:** checkpoint at step {step} of 2" in ckpt
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
+def test_lora_trains_only_an_adapter_that_changes_the_model(tmp_path, tiny_model, dataset_folder):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    recipe = _recipe(
+        tmp_path,
+        tiny_model,
+        dataset_folder,
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+        lora_target_modules=["q_proj", "v_proj"],
+        learning_rate=1e-2,
+        save_strategy="no",
+    )
+    out = sft.train(*sft.parse(["--config", str(recipe)])[:3])
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    card = (out / "README.md").read_text()
+    assert "Method: **LoRA**" in card and "library_name: peft" in card and "| LoRA | r 4, alpha 8" in card
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = torch.tensor([[1, 733, 16289, 28793, 22557]])
+    before = base(ids).logits
+    tuned = PeftModel.from_pretrained(base, out)(ids).logits
+    assert not torch.allclose(before, tuned)
+
+
+class StandInHub:
+    """The HfApi calls the publisher makes; branches hold the files upload_folder would send."""
+
+    def __init__(self):
+        self.branches: dict[str, dict[str, bytes]] = {}
+        self.calls: list[str] = []
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        self.calls.append(f"create_repo {repo_id}")
+        self.branches.setdefault("main", {})
+
+    def create_branch(self, repo_id, branch, exist_ok=False):
+        self.branches.setdefault(branch, {})
+
+    def upload_folder(self, repo_id, folder_path, revision=None, ignore_patterns=(), commit_message=None):
+        root = Path(folder_path)
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and not any(fnmatch(rel, pat) for pat in ignore_patterns):
+                self.branches[revision or "main"][rel] = p.read_bytes()
+        return SimpleNamespace(oid="c0ffee" * 6 + "abcd")
+
+
+def test_push_sends_checkpoints_to_branches_and_never_optimizer_states(tmp_path, tiny_model, dataset_folder):
+    hub = StandInHub()
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, push_to_hub=True, hub_model_id="org/tiny-in2")
+    out = sft.train(*sft.parse(["--config", str(recipe)])[:3], hub_api=hub)
+    assert set(hub.branches) == {"main", "checkpoint-1", "checkpoint-2"}
+    assert (out / "checkpoint-1" / "optimizer.pt").is_file()  # kept locally for resuming
+    for branch, files in hub.branches.items():
+        assert "model.safetensors" in files and "README.md" in files, branch
+        leaked = [f for f in files if "optimizer" in f or "scheduler" in f or "rng_state" in f or f.endswith(".bin")]
+        assert not leaked, (branch, leaked)
+    assert not any(f.startswith("checkpoint-") for f in hub.branches["main"])
+    assert b"finished after 2 optimizer steps" in hub.branches["main"]["README.md"]
+    assert b"checkpoint at step 1" in hub.branches["checkpoint-1"]["README.md"]
+    assert 'model_id = "org/tiny-in2"' in hub.branches["main"]["README.md"].decode()
+
+
+def test_ignore_patterns_cover_trainer_fsdp_and_deepspeed_states():
+    states = [
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "rng_state_3.pth",
+        "scaler.pt",
+        "training_args.bin",
+        "optimizer_0/__0_0.distcp",
+        "global_step500/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "latest",
+        "checkpoint-500/model.safetensors",
+    ]
+    kept = [
+        "model.safetensors",
+        "model-00001-of-00003.safetensors",
+        "adapter_model.safetensors",
+        "README.md",
+        "trainer_state.json",
+        "tokenizer.json",
+        "config.json",
+    ]
+    assert all(any(fnmatch(s, p) for p in IGNORE) for s in states)
+    assert not any(fnmatch(k, p) for k in kept for p in IGNORE)
+
+
+def test_push_without_a_token_fails_before_training(tmp_path, tiny_model, dataset_folder, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, push_to_hub=True, hub_model_id="org/x")
+    assert main(["train", "--config", str(recipe)]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_tokens_never_reach_recipes_or_cards(tmp_path, tiny_model, dataset_folder, capsys):
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, hub_token="hf_very_secret")
+    assert main(["train", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "hub_token" in err and "hf_very_secret" not in err
+    text = "hub_token: hf_abc\n  wandb_api_key: k123\nlearning_rate: 1e-6\n- my_secret: s\n"
+    red = model_card.redact(text)
+    assert "hf_abc" not in red and "k123" not in red and " s\n" not in red and "learning_rate: 1e-6" in red
+
+
+def test_a_missing_split_is_named(tmp_path, tiny_model, dataset_folder, capsys):
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, dataset_train_split="training")
+    assert main(["train", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset_train_split" in err and "'training'" in err and "['train', 'validation']" in err
+
+
+def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_folder, caplog):
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, max_steps=1)
+    assert main(["train", "--config", str(recipe)]) == 0
+    assert main(["train", "--config", str(recipe), "--max_steps", "2"]) == 0
+    assert f"resuming from {tmp_path / 'out' / 'checkpoint-1'}" in caplog.text
+    state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    losses = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert losses == [1, 2]
+
+
+def test_deepspeed_zero3_step_through_accelerate_launch(tmp_path, tiny_model, dataset_folder):
+    """Our ZeRO-3 accelerate config, one CPU process: the launcher, the plugin and our script together."""
+    recipe = _recipe(tmp_path, tiny_model, dataset_folder, save_strategy="no", max_steps=1)
+    # use_cpu would make accelerate wrap the model in DDP instead of the DeepSpeed engine
+    env = {**os.environ, "DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "accelerate_configs" / "deepspeed_zero3.yaml"),
+        "--num_processes",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "in2.train.sft",
+        "--config",
+        str(recipe),
+        "--use_cpu",
+        "false",
+    ]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "finished after 1 optimizer steps" in card and "| distributed | DEEPSPEED, ZeRO stage 3 |" in card
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("version", "offload"), [(1, True), (2, True), (2, False)])
+def test_card_names_fsdp_version_and_offload(version, offload):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=version, cpu_offload=offload)
+    state = SimpleNamespace(distributed_type=SimpleNamespace(value="FSDP"), deepspeed_plugin=None, fsdp_plugin=plugin)
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(state=state))
+    assert sft.distributed(trainer) == f"FSDP, FSDP{version}, CPU offload {'on' if offload else 'off'}"
+
+
+def test_demo_recipe_trains_smollm2_from_its_gguf_weights(tmp_path, dataset_folder):
+    """recipes/demo/sft.yaml as `make train` runs it, on the tiny set and for one step."""
+    out = tmp_path / "demo"
+    args = [
+        "--config",
+        str(ROOT / "recipes" / "demo" / "sft.yaml"),
+        "--dataset_name",
+        str(dataset_folder),
+        "--dataset_config",
+        "default",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+    ]
+    assert main(["train", *args]) == 0
+    card = (out / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "| precision | bf16 |" in card
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000

@@ -129,6 +129,7 @@ def test_every_recipe_parses_into_trl_configs(path):
         assert training_args.bf16 and training_args.activation_checkpointing
         if path.name == "sft_full.yaml":
             assert training_args.learning_rate == 1e-6 and not model_args.use_peft
+            assert model_args.dtype == "float32"  # fp32 master weights: 1e-6 updates vanish in bf16 weights
     peft = get_peft_config(model_args)
     assert (peft is not None) == ("lora" in path.name)
     if peft is not None:

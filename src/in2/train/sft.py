@@ -107,6 +107,8 @@ class In2SFTTrainer(SFTTrainer):
 
 
 def _fmt(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value):,}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

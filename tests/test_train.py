@@ -128,7 +128,7 @@ def test_every_recipe_parses_into_trl_configs(path):
         assert model_args.attn_implementation == "flash_attention_2" and model_args.rope_theta == 1e6
         assert training_args.bf16 and training_args.activation_checkpointing
         sft._resolve_chat_template(training_args)  # the built-in FILM template, shipped with the package
-        assert Path(training_args.chat_template_path).read_text().startswith("{{ bos_token }}")
+        assert "[/INST]" in Path(training_args.chat_template_path).read_text()
         if path.name == "sft_full.yaml":
             assert training_args.learning_rate == 1e-6 and not model_args.use_peft
             assert model_args.dtype == "float32"  # fp32 master weights: 1e-6 updates vanish in bf16 weights

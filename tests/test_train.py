@@ -305,15 +305,6 @@ def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, ti
 
 def test_train_writes_model_card_recipe_and_per_checkpoint_cards(tmp_path, tiny_model, dataset_folder, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "eval_results.json").write_text(
-        json.dumps(
-            {
-                "results": [{"task": "VaL document", "metric": "avg", "value": 85.4}],
-                "plots": ["plots/val.png"],
-            }
-        )
-    )
     recipe = _recipe(tmp_path, tiny_model, dataset_folder, eval_strategy="steps", eval_steps=2)
     assert main(["train", "--config", str(recipe), "--learning_rate", "5e-4"]) == 0
     assert f"model and card written to {out}" in capsys.readouterr().out
@@ -331,7 +322,14 @@ def test_train_writes_model_card_recipe_and_per_checkpoint_cards(tmp_path, tiny_
     assert "| mean training loss |" in card and "| eval loss |" in card
     assert "# command-line overrides: --learning_rate 5e-4" in card
     assert "### Context:\n{context}\n\n### Instruction:\n{question}" in card
+    assert "Not evaluated yet" in card
+    # evaluation writes its results next to the card and renders it again
+    results = {"results": [{"task": "VaL document", "metric": "avg", "value": 85.4}], "plots": ["plots/val.png"]}
+    (out / "eval_results.json").write_text(json.dumps(results))
+    model_card.refresh(out)
+    card = (out / "README.md").read_text()
     assert "| VaL document | avg | 85.4 |" in card and "![plots/val.png](plots/val.png)" in card
+    assert "**Status:** finished after 2 optimizer steps" in card and "Not evaluated yet" not in card
     for step in (1, 2):
         ckpt = (out / f"checkpoint-{step}" / "README.md").read_text()
         assert f"**Status:** checkpoint at step {step} of 2" in ckpt
@@ -441,6 +439,11 @@ def test_push_without_a_token_fails_before_training(tmp_path, tiny_model, datase
     assert not (tmp_path / "out").exists()
 
 
+def test_refresh_needs_a_trained_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="in2_card.json"):
+        model_card.refresh(tmp_path)
+
+
 def test_tokens_never_reach_recipes_or_cards(tmp_path, tiny_model, dataset_folder, capsys):
     recipe = _recipe(tmp_path, tiny_model, dataset_folder, hub_token="hf_very_secret")
     assert main(["train", "--config", str(recipe)]) == 2
@@ -528,7 +531,10 @@ def test_demo_recipe_trains_smollm2_from_its_gguf_weights(tmp_path, dataset_fold
     ]
     assert main(["train", *args]) == 0
     card = (out / "README.md").read_text()
-    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "| precision | bf16 |" in card
+    assert (
+        "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+        and "| precision | float32 weights, bf16 autocast |" in card
+    )
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out)

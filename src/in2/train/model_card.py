@@ -9,6 +9,7 @@ from pathlib import Path
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 EVAL_RESULTS = "eval_results.json"
+CONTEXT = "in2_card.json"  # what the card was rendered from, so evaluation can render it again
 PACKAGES = ("in2", "trl", "transformers", "torch", "datasets", "peft", "accelerate", "deepspeed")
 _SECRET_KEY = re.compile(r"^(\s*-?\s*[\w.-]*(token|secret|password|api_key)[\w.-]*\s*:).*$", re.I | re.M)
 
@@ -70,8 +71,19 @@ def render(ctx: dict) -> str:
 
 
 def write(folder: str | Path, ctx: dict) -> Path:
-    """Render the card into `folder`/README.md."""
-    path = Path(folder) / "README.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Render the card into `folder`/README.md and keep its inputs in `folder`/in2_card.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = {**ctx, "output_dir": str(folder)}
+    (folder / CONTEXT).write_text(json.dumps(ctx, indent=2, ensure_ascii=False) + "\n")
+    path = folder / "README.md"
     path.write_text(render(ctx))
     return path
+
+
+def refresh(folder: str | Path) -> Path:
+    """Render the card of a trained folder again, e.g. after evaluation wrote eval_results.json."""
+    path = Path(folder) / CONTEXT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a folder written by `in2 train` (no card context to render from)")
+    return write(folder, json.loads(path.read_text()))

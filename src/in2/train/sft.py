@@ -103,7 +103,7 @@ class In2SFTTrainer(SFTTrainer):
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         if self.is_world_process_zero() and folder.is_dir():
             status = f"checkpoint at step {self.state.global_step} of {self.state.max_steps}"
-            model_card.write(folder, {**self.card_context(status), "output_dir": str(folder)})
+            model_card.write(folder, self.card_context(status))
 
 
 def _fmt(value) -> str:
@@ -137,7 +137,11 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         ),
         ("max length", str(a.max_length)),
         ("packing", f"{a.packing_strategy}" if a.packing else "off"),
-        ("precision", "bf16" if a.bf16 else "fp16" if a.fp16 else "fp32"),
+        (
+            "precision",
+            f"{str(trainer.model.dtype).removeprefix('torch.')} weights, "
+            f"{'bf16 autocast' if a.bf16 else 'fp16 autocast' if a.fp16 else 'no autocast'}",
+        ),
         ("activation checkpointing", str(bool(a.activation_checkpointing))),
         ("distributed", distributed(trainer)),
         ("attention", trainer.card["attention"]),

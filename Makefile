@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= recipes/demo/in2_data.yaml
 RECIPE ?= recipes/demo/sft.yaml
+EVAL ?= recipes/demo/eval.yaml
 DEMO_DATA := data/in2-demo
+DEMO_CKPT := checkpoints/in2-demo
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install synth synth-dry-run merge publish train test quality format clean
+.PHONY: install synth synth-dry-run merge publish train eval test quality format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,14 @@ train: $(STAMP) $(if $(filter $(RECIPE),recipes/demo/sft.yaml),$(DEMO_DATA)/mani
 $(DEMO_DATA)/manifest.json: | $(STAMP)
 	$(VENV)/bin/in2 synth --config recipes/demo/in2_data.yaml
 
+# make eval [EVAL=recipes/film-7b/eval.yaml] [ARGS="probes.lengths=[4096]"]; the demo recipe trains the
+# demo checkpoint first when checkpoints/in2-demo is missing
+eval: $(STAMP) $(if $(filter $(EVAL),recipes/demo/eval.yaml),$(DEMO_CKPT)/model.safetensors)
+	$(VENV)/bin/in2 eval --config $(EVAL) $(ARGS)
+
+$(DEMO_CKPT)/model.safetensors: | $(STAMP) $(DEMO_DATA)/manifest.json
+	$(VENV)/bin/in2 train --config recipes/demo/sft.yaml
+
 merge: $(STAMP)
 	$(VENV)/bin/in2 merge --config $(CONFIG) $(ARGS)
 
@@ -57,4 +67,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 
 clean:
-	rm -rf $(VENV) .cache/in2 data/in2-demo data/in2-demo.shards checkpoints/in2-demo
+	rm -rf $(VENV) .cache/in2 data/in2-demo data/in2-demo.shards checkpoints/in2-demo probes/demo results/in2-demo

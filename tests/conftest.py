@@ -1,13 +1,19 @@
 """Offline test setup: HF libraries never reach the network; shared fixtures."""
 
+import json
 import os
+import random
+from pathlib import Path
 
 for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ[var] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
 
+from in2.data.templates import film_user  # noqa: E402
 from tests.openai_server import CannedServer  # noqa: E402
 
 MISTRAL = {
@@ -29,3 +35,88 @@ def mistral_tokenizer():
 def server():
     with CannedServer() as s:
         yield s
+
+
+WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow ember".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, mistral_tokenizer):
+    """A 2-layer Mistral with the real Mistral tokenizer and the FILM chat template, saved as a model folder."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(mistral_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        sliding_window=None,
+    )
+    folder = tmp_path_factory.mktemp("tiny-mistral")
+    MistralForCausalLM(config).save_pretrained(folder)
+    mistral_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _row(rng: random.Random, i: int) -> dict:
+    key = f"The code word of locker {i} is {rng.choice(WORDS)}-{i}."
+    filler = [" ".join(rng.choices(WORDS, k=12)) + "." for _ in range(rng.randint(2, 12))]
+    filler.insert(rng.randint(0, len(filler)), key)
+    question = f"What is the code word of locker {i}?"
+    answer = f"Locker {i} uses {key.split(' is ')[1].rstrip('.')} as its code word."
+    return {
+        "id": f"row-{i}",
+        "type": "fine_grained",
+        "prompt": [{"role": "user", "content": film_user("\n".join(filler), question)}],
+        "completion": [{"role": "assistant", "content": answer}],
+    }
+
+
+@pytest.fixture(scope="session")
+def dataset_folder(tmp_path_factory):
+    """An in2-shaped dataset folder: prompt-completion rows in data/<split>-*.parquet."""
+    from datasets import Dataset
+
+    rng = random.Random(0)
+    folder = tmp_path_factory.mktemp("in2-tiny")
+    (folder / "data").mkdir()
+    Dataset.from_list([_row(rng, i) for i in range(8)]).to_parquet(folder / "data" / "train-00000-of-00001.parquet")
+    Dataset.from_list([_row(rng, i) for i in range(8, 10)]).to_parquet(
+        folder / "data" / "validation-00000-of-00001.parquet"
+    )
+    (folder / "manifest.json").write_text(json.dumps({"content_hash": "feedc0ffee"}))
+    return folder
+
+
+def write_recipe(tmp_path, tiny_model, dataset_folder, **fields) -> Path:
+    recipe = {
+        "model_name_or_path": str(tiny_model),
+        "base_model_id": "in2-tests/tiny-mistral",
+        "attn_implementation": "sdpa",
+        "dtype": "float32",
+        "license": "apache-2.0",
+        "dataset_name": str(dataset_folder),
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "max_steps": 2,
+        "max_length": 1024,
+        "bf16": False,
+        "use_cpu": True,
+        "activation_checkpointing": False,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "eval_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        **fields,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path

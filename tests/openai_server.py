@@ -11,9 +11,33 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def probe_answer(prompt: str) -> str | None:
+    """The right answer to a VaL probe question (found by reading the context), or None."""
+    m = re.search(r"### Context:\n(.*)\n\n### Instruction:\n(In above context.*)", prompt, re.S)
+    if not m:
+        return None
+    context, question = m.groups()
+    if "which sentence contains the piece" in question:
+        piece = question.split('contains the piece "', 1)[1].rsplit('"?', 1)[0]
+        at = context.find(piece)  # the sentence lies within 400 characters of its piece (sentences <= 40 words)
+        return context[max(0, at - 400) : at + 400] if at >= 0 else ""
+    if "which function contains the code snip" in question:
+        piece = question.split('contains the code snip "', 1)[1].rsplit('" ?', 1)[0]
+        for block in re.split(r"\n(?=def )", context):
+            if piece in block:
+                return f"The function is {block[4:].split(':', 1)[0]}."
+        return ""
+    qid = question.split("the id is ")[1].split(" ?")[0]
+    hit = re.search(rf"<id: {qid}, label: (.*?), description: (.*?)>", context)
+    return f"The label is {hit.group(1)} and the description is {hit.group(2)}." if hit else ""
+
+
 def canned_answer(body: dict) -> str:
-    """A well-formed, grounded reply for the in2 QA prompts (or a fixed string otherwise)."""
-    prompt = body["messages"][0]["content"]
+    """A well-formed, grounded reply for the in2 QA prompts and VaL probes (or a fixed string otherwise)."""
+    prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+    probe = probe_answer(prompt)
+    if probe is not None:
+        return probe
     m = re.search(r"### Context ###\n(.*)\n\nReply with", prompt, re.S)
     if not m:
         return "ok"
@@ -25,7 +49,8 @@ def canned_answer(body: dict) -> str:
     reply = f"Question: {question}\nAnswer: {answer}"
     if integration:
         reply += "\nPieces: 1, 2"
-    prefix = body["messages"][-1]["content"] if body["messages"][-1]["role"] == "assistant" else ""
+    messages = body.get("messages", [])
+    prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
     if prefix:  # continue_final_message: return the rest of the current line only
         rest = reply[len(prefix) :] if reply.startswith(prefix) else ""
         return rest.split("\n", 1)[0]
@@ -33,7 +58,9 @@ def canned_answer(body: dict) -> str:
 
 
 def body_key(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(body.get("messages", body.get("prompt")), sort_keys=True).encode()).hexdigest()[
+        :16
+    ]
 
 
 class CannedServer:
@@ -45,6 +72,7 @@ class CannedServer:
         self.attempts: Counter = Counter()
         self.answered: Counter = Counter()
         self.bodies: list[dict] = []
+        self.paths: list[str] = []
         self.on_request = None  # callable(n_answered_so_far) -> True to drop the request unanswered
         self.lock = threading.Lock()
         outer = self
@@ -55,6 +83,7 @@ class CannedServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.paths.append(self.path)
                 key = body_key(body)
                 with outer.lock:
                     outer.attempts[key] += 1
@@ -74,19 +103,21 @@ class CannedServer:
                     self.wfile.write(payload)
                     return
                 text = canned_answer(body)
+                completion = "messages" not in body  # /v1/completions: a raw prompt
+                choice = {"index": 0, "finish_reason": "stop"}
+                choice.update({"text": text} if completion else {"message": {"role": "assistant", "content": text}})
+                prompt_tokens = len(json.dumps(body.get("messages", body.get("prompt")))) // 4
                 payload = json.dumps(
                     {
                         "id": "cmpl-" + key,
-                        "object": "chat.completion",
+                        "object": "text_completion" if completion else "chat.completion",
                         "created": 0,
                         "model": body["model"],
-                        "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                        ],
+                        "choices": [choice],
                         "usage": {
-                            "prompt_tokens": len(json.dumps(body["messages"])) // 4,
+                            "prompt_tokens": prompt_tokens,
                             "completion_tokens": len(text) // 4,
-                            "total_tokens": len(json.dumps(body["messages"])) // 4 + len(text) // 4,
+                            "total_tokens": prompt_tokens + len(text) // 4,
                         },
                     }
                 ).encode()

@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import subprocess
 import sys
 from fnmatch import fnmatch
@@ -14,97 +13,14 @@ import torch
 import yaml
 
 from in2.cli import main
-from in2.data.templates import film_user
 from in2.train import model_card, sft
 from in2.train.args import gradient_accumulation
 from in2.train.hub import IGNORE
 from in2.train.model import attention_implementation, load_model
+from tests.conftest import write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(ROOT.glob("recipes/*/sft*.yaml"))
-WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow ember".split()
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, mistral_tokenizer):
-    """A 2-layer Mistral with the real Mistral tokenizer and the FILM chat template, saved as a model folder."""
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=len(mistral_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        sliding_window=None,
-    )
-    folder = tmp_path_factory.mktemp("tiny-mistral")
-    MistralForCausalLM(config).save_pretrained(folder)
-    mistral_tokenizer.save_pretrained(folder)
-    return folder
-
-
-def _row(rng: random.Random, i: int) -> dict:
-    key = f"The code word of locker {i} is {rng.choice(WORDS)}-{i}."
-    filler = [" ".join(rng.choices(WORDS, k=12)) + "." for _ in range(rng.randint(2, 12))]
-    filler.insert(rng.randint(0, len(filler)), key)
-    question = f"What is the code word of locker {i}?"
-    answer = f"Locker {i} uses {key.split(' is ')[1].rstrip('.')} as its code word."
-    return {
-        "id": f"row-{i}",
-        "type": "fine_grained",
-        "prompt": [{"role": "user", "content": film_user("\n".join(filler), question)}],
-        "completion": [{"role": "assistant", "content": answer}],
-    }
-
-
-@pytest.fixture(scope="session")
-def dataset_folder(tmp_path_factory):
-    """An in2-shaped dataset folder: prompt-completion rows in data/<split>-*.parquet."""
-    from datasets import Dataset
-
-    rng = random.Random(0)
-    folder = tmp_path_factory.mktemp("in2-tiny")
-    (folder / "data").mkdir()
-    Dataset.from_list([_row(rng, i) for i in range(8)]).to_parquet(folder / "data" / "train-00000-of-00001.parquet")
-    Dataset.from_list([_row(rng, i) for i in range(8, 10)]).to_parquet(
-        folder / "data" / "validation-00000-of-00001.parquet"
-    )
-    (folder / "manifest.json").write_text(json.dumps({"content_hash": "feedc0ffee"}))
-    return folder
-
-
-def _recipe(tmp_path, tiny_model, dataset_folder, **fields) -> Path:
-    recipe = {
-        "model_name_or_path": str(tiny_model),
-        "base_model_id": "in2-tests/tiny-mistral",
-        "attn_implementation": "sdpa",
-        "dtype": "float32",
-        "license": "apache-2.0",
-        "dataset_name": str(dataset_folder),
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 1e-3,
-        "max_steps": 2,
-        "max_length": 1024,
-        "bf16": False,
-        "use_cpu": True,
-        "activation_checkpointing": False,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 1,
-        "eval_strategy": "no",
-        "report_to": "none",
-        "seed": 0,
-        **fields,
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 # --- recipes and launchers -----------------------------------------------------------------------
@@ -305,7 +221,7 @@ def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, ti
 
 def test_train_writes_model_card_recipe_and_per_checkpoint_cards(tmp_path, tiny_model, dataset_folder, capsys):
     out = tmp_path / "out"
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, eval_strategy="steps", eval_steps=2)
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, eval_strategy="steps", eval_steps=2)
     assert main(["train", "--config", str(recipe), "--learning_rate", "5e-4"]) == 0
     assert f"model and card written to {out}" in capsys.readouterr().out
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", sft.RECIPE_COPY):
@@ -341,7 +257,7 @@ def test_lora_trains_only_an_adapter_that_changes_the_model(tmp_path, tiny_model
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    recipe = _recipe(
+    recipe = write_recipe(
         tmp_path,
         tiny_model,
         dataset_folder,
@@ -390,7 +306,7 @@ class StandInHub:
 
 def test_push_sends_checkpoints_to_branches_and_never_optimizer_states(tmp_path, tiny_model, dataset_folder):
     hub = StandInHub()
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, push_to_hub=True, hub_model_id="org/tiny-in2")
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, push_to_hub=True, hub_model_id="org/tiny-in2")
     out = sft.train(*sft.parse(["--config", str(recipe)])[:3], hub_api=hub)
     assert set(hub.branches) == {"main", "checkpoint-1", "checkpoint-2"}
     assert (out / "checkpoint-1" / "optimizer.pt").is_file()  # kept locally for resuming
@@ -433,7 +349,7 @@ def test_ignore_patterns_cover_trainer_fsdp_and_deepspeed_states():
 def test_push_without_a_token_fails_before_training(tmp_path, tiny_model, dataset_folder, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, push_to_hub=True, hub_model_id="org/x")
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, push_to_hub=True, hub_model_id="org/x")
     assert main(["train", "--config", str(recipe)]) == 2
     assert "HF_TOKEN" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -445,7 +361,7 @@ def test_refresh_needs_a_trained_folder(tmp_path):
 
 
 def test_tokens_never_reach_recipes_or_cards(tmp_path, tiny_model, dataset_folder, capsys):
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, hub_token="hf_very_secret")
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, hub_token="hf_very_secret")
     assert main(["train", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "hub_token" in err and "hf_very_secret" not in err
@@ -455,14 +371,14 @@ def test_tokens_never_reach_recipes_or_cards(tmp_path, tiny_model, dataset_folde
 
 
 def test_a_missing_split_is_named(tmp_path, tiny_model, dataset_folder, capsys):
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, dataset_train_split="training")
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, dataset_train_split="training")
     assert main(["train", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "dataset_train_split" in err and "'training'" in err and "['train', 'validation']" in err
 
 
 def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_folder, caplog):
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, max_steps=1)
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, max_steps=1)
     assert main(["train", "--config", str(recipe)]) == 0
     assert main(["train", "--config", str(recipe), "--max_steps", "2"]) == 0
     assert f"resuming from {tmp_path / 'out' / 'checkpoint-1'}" in caplog.text
@@ -473,7 +389,7 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_fo
 
 def test_deepspeed_zero3_step_through_accelerate_launch(tmp_path, tiny_model, dataset_folder):
     """Our ZeRO-3 accelerate config, one CPU process: the launcher, the plugin and our script together."""
-    recipe = _recipe(tmp_path, tiny_model, dataset_folder, save_strategy="no", max_steps=1)
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, save_strategy="no", max_steps=1)
     # use_cpu would make accelerate wrap the model in DDP instead of the DeepSpeed engine
     env = {**os.environ, "DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"}
     cmd = [

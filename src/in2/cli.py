@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from in2.config import ConfigError, load_config
 from in2.llm.openai_backend import FatalRequestError
@@ -93,6 +94,45 @@ def cmd_train(args) -> int:
     return sft.main(args.train_args)
 
 
+def cmd_eval(args) -> int:
+    from in2.config import EvalConfig
+    from in2.evaluation import suite
+
+    cfg = load_config(args.config, list(args.overrides), cls=EvalConfig)
+    out = suite.evaluate(cfg)
+    print((out / suite.TABLE).read_text())
+    print(f"results: {out / suite.RESULTS}, plots: {out / 'plots'}")
+    if cfg.model_card:
+        print(f"model card refreshed: {cfg.model_card}/README.md")
+    return 0
+
+
+def cmd_probe_build(args) -> int:
+    from in2.config import EvalConfig
+    from in2.evaluation.probing import build
+
+    cfg = load_config(args.config, list(args.overrides), cls=EvalConfig)
+    folder, names = build.build_all(cfg)
+    print(f"probe files in {folder}: {', '.join(names)}")
+    return 0
+
+
+def cmd_probe_score(args) -> int:
+    from in2.evaluation import suite
+    from in2.evaluation.probing import report
+
+    names = args.names or sorted(
+        p.name[len("sample_") : -len(".jsonl")] for p in Path(args.predictions).glob("sample_*.jsonl")
+    )
+    if not names:
+        raise FileNotFoundError(f"{args.predictions}: no sample_<name>.jsonl prediction files")
+    results = suite.score_folder(args.probes, args.predictions, names, args.span_size, args.parity)
+    print(report.table({args.model: results}))
+    if args.output:
+        Path(args.output).write_text(json.dumps({args.model: results}, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="in2", description="IN2 training data, recipes and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune on an IN2 dataset with TRL's SFTTrainer: in2 train --config recipes/demo/sft.yaml [--field value]",
     )
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="VaL probing of every model in an eval recipe; report, plots, model card")
+    p.add_argument("--config", required=True, help="eval recipe YAML, e.g. recipes/demo/eval.yaml")
+    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. probes.lengths=[4096]")
+    p.set_defaults(func=cmd_eval)
+    probe = sub.add_parser("probe", help="VaL probe files: build them, or score FILM-format predictions")
+    psub = probe.add_subparsers(dest="probe_command", required=True)
+    p = psub.add_parser("build", help="write the probe files of an eval recipe")
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_probe_build)
+    p = psub.add_parser("score", help="score sample_<name>.jsonl predictions against <name>.jsonl probe files")
+    p.add_argument("--probes", required=True, help="folder of probe files (ours or FILM's VaLProbing-32K)")
+    p.add_argument("--predictions", required=True, help="folder of sample_<name>.jsonl files")
+    p.add_argument("--names", nargs="*", help="probe names, e.g. document_bi_32k (default: every prediction file)")
+    p.add_argument("--span-size", type=int, default=50)
+    p.add_argument("--parity", action="store_true", help="score 49 of each 50 positions, like FILM's script")
+    p.add_argument("--model", default="model", help="name for the table")
+    p.add_argument("--output", help="write the scores as JSON here")
+    p.set_defaults(func=cmd_probe_score)
     return parser
 
 

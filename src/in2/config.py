@@ -1,4 +1,4 @@
-"""Synthesis configuration: dataclasses filled from a recipe YAML plus `a.b=value` overrides.
+"""Synthesis and evaluation configuration: dataclasses filled from a recipe YAML plus `a.b=value` overrides.
 
 Every choice of the pipeline is a field here. Errors name the offending field (and file).
 """
@@ -217,20 +217,7 @@ class SynthConfig:
             (c.num_length_buckets < 1, "context.num_length_buckets", "must be >= 1"),
             (not c.separator.endswith("\n"), "context.separator", "must end with a newline"),
             (c.length_margin_tokens < 0, "context.length_margin_tokens", "must be >= 0"),
-            (
-                g.backend not in ("openai", "transformers"),
-                "generator.backend",
-                f"must be 'openai' or 'transformers', got {g.backend!r}",
-            ),
-            (g.concurrency < 1, "generator.concurrency", "must be >= 1"),
-            (
-                g.dtype not in ("float32", "bfloat16", "float16"),
-                "generator.dtype",
-                f"must be float32, bfloat16 or float16, got {g.dtype!r}",
-            ),
-            (g.batch_size < 1, "generator.batch_size", "must be >= 1"),
-            (g.max_tokens < 1, "generator.max_tokens", "must be >= 1"),
-            (g.temperature < 0, "generator.temperature", "must be >= 0"),
+            *generator_checks(g, "generator"),
             (not 0 < self.qa.oversample <= 10, "qa.oversample", "must be in (0, 10]"),
             (not 0 <= self.qa.min_answer_grounding <= 1, "qa.min_answer_grounding", "must be in [0, 1]"),
             (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),
@@ -249,6 +236,107 @@ class SynthConfig:
             checks.append((not value.strip(), name, "must name a dataset, a file, a folder or a glob"))
         for name in ("fine_grained", "integration", "short", "general", "validation_rows"):
             checks.append((getattr(m, name) < 0, f"mixture.{name}", "must be >= 0"))
+        for bad, name, why in checks:
+            if bad:
+                raise ConfigError(f"{name} {why}")
+
+
+def generator_checks(g: GeneratorConfig, name: str) -> list[tuple[bool, str, str]]:
+    """(bad, field, why) for a generator section called `name`."""
+    return [
+        (
+            g.backend not in ("openai", "transformers"),
+            f"{name}.backend",
+            f"must be 'openai' or 'transformers', got {g.backend!r}",
+        ),
+        (g.concurrency < 1, f"{name}.concurrency", "must be >= 1"),
+        (
+            g.dtype not in ("float32", "bfloat16", "float16"),
+            f"{name}.dtype",
+            f"must be float32, bfloat16 or float16, got {g.dtype!r}",
+        ),
+        (g.batch_size < 1, f"{name}.batch_size", "must be >= 1"),
+        (g.max_tokens < 1, f"{name}.max_tokens", "must be >= 1"),
+        (g.temperature < 0, f"{name}.temperature", "must be >= 0"),
+    ]
+
+
+@dataclass
+class ProbeConfig:
+    """VaL probes: which tasks, at which lengths, how many sets and queried positions."""
+
+    tasks: list[str] = field(default_factory=lambda: ["document", "code", "database"])
+    lengths: list[int] = field(default_factory=lambda: [32768])
+    """Prompt tokens (FILM user turn in `raw_template`, measured with `tokenizer`) per context."""
+    sets: int = 4
+    span_size: int = 50
+    """Positions per span, for scoring (Avg, Gap) and for `positions_per_span`."""
+    positions_per_span: int | None = None
+    """Query this many seeded positions per span; None queries every position (the paper's setting)."""
+    pools: str = "builtin"
+    """`builtin` (built offline: pydoc sentences, stdlib functions, stdlib entity table), a folder with
+    FILM's `pieces/*.jsonl`, or `film` to download FILM's pools."""
+    document_source: str = "builtin:pydoc"
+    """Corpus for the builtin document pool (any `corpus.source`)."""
+    separators: dict[str, str] = field(default_factory=lambda: {"document": " ", "code": "\n", "database": "\n"})
+    """Between items of a context, per task (the paper does not say)."""
+    raw_template: str = "[INST] {prompt} [/INST]"
+    """How the stored `prompt` wraps the FILM user turn (Mistral's format, as in FILM's released set)."""
+    prompt_format: str = "chat"
+    """`chat`: the user turn through each model's chat template; `raw`: the stored prompt as is."""
+    parity: bool = False
+    """Score only 49 of each 50 positions, like FILM's released script (for comparing with its numbers)."""
+    output_dir: str = "probes/val"
+    prebuilt: str | None = None
+    """A folder of probe files to use as they are instead of building (FILM's VaLProbing-32K files:
+    `<name>.jsonl` and `<name>_skip_list.json`); every `<name>.jsonl` in it is run."""
+
+
+@dataclass
+class EvalModelConfig:
+    """One model to evaluate: a display name and how to reach it (in2's generator settings)."""
+
+    name: str = "model"
+    generator: GeneratorConfig = field(
+        default_factory=lambda: GeneratorConfig(temperature=0.0, max_tokens=128, gguf_file=None)
+    )
+
+
+@dataclass
+class EvalConfig:
+    """The whole `in2 eval` job: build probes, run every model, score, report, refresh the model card."""
+
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    models: list[EvalModelConfig] = field(default_factory=list)
+    output_dir: str = "results/eval"
+    model_card: str | None = None
+    """A folder written by `in2 train`: its card gets the results and plots."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        p = self.probes
+        checks = [
+            (not p.tasks, "probes.tasks", "must name at least one task"),
+            (not p.lengths or min(p.lengths) < 64, "probes.lengths", "must be a list of lengths >= 64 tokens"),
+            (p.sets < 1, "probes.sets", "must be >= 1"),
+            (p.span_size < 1, "probes.span_size", "must be >= 1"),
+            (
+                p.positions_per_span is not None and p.positions_per_span < 1,
+                "probes.positions_per_span",
+                "must be >= 1",
+            ),
+            (
+                p.prompt_format not in ("chat", "raw"),
+                "probes.prompt_format",
+                f"must be chat or raw, got {p.prompt_format!r}",
+            ),
+            ("{prompt}" not in p.raw_template, "probes.raw_template", "must contain {prompt}"),
+            (len({m.name for m in self.models}) != len(self.models), "models", "names must be distinct"),
+        ]
+        checks += [(t not in ("document", "code", "database"), "probes.tasks", f"unknown task {t!r}") for t in p.tasks]
+        for i, m in enumerate(self.models):
+            checks += generator_checks(m.generator, f"models[{i}].generator")
         for bad, name, why in checks:
             if bad:
                 raise ConfigError(f"{name} {why}")
@@ -329,8 +417,9 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> SynthConfig:
-    """Read a recipe YAML, apply overrides, validate. Errors name the file and field."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None, cls: type = SynthConfig) -> Any:
+    """Read a recipe YAML into `cls` (SynthConfig, EvalConfig), apply overrides, validate.
+    Errors name the file and field."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -344,7 +433,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: top level must be a mapping")
     data = _merge(data, parse_overrides(overrides or []))
     try:
-        cfg = from_dict(SynthConfig, data)
+        cfg = from_dict(cls, data)
         cfg.validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None

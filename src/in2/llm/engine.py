@@ -11,16 +11,22 @@ from in2.llm.cache import Cache, request_key
 
 @dataclass(frozen=True)
 class Request:
-    """A chat prompt. `prefix` starts the assistant turn (prefill); the answer continues it."""
+    """A chat prompt, or with `raw` a text prompt sent as is (no chat template; the tokenizer adds its
+    usual special tokens, e.g. BOS). `prefix` starts the assistant turn (prefill); the answer continues it."""
 
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[tuple[str, str], ...] = ()
     prefix: str = ""
     stop: tuple[str, ...] = ()
     """Generation ends before the first of these strings (which is not part of the text)."""
+    raw: str | None = None
 
     @classmethod
     def user(cls, content: str, prefix: str = "", stop: tuple[str, ...] = ()) -> Request:
         return cls(messages=(("user", content),), prefix=prefix, stop=stop)
+
+    @classmethod
+    def text(cls, prompt: str, stop: tuple[str, ...] = ()) -> Request:
+        return cls(raw=prompt, stop=stop)
 
     def as_messages(self) -> list[dict]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -101,7 +107,8 @@ class Engine:
 
     def key(self, request: Request) -> str:
         sampling = {**self.sampling, "stop": list(request.stop)} if request.stop else self.sampling
-        return request_key(self.cfg.model, request.as_messages(), request.prefix, sampling)
+        messages = request.as_messages() if request.raw is None else [{"raw": request.raw}]
+        return request_key(self.cfg.model, messages, request.prefix, sampling)
 
     @property
     def backend(self):

@@ -44,15 +44,17 @@ class LocalBackend:
 
     def _texts(self, requests: list[Request]) -> list[str]:
         return [
-            self.tok.apply_chat_template(r.as_messages(), add_generation_prompt=True, tokenize=False) + r.prefix
+            r.raw
+            if r.raw is not None
+            else self.tok.apply_chat_template(r.as_messages(), add_generation_prompt=True, tokenize=False) + r.prefix
             for r in requests
         ]
 
     def batches(self, requests: list[Request], texts: list[str]) -> list[list[int]]:
-        """Indices per generate() call: same stop strings, similar lengths, at most batch_size."""
-        groups: dict[tuple[str, ...], list[int]] = {}
+        """Indices per generate() call: same stop strings and prompt kind, similar lengths, at most batch_size."""
+        groups: dict[tuple, list[int]] = {}
         for i in sorted(range(len(requests)), key=lambda i: len(texts[i])):
-            groups.setdefault(requests[i].stop, []).append(i)
+            groups.setdefault((requests[i].stop, requests[i].raw is not None), []).append(i)
         bs = self.cfg.batch_size
         return [g[k : k + bs] for g in groups.values() for k in range(0, len(g), bs)]
 
@@ -69,7 +71,8 @@ class LocalBackend:
         with tqdm(total=len(requests), desc=desc, unit="req") as bar:
             for idx in self.batches(requests, texts):
                 stop = list(requests[idx[0]].stop)
-                enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                raw = requests[idx[0]].raw is not None  # chat templates carry their own special tokens
+                enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=raw)
                 width = enc["input_ids"].shape[1]
                 extra = {"stopping_criteria": [_stop_after_text(self.tok, width, stop)]} if stop else {}
                 with torch.no_grad():

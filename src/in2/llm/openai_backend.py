@@ -78,6 +78,13 @@ class OpenAIBackend:
     async def _call(self, client, request: Request, sampling: dict) -> Response:
         import openai
 
+        common = dict(
+            model=self.cfg.model,
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            max_tokens=sampling["max_tokens"],
+            stop=list(request.stop) or None,
+        )
         messages = request.as_messages()
         extra = {}
         if request.prefix:
@@ -85,15 +92,10 @@ class OpenAIBackend:
             messages.append({"role": "assistant", "content": request.prefix})
             extra = {"continue_final_message": True, "add_generation_prompt": False}
         try:
-            r = await client.chat.completions.create(
-                model=self.cfg.model,
-                messages=messages,
-                temperature=sampling["temperature"],
-                top_p=sampling["top_p"],
-                max_tokens=sampling["max_tokens"],
-                stop=list(request.stop) or None,
-                extra_body=extra or None,
-            )
+            if request.raw is not None:  # the completions endpoint: the prompt goes to the model as is
+                r = await client.completions.create(prompt=request.raw, **common)
+            else:
+                r = await client.chat.completions.create(messages=messages, extra_body=extra or None, **common)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise FatalRequestError(
                 f"{sanitize(self.cfg.base_url) or 'OpenAI API'} refused the key from ${self.cfg.api_key_env} "
@@ -115,8 +117,9 @@ class OpenAIBackend:
             return Response(text=None, error="invalid_response")
         choice = r.choices[0]
         usage = r.usage
+        text = choice.text if request.raw is not None else choice.message.content
         return Response(
-            text=choice.message.content or "",
+            text=text or "",
             finish_reason=choice.finish_reason,
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
@@ -131,7 +134,7 @@ class OpenAIBackend:
 
         async def one(j: int, request: Request) -> None:
             async with sem:
-                est = sum(len(c) for _, c in request.messages) // 4 + sampling["max_tokens"]
+                est = (len(request.raw or "") + sum(len(c) for _, c in request.messages)) // 4 + sampling["max_tokens"]
                 await limiter.wait(est)
                 response = await self._call(client, request, sampling)
                 # Recorded before the slot is released: with concurrency 1, nothing is sent while an

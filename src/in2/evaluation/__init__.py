@@ -1,0 +1,1 @@
+"""Evaluation: VaL probing and, later, real-world and short-task guards."""

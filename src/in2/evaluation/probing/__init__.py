@@ -1,0 +1,1 @@
+"""VaL probing: position-robustness probes (build, run, score, report)."""

@@ -1,0 +1,264 @@
+"""Build VaL probe sets at any length, in FILM's released layout.
+
+One set is a context of as many pool items as fit in the length (measured with the target
+tokenizer); one query per item position (or a seeded sample of positions per span) asks about that
+item. A query whose key occurs more than once in its context is listed in the skip list, as FILM does.
+
+Files, per task and length (`document_bi_1k`, `code_backward_32k`, ...):
+`<name>.jsonl` rows {prompt, completion | label + description, position_id, set_id, ...} and
+`<name>_skip_list.json` (row indices), plus `manifest.json` for the whole build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from in2.data.templates import film_user
+from in2.seeding import rng
+
+NAMES = {"document": "document_bi", "code": "code_backward", "database": "database_forward"}
+# The paper's question formats (paper-notes section 5), spacing included
+QUESTIONS = {
+    "document": 'In above context, which sentence contains the piece "{key}"?',
+    "code": 'In above context, which function contains the code snip "{key}" ?',
+    "database": "In above context , what is the label and description for the query where the id is {key} ?",
+}
+SEPARATORS = {"document": " ", "code": "\n", "database": "\n"}
+RAW_TEMPLATE = "[INST] {prompt} [/INST]"
+
+
+def render(task: str, item: dict) -> str:
+    """How an item appears in the context."""
+    if task == "document":
+        return item["sentence"]
+    if task == "code":
+        return f"def {item['name']}:\n{item['body']}"
+    return f"<id: {item['id']}, label: {item['label']}, description: {item['description']}>"
+
+
+def key(task: str, item: dict) -> str:
+    """What the question quotes."""
+    return item["id"] if task == "database" else item["piece"]
+
+
+def occurrences(task: str, item: dict, context: str) -> int:
+    """How often the query's key occurs in the context (more than once: the query is skipped)."""
+    if task == "database":
+        return context.count(f"<id: {item['id']},")
+    return context.count(item["piece"])
+
+
+def gold(task: str, item: dict) -> dict:
+    if task == "document":
+        return {"completion": item["sentence"]}
+    if task == "code":
+        return {"completion": item["name"]}
+    return {"label": item["label"], "description": item["description"]}
+
+
+def length_tag(tokens: int) -> str:
+    """32768 -> "32k", 1536 -> "1.5k"."""
+    k = tokens / 1024
+    return f"{k:g}k" if k >= 1 else str(tokens)
+
+
+def task_of_name(name: str) -> str:
+    """`document_bi_32k` -> `document`; other names are an error."""
+    task = name.split("_")[0]
+    if task not in NAMES:
+        raise ValueError(f"{name}: probe file names start with document_, code_ or database_")
+    return task
+
+
+def task_name(task: str, tokens: int) -> str:
+    return f"{NAMES[task]}_{length_tag(tokens)}"
+
+
+class Builder:
+    """Probe sets for one task from one pool, measured with `tokenizer` (prompt as the model sees it)."""
+
+    def __init__(
+        self,
+        task: str,
+        pool: list[dict],
+        tokenizer,
+        raw_template: str = RAW_TEMPLATE,
+        seed: int = 0,
+        separator: str | None = None,
+    ):
+        if task not in NAMES:
+            raise ValueError(f"probing task {task!r}: one of {', '.join(NAMES)}")
+        if not pool:
+            raise ValueError(f"probing pool for {task} is empty")
+        self.task, self.pool, self.tok, self.template, self.seed = task, pool, tokenizer, raw_template, seed
+        self.sep = SEPARATORS[task] if separator is None else separator
+        texts = [render(task, it) for it in pool]
+        self.item_tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def prompt(self, context: str, item: dict) -> str:
+        user = film_user(context, QUESTIONS[self.task].format(key=key(self.task, item)))
+        return self.template.replace("{prompt}", user)
+
+    def count(self, text: str) -> int:
+        return len(self.tok(text)["input_ids"])
+
+    def question_tokens(self, items: list[int]) -> list[int]:
+        questions = ["\n" + QUESTIONS[self.task].format(key=key(self.task, self.pool[i])) for i in items]
+        return [len(ids) for ids in self.tok(questions, add_special_tokens=False)["input_ids"]]
+
+    def measure(self, chosen: list[int]) -> int:
+        """Prompt tokens of the longest query over the context made of `chosen` items (the three
+        items with the longest questions are measured exactly)."""
+        context = self.sep.join(render(self.task, self.pool[i]) for i in chosen)
+        q = self.question_tokens(chosen)
+        longest = sorted(range(len(chosen)), key=lambda j: -q[j])[:3]
+        return max(self.count(self.prompt(context, self.pool[chosen[j]])) for j in longest)
+
+    def fill(self, order: list[int], length: int) -> list[int]:
+        """The longest prefix of `order` whose prompts fit in `length` tokens: estimated from per-item
+        counts, then settled with exact counts of the joined context."""
+        overhead = self.measure(order[:1]) - self.item_tokens[order[0]]
+        n, total = 0, overhead
+        while n < len(order) and total + self.item_tokens[order[n]] + 1 <= length:
+            total += self.item_tokens[order[n]] + 1
+            n += 1
+        while n > 1 and self.measure(order[:n]) > length:
+            n -= 1
+        while n < len(order) and self.measure(order[: n + 1]) <= length:
+            n += 1
+        if n == 0 or self.measure(order[:n]) > length:
+            raise ValueError(f"{self.task}: no item fits in {length} tokens")
+        return order[:n]
+
+    def build_set(
+        self, length: int, set_id: int, span_size: int = 50, positions_per_span: int | None = None
+    ) -> tuple[list[dict], list[int]]:
+        """Rows for one context of at most `length` prompt tokens, and the skipped row numbers."""
+        r = rng(self.seed, "probe", self.task, length, set_id)
+        order = list(range(len(self.pool)))
+        r.shuffle(order)
+        chosen = self.fill(order, length)
+        context = self.sep.join(render(self.task, self.pool[i]) for i in chosen)
+        positions = list(range(len(chosen)))
+        if positions_per_span is not None:
+            picked = []
+            for start in range(0, len(chosen), span_size):
+                span = positions[start : start + span_size]
+                picked += sorted(r.sample(span, min(positions_per_span, len(span))))
+            positions = picked
+        rows, skipped = [], []
+        for position in positions:
+            item = self.pool[chosen[position]]
+            prompt = self.prompt(context, item)
+            if occurrences(self.task, item, context) != 1:
+                skipped.append(len(rows))
+            rows.append(
+                {
+                    "prompt": prompt,
+                    **gold(self.task, item),
+                    "position_id": position,
+                    "set_id": set_id,
+                    "num_items": len(chosen),
+                }
+            )
+        return rows, skipped
+
+
+def write(folder: str | Path, name: str, rows: list[dict], skipped: list[int]) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (folder / f"{name}_skip_list.json").write_text(json.dumps(skipped))
+
+
+def read(folder: str | Path, name: str) -> tuple[list[dict], list[int]]:
+    """Rows and skip list of a probe file in FILM's layout (FILM's own VaLProbing-32K included)."""
+    folder = Path(folder)
+    path = folder / f"{name}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"probe file {path} does not exist")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for n, row in enumerate(rows):
+        missing = {"prompt", "position_id", "set_id"} - set(row)
+        if missing:
+            raise ValueError(f"{path}: row {n} lacks {sorted(missing)}")
+    skip = folder / f"{name}_skip_list.json"
+    return rows, json.loads(skip.read_text()) if skip.is_file() else []
+
+
+def pool_hash(pool: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(pool, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_pool(task: str, source: str, document_source: str = "builtin:pydoc", seed: int = 0) -> tuple[list, str]:
+    """(items, description) for `task` from `source`: builtin, film (download) or a FILM pieces folder."""
+    from in2.evaluation.probing import pools
+
+    if source == "builtin":
+        if task == "document":
+            from in2.config import CorpusConfig
+            from in2.data.corpus import iter_texts
+
+            texts = [t.text for t in iter_texts(CorpusConfig(source=document_source))]
+            return pools.sentences(texts, seed), f"sentences of {document_source}"
+        if task == "code":
+            return pools.functions(seed), "functions of the Python standard library"
+        return pools.entities(seed), "the Python standard library's public callables"
+    folder = pools.download_film(Path.home() / ".cache" / "in2" / "film") if source == "film" else Path(source)
+    return pools.load_film(folder, task), f"FILM's released pool ({folder})"
+
+
+def build_all(cfg) -> tuple[Path, list[str]]:
+    """Every probe file of an EvalConfig under cfg.probes.output_dir; reused when the spec is unchanged."""
+    from in2.config import to_dict
+    from in2.tokenizer import load_tokenizer
+
+    p = cfg.probes
+    if p.prebuilt:
+        folder = Path(p.prebuilt)
+        names = sorted(f.stem for f in folder.glob("*.jsonl"))
+        if not names:
+            raise FileNotFoundError(f"probes.prebuilt: no <name>.jsonl probe files in {folder}")
+        for name in names:
+            task_of_name(name)
+        return folder, names
+    out = Path(p.output_dir)
+    spec = {
+        "probes": {k: v for k, v in to_dict(p).items() if k not in ("output_dir", "prompt_format", "parity")},
+        "tokenizer": to_dict(cfg.tokenizer),
+        "seed": cfg.seed,
+    }
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("spec") == spec:
+            return out, manifest["names"]
+    tok = load_tokenizer(cfg.tokenizer)
+    names, files = [], {}
+    for task in p.tasks:
+        pool, described = load_pool(task, p.pools, p.document_source, cfg.seed)
+        builder = Builder(task, pool, tok, p.raw_template, cfg.seed, p.separators.get(task))
+        for length in p.lengths:
+            name = task_name(task, length)
+            rows, skipped = [], []
+            for set_id in range(p.sets):
+                set_rows, set_skipped = builder.build_set(length, set_id, p.span_size, p.positions_per_span)
+                skipped += [len(rows) + i for i in set_skipped]
+                rows += set_rows
+            write(out, name, rows, skipped)
+            names.append(name)
+            files[name] = {
+                "rows": len(rows),
+                "skipped": len(skipped),
+                "items_per_set": rows[0]["num_items"],
+                "pool": described,
+                "pool_items": len(pool),
+                "pool_hash": pool_hash(pool),
+            }
+    manifest = {"spec": spec, "names": names, "files": files}
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return out, names

@@ -1,0 +1,157 @@
+"""Item pools for the three VaL probing tasks: FILM's released pools, or pools built offline.
+
+A pool is a list of items; each task renders its items into the context and asks about one of them:
+
+- document: {"sentence", "piece"}: the piece is 8 consecutive words of the sentence
+- code: {"name", "body", "piece"}: the body is 3 lines, the piece one of them
+- database: {"id", "label", "description"}
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sysconfig
+from pathlib import Path
+
+from in2.seeding import rng
+
+TASKS = ("document", "code", "database")
+FILM_FILES = {
+    "document": "document_sentences.jsonl",
+    "code": "code_functions.jsonl",
+    "database": "database_entities.jsonl",
+}
+FILM_URL = "https://raw.githubusercontent.com/microsoft/FILM/main/VaLProbing/pieces/"
+PIECE_WORDS = 8
+
+
+def load_film(folder: str | Path, task: str) -> list[dict]:
+    """FILM's released pool for `task` from a folder holding its `pieces/*.jsonl` files."""
+    path = Path(folder) / FILM_FILES[task]
+    if not path.is_file():
+        raise FileNotFoundError(f"probing pool: {path} does not exist (FILM's VaLProbing/pieces/{FILM_FILES[task]})")
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        try:
+            if task == "document":
+                items.append({"sentence": r["sentence"], "piece": r["piece"]})
+            elif task == "code":
+                items.append({"name": r["function_name"], "body": r["function_define"], "piece": r["piece"]})
+            else:
+                items.append({"id": r["id"], "label": r["label"], "description": r["dcpt"]})
+        except KeyError as e:
+            raise ValueError(f"{path}:{n}: missing field {e}") from None
+    return items
+
+
+def download_film(folder: str | Path) -> Path:
+    """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there)."""
+    import urllib.request
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILM_FILES.values():
+        target = folder / name
+        if not target.is_file():
+            with urllib.request.urlopen(FILM_URL + name, timeout=60) as r:  # noqa: S310 (fixed https URL)
+                target.with_suffix(".partial").write_bytes(r.read())
+            target.with_suffix(".partial").rename(target)
+    return folder
+
+
+def sentences(texts: list[str], seed: int = 0, min_words: int = 12, max_words: int = 40) -> list[dict]:
+    """Document items from plain texts: distinct sentences of 12-40 words, each with an 8-word piece."""
+    seen, items = set(), []
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.replace("\n", " ")):
+            sentence = sentence.strip()
+            words = sentence.split()
+            if not (min_words <= len(words) <= max_words) or sentence in seen or not sentence.endswith((".", "!", "?")):
+                continue
+            seen.add(sentence)
+            start = rng(seed, "piece", sentence).randrange(0, len(words) - PIECE_WORDS + 1)
+            items.append({"sentence": sentence, "piece": " ".join(words[start : start + PIECE_WORDS])})
+    return items
+
+
+def _body_lines(source: str, node: ast.FunctionDef) -> list[str]:
+    """The first three code lines of a function body, docstring and blank lines dropped, flattened."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]
+    if not body:
+        return []
+    lines = source.splitlines()[body[0].lineno - 1 : node.end_lineno]
+    code = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    return code[:3]
+
+
+def functions(seed: int = 0, limit: int = 20000) -> list[dict]:
+    """Code items from the standard library's own Python files: real functions, 3 body lines each."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    items, seen = [], set()
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        if "test" in path.parts or path.name.startswith("test"):
+            continue
+        try:
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef) or node.name.startswith("__"):
+                continue
+            lines = _body_lines(source, node)
+            if len(lines) < 3 or any(len(ln) > 100 for ln in lines):
+                continue
+            body = "\n".join("    " + ln for ln in lines)
+            if (node.name, body) in seen:
+                continue
+            seen.add((node.name, body))
+            candidates = [ln for ln in lines if len(ln) >= 12]
+            if not candidates:
+                continue
+            piece = rng(seed, "code", path.name, node.name, node.lineno).choice(candidates)
+            items.append({"name": node.name, "body": body, "piece": piece})
+            if len(items) >= limit:
+                return items
+    return items
+
+
+def entities(seed: int = 0) -> list[dict]:
+    """Database items: the standard library's public callables as an entity table.
+
+    Label: the qualified name; description: the first line of its docstring; id: a seeded Q-number.
+    Modules are read from source with ast (nothing is imported).
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    items, seen_ids, seen = [], set(), set()
+    for path in sorted(root.glob("*.py")):
+        if path.name.startswith(("_", "test")):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef | ast.ClassDef) or node.name.startswith("_"):
+                continue
+            doc = (ast.get_docstring(node) or "").strip().split("\n")[0].strip()
+            if len(doc.split()) < 3 or len(doc) > 120:
+                continue
+            label = f"{path.stem}.{node.name}"
+            if label in seen:
+                continue
+            seen.add(label)
+            r = rng(seed, "entity", label)
+            qid = f"Q{r.randrange(10**5, 10**8)}"
+            while qid in seen_ids:
+                qid = f"Q{r.randrange(10**5, 10**8)}"
+            seen_ids.add(qid)
+            items.append({"id": qid, "label": label, "description": doc.rstrip(".")})
+    return items

@@ -1,0 +1,372 @@
+"""VaL probing: pools, probe building, FILM layout, scoring rules."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from in2.evaluation.probing import build, pools, score
+
+FILM = Path(__file__).resolve().parents[2] / "shared" / "film"
+
+
+@pytest.fixture(scope="module")
+def offline_pools():
+    from in2.config import CorpusConfig
+    from in2.data.corpus import iter_texts
+
+    texts = [t.text for t in iter_texts(CorpusConfig(source="builtin:pydoc"))]
+    return {"document": pools.sentences(texts), "code": pools.functions(limit=3000), "database": pools.entities()}
+
+
+def test_offline_pools_are_real_and_well_formed(offline_pools):
+    doc, code, db = offline_pools["document"], offline_pools["code"], offline_pools["database"]
+    assert len(doc) > 1000 and len(code) > 1000 and len(db) > 300
+    for item in doc[:200]:
+        assert item["piece"] in item["sentence"] and len(item["piece"].split()) == pools.PIECE_WORDS
+    for item in code[:200]:
+        lines = item["body"].split("\n")
+        assert len(lines) == 3 and all(ln.startswith("    ") for ln in lines)
+        assert item["piece"] in lines[0] + lines[1] + lines[2] and item["name"].isidentifier()
+    assert len({e["id"] for e in db}) == len(db)
+    assert all(e["id"].startswith("Q") and e["label"] and e["description"] for e in db)
+
+
+@pytest.mark.skipif(not FILM.is_dir(), reason="FILM's pools live in the shared folder beside the checkout")
+def test_film_pools_load():
+    for task in pools.TASKS:
+        items = pools.load_film(FILM / "pieces", task)
+        assert len(items) > 12000
+    code = pools.load_film(FILM / "pieces", "code")[0]
+    assert code["piece"] in code["body"]
+
+
+def test_a_missing_pool_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="code_functions.jsonl"):
+        pools.load_film(tmp_path, "code")
+
+
+@pytest.mark.parametrize("task", pools.TASKS)
+@pytest.mark.parametrize("length", [1024, 4096])
+def test_built_sets_fill_the_length_and_query_every_position(task, length, offline_pools, mistral_tokenizer):
+    builder = build.Builder(task, offline_pools[task], mistral_tokenizer, seed=1)
+    rows, skipped = builder.build_set(length, set_id=0)
+    n = rows[0]["num_items"]
+    assert [r["position_id"] for r in rows] == list(range(n))  # every position queried, in order
+    # each prompt fits, and one more item would not: the length is met within one item
+    order = list(range(len(builder.pool)))
+    build.rng(1, "probe", task, length, 0).shuffle(order)
+    assert builder.measure(order[:n]) <= length < builder.measure(order[: n + 1])
+    assert all(builder.count(r["prompt"]) <= length for r in rows)
+    assert all(r["prompt"].startswith("[INST] Below is a context") and r["prompt"].endswith(" [/INST]") for r in rows)
+    # the gold item appears in its context; queries whose key repeats are exactly the skipped ones
+    for i, row in enumerate(rows):
+        item = builder.pool[order[row["position_id"]]]
+        context = row["prompt"].split("### Context:\n")[1].split("\n\n### Instruction:")[0]
+        assert (
+            build.render(task, item) in context and build.key(task, item) in row["prompt"].split("### Instruction:")[1]
+        )
+        assert (i in skipped) == (build.occurrences(task, item, context) != 1)
+
+
+def test_positions_per_span_samples_each_span(offline_pools, mistral_tokenizer):
+    builder = build.Builder("document", offline_pools["document"], mistral_tokenizer)
+    rows, _ = builder.build_set(2048, set_id=3, span_size=10, positions_per_span=2)
+    n = rows[0]["num_items"]
+    spans = [r["position_id"] // 10 for r in rows]
+    assert sorted(set(spans)) == list(range(math.ceil(n / 10)))
+    assert all(spans.count(s) == min(2, n - 10 * s) for s in set(spans))
+    assert {r["set_id"] for r in rows} == {3}
+
+
+def test_sets_differ_and_rebuilds_are_identical(offline_pools, mistral_tokenizer):
+    builder = build.Builder("code", offline_pools["code"], mistral_tokenizer, seed=7)
+    a, _ = builder.build_set(1024, set_id=0)
+    b, _ = builder.build_set(1024, set_id=1)
+    again, _ = build.Builder("code", offline_pools["code"], mistral_tokenizer, seed=7).build_set(1024, set_id=0)
+    assert a == again and a[0]["prompt"] != b[0]["prompt"]
+
+
+def test_duplicate_keys_are_skipped(mistral_tokenizer):
+    pool = [
+        {"name": f"f{i}", "body": "    x = 1\n    y = 2\n    return x + y", "piece": "return x + y"} for i in range(5)
+    ] + [{"name": "g", "body": "    a = 3\n    b = 4\n    return a * b", "piece": "return a * b"}]
+    rows, skipped = build.Builder("code", pool, mistral_tokenizer).build_set(4096, set_id=0)
+    assert len(rows) == 6
+    assert sorted(rows[i]["completion"] for i in range(6) if i not in skipped) == ["g"]
+
+
+def test_film_layout_round_trip(tmp_path, offline_pools, mistral_tokenizer):
+    rows, skipped = build.Builder("database", offline_pools["database"], mistral_tokenizer).build_set(1024, 0)
+    build.write(tmp_path, "database_forward_1k", rows, skipped)
+    assert json.loads((tmp_path / "database_forward_1k_skip_list.json").read_text()) == skipped
+    back, back_skip = build.read(tmp_path, "database_forward_1k")
+    assert back == rows and back_skip == skipped
+    assert set(rows[0]) >= {"prompt", "label", "description", "position_id", "set_id"}
+
+
+def test_length_tags():
+    assert build.task_name("document", 32768) == "document_bi_32k"
+    assert build.task_name("code", 1536) == "code_backward_1.5k"
+    assert build.task_name("database", 65536) == "database_forward_64k"
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+
+def test_example_scores_follow_the_paper():
+    doc = {"completion": "The cat sat on the mat."}
+    # gold words {the, cat, sat, on, mat.}: 5; the prediction has the, cat, mat. -> 3/5
+    assert score.example_score("document", doc, "THE cat ate the mat.") == pytest.approx(3 / 5)
+    assert score.example_score("code", {"completion": "parse_args."}, "It is parse_args().") == 1.0
+    assert score.example_score("code", {"completion": "parse_args"}, "It is Parse_Args") == 0.0  # case matters
+    db = {"label": "Jalan Besar Stadium", "description": "stadium in Singapore."}
+    assert score.example_score("database", db, "the label is jalan besar stadium") == 1.0
+    assert score.example_score("database", db, "A Stadium In Singapore") == 1.0
+    assert score.example_score("database", db, "a stadium") == 0.0
+
+
+def test_avg_and_gap_over_spans_and_sets():
+    # 2 sets x 4 positions, span 2. set 0: 1,1,0,0; set 1: 1,0,0,0
+    scored = [(0, 0, 1), (0, 1, 1), (0, 2, 0), (0, 3, 0), (1, 0, 1), (1, 1, 0), (1, 2, 0), (1, 3, 0)]
+    r = score.aggregate(scored, num_positions=4, span_size=2)
+    assert r["spans"] == pytest.approx([75.0, 0.0])  # span 0: (1.0 + 0.5) / 2
+    assert r["avg"] == pytest.approx(37.5) and r["gap"] == pytest.approx(75.0)
+    assert r["span_std"] == pytest.approx([25.0, 0.0])
+
+
+def test_parity_flag_reads_49_of_50_positions():
+    # one set, 100 positions, span 50: position 49 and 99 are the only failures
+    scored = [(0, p, 0.0 if p in (49, 99) else 1.0) for p in range(100)]
+    exact = score.aggregate(scored, 100, 50)
+    film = score.aggregate(scored, 100, 50, parity=True)
+    assert exact["spans"] == pytest.approx([98.0, 98.0])
+    assert film["spans"] == pytest.approx([100.0, 100.0])
+
+
+def test_skipped_rows_do_not_count_and_overall_is_the_task_mean():
+    rows = [{"completion": "f", "position_id": p, "set_id": 0} for p in range(4)]
+    preds = ["f", "g", "f", "f"]
+    r = score.score("code_backward_test", rows, skip=[1], predictions=preds, span_size=2)
+    assert r["scored"] == 3 and r["skipped"] == 1 and r["avg"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="3 predictions for 4 probe rows"):
+        score.score("code_backward_test", rows, [], preds[:3])
+    assert score.overall([{"avg": 85.4, "gap": 6.1}, {"avg": 83.3, "gap": 18.7}, {"avg": 89.0, "gap": 16.8}]) == (
+        pytest.approx({"avg": 85.9, "gap": 13.866666})
+    )
+
+
+def test_film_prediction_lines(tmp_path):
+    path = tmp_path / "sample_code_backward_32k.jsonl"
+    path.write_text('{"samples": [" The function is f."]}\n{"sample": "g"}\n\n')
+    assert score.read_predictions(path) == [" The function is f.", "g"]
+    path.write_text('{"text": "x"}\n')
+    with pytest.raises(ValueError, match="'samples' or 'sample'"):
+        score.read_predictions(path)
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+
+def _eval_config(tmp_path, models, **probes):
+    from in2.config import EvalConfig, from_dict
+    from tests.conftest import MISTRAL
+
+    data = {
+        "tokenizer": MISTRAL,
+        "probes": {
+            "tasks": ["document", "code", "database"],
+            "lengths": [512, 1024],
+            "sets": 2,
+            "span_size": 5,
+            "positions_per_span": 2,
+            "output_dir": str(tmp_path / "probes"),
+            **probes,
+        },
+        "models": models,
+        "output_dir": str(tmp_path / "results"),
+    }
+    cfg = from_dict(EvalConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def _http_model(url, cache, name="reader"):
+    return {
+        "name": name,
+        "generator": {
+            "backend": "openai",
+            "model": "reader",
+            "base_url": url,
+            "concurrency": 4,
+            "temperature": 0.0,
+            "max_tokens": 128,
+            "cache_dir": str(cache),
+        },
+    }
+
+
+@pytest.mark.parametrize("prompt_format", ["chat", "raw"])
+def test_eval_over_http_gives_a_perfect_reader_full_marks(tmp_path, server, prompt_format):
+    from in2.evaluation import suite
+
+    cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], prompt_format=prompt_format)
+    out = suite.evaluate(cfg)
+    data = json.loads((out / "results.json").read_text())["probing"]["reader"]
+    assert set(data["probes"]) == {
+        f"{t}_{n}" for t in ("document_bi", "code_backward", "database_forward") for n in ("512", "1k")
+    }
+    for name, r in data["probes"].items():
+        assert r["avg"] == pytest.approx(100.0) and r["gap"] == pytest.approx(0.0), name
+    assert data["all"]["1k"] == pytest.approx({"avg": 100.0, "gap": 0.0})
+    endpoint = "/v1/chat/completions" if prompt_format == "chat" else "/v1/completions"
+    assert set(server.paths) == {endpoint}
+    if prompt_format == "raw":
+        assert all(b["prompt"].startswith("[INST] Below is a context") for b in server.bodies)
+    else:
+        assert all(b["messages"][0]["content"].startswith("Below is a context") for b in server.bodies)
+    assert "| reader | 100.0 / 0.0 |" in (out / "results.md").read_text()
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert "val_code_backward_1k.png" in plots and "heatmap_reader_database.png" in plots
+
+
+def test_eval_resumes_after_the_last_written_prediction(tmp_path, server):
+    from in2.evaluation import suite
+
+    cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], tasks=["code"], lengths=[1024])
+    suite.evaluate(cfg)
+    sent = len(server.bodies)
+    pred = tmp_path / "results" / "predictions" / "reader" / "sample_code_backward_1k.jsonl"
+    lines = pred.read_text().splitlines()
+    skipped = sum('"skipped": true' in ln for ln in lines)
+    assert sent == len(lines) - skipped
+    # a crash after 3 lines, the last one cut short, and no request cache: only the rest is asked again
+    pred.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
+    cfg.models[0].generator.cache_dir = str(tmp_path / "fresh-cache")
+    suite.evaluate(cfg)
+    resent = len(server.bodies) - sent
+    assert resent == len(lines) - 3 - sum('"skipped": true' in ln for ln in lines[3:])
+    assert pred.read_text().splitlines() == lines
+    suite.evaluate(cfg)  # complete: nothing is sent
+    assert len(server.bodies) - sent == resent
+
+
+def test_tiny_model_runs_locally_and_refreshes_its_card(tmp_path, tiny_model, dataset_folder, server):
+    """transformers backend on a trained (tiny, random) checkpoint; its card gets the results and plots."""
+    from in2.evaluation import suite
+    from in2.train import sft
+    from tests.conftest import write_recipe
+
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, max_steps=1, save_strategy="no")
+    checkpoint = sft.train(*sft.parse(["--config", str(recipe)])[:3])
+    local = {
+        "name": "tiny",
+        "generator": {
+            "backend": "transformers",
+            "model": str(checkpoint),
+            "gguf_file": None,
+            "dtype": "float32",
+            "batch_size": 4,
+            "temperature": 0.0,
+            "max_tokens": 8,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+    }
+    cfg = _eval_config(
+        tmp_path,
+        [local, _http_model(server.url, tmp_path / "cache")],
+        tasks=["database"],
+        lengths=[512],
+        prompt_format="raw",
+    )
+    cfg.model_card = str(checkpoint)
+    out = suite.evaluate(cfg)
+    rows, _ = build.read(tmp_path / "probes", "database_forward_512")
+    preds = score.read_predictions(out / "predictions" / "tiny" / "sample_database_forward_512.jsonl")
+    assert len(preds) == len(rows)
+    card = (checkpoint / "README.md").read_text()
+    assert "| VaL database_forward_512 | Avg |" in card and "plots/val_database_forward_512.png" in card
+    assert "| reader | 100.0 / 0.0 | 100.0 / 0.0 |" in card  # the summary compares every model evaluated
+    assert (checkpoint / "plots" / "val_database_forward_512.png").is_file()
+    results = json.loads((checkpoint / "eval_results.json").read_text())["results"]
+    assert {r["model"] for r in results} == {"tiny"}
+
+
+def test_probe_score_cli_rescoring_film_format_files(tmp_path, capsys):
+    from in2.cli import main
+
+    probes, preds = tmp_path / "VaLProbing-32K", tmp_path / "FILM-7B"
+    rows = [
+        {
+            "prompt": "p",
+            "label": "Jalan Besar Stadium",
+            "description": "stadium in Singapore",
+            "position_id": p,
+            "set_id": s,
+        }
+        for s in range(2)
+        for p in range(4)
+    ]
+    build.write(probes, "database_forward_32k", rows, skipped=[3])
+    preds.mkdir()
+    answers = ["jalan besar stadium", "no", "a stadium in singapore", "x"] * 2
+    (preds / "sample_database_forward_32k.jsonl").write_text("".join(json.dumps({"sample": a}) + "\n" for a in answers))
+    out = tmp_path / "scores.json"
+    assert (
+        main(
+            [
+                "probe",
+                "score",
+                "--probes",
+                str(probes),
+                "--predictions",
+                str(preds),
+                "--span-size",
+                "2",
+                "--model",
+                "FILM-7B",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    # set 0: positions 0,1 -> 1,0 (0.5); 2 -> 1 (3 skipped); set 1: 0.5 and 0.5 -> spans 50 and 75
+    r = json.loads(out.read_text())["FILM-7B"]["database_forward_32k"]
+    assert r["spans"] == pytest.approx([50.0, 75.0]) and r["avg"] == pytest.approx(62.5)
+    assert "| FILM-7B | 62.5 / 25.0 |" in capsys.readouterr().out
+
+
+def test_prebuilt_film_layout_runs_unchanged(tmp_path, server, mistral_tokenizer, offline_pools):
+    """A folder in FILM's released layout (as VaLProbing-32K ships) is run as is, not rebuilt."""
+    from in2.evaluation import suite
+
+    film = tmp_path / "VaLProbing-32K"
+    rows, skipped = build.Builder("code", offline_pools["code"], mistral_tokenizer).build_set(1024, 0)
+    build.write(
+        film,
+        "code_backward_32k",
+        [{k: r[k] for k in ("prompt", "completion", "position_id", "set_id")} for r in rows],
+        skipped,
+    )
+    cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], prebuilt=str(film), prompt_format="raw")
+    out = suite.evaluate(cfg)
+    r = json.loads((out / "results.json").read_text())["probing"]["reader"]["probes"]["code_backward_32k"]
+    assert r["avg"] == pytest.approx(100.0) and r["scored"] == len(rows) - len(skipped)
+    assert not (tmp_path / "probes").exists()
+
+
+def test_eval_recipes_load():
+    from in2.config import EvalConfig, load_config
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    demo = load_config(root / "demo" / "eval.yaml", cls=EvalConfig)
+    assert demo.model_card == "checkpoints/in2-demo" and len(demo.models) == 2
+    film = load_config(root / "film-7b" / "eval.yaml", cls=EvalConfig)
+    assert film.probes.lengths == [32768] and film.probes.sets == 4 and film.probes.span_size == 50
+    assert all(m.generator.max_tokens == 128 and m.generator.temperature == 0 for m in film.models)
+    from in2.config import ConfigError
+
+    with pytest.raises(ConfigError, match="probes.prompt_format"):
+        load_config(root / "demo" / "eval.yaml", ["probes.prompt_format=plain"], cls=EvalConfig)

@@ -52,7 +52,7 @@ def env_key(monkeypatch):
     monkeypatch.setenv("IN2_TEST_API_KEY", SECRET)
 
 
-def test_synth_builds_a_loadable_dataset_that_sftrainer_accepts(tmp_path, env_key, capsys):
+def test_synth_builds_a_loadable_dataset_that_sftrainer_accepts(tmp_path, env_key, capsys, tiny_model):
     from datasets import load_dataset
 
     with CannedServer() as s:
@@ -84,39 +84,24 @@ def test_synth_builds_a_loadable_dataset_that_sftrainer_accepts(tmp_path, env_ke
     assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].startswith("Below is a context")
     assert row["completion"][0]["role"] == "assistant"
 
-    # One real SFTTrainer step on a tiny Llama built here, fed the rows as they are.
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    # One real SFTTrainer step on the tiny Mistral of conftest, fed the rows as they are.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from in2.config import TokenizerConfig
-    from in2.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(TokenizerConfig(**MISTRAL))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-        )
-    )
     args = SFTConfig(
         output_dir=str(tmp_path / "sft"),
         max_steps=1,
         per_device_train_batch_size=2,
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         report_to=[],
         use_cpu=True,
         logging_steps=1,
         save_strategy="no",
         max_length=1792,
     )
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds["train"], processing_class=tok)
     result = trainer.train()
     assert result.global_step == 1 and result.training_loss > 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from in2.assets import resolve
 from in2.config import EvalConfig, to_dict
 from in2.evaluation.probing import build, report, run, score
+from in2.evaluation.runner import predictions_path
 
 RESULTS = "results.json"
 TABLE = "results.md"
@@ -23,7 +24,7 @@ def score_folder(probe_dir: str | Path, pred_dir: str | Path, names: list[str], 
     out = {}
     for name in names:
         rows, skip = build.read(probe_dir, name)
-        predictions = score.read_predictions(run.predictions_path(pred_dir, name))
+        predictions = score.read_predictions(predictions_path(pred_dir, name))
         out[name] = score.score(name, rows, skip, predictions, span_size, parity)
     return out
 

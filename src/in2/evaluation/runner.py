@@ -1,0 +1,61 @@
+"""Send requests to a model and append the answers to FILM-format prediction files, resumably.
+
+Every evaluation (probing, LongBench) writes `sample_<name>.jsonl`, one `{"samples": [text]}` line per
+row in row order, a chunk at a time. A rerun continues after the last complete line (a line cut short
+by a crash is dropped), and in2's engine cache answers anything already asked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from in2.llm import Engine, Request
+
+
+def predictions_path(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / f"sample_{name}.jsonl"
+
+
+def written(path: Path) -> int:
+    """Complete lines already in `path`; a cut last line is removed."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] != "":
+        path.write_text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""), encoding="utf-8")
+        lines = lines[:-1] + [""]
+    return len(lines) - 1
+
+
+def run_named(jobs: dict[str, list[Request | None]], out_dir: str | Path, engine: Engine, chunk: int = 64):
+    """Answer every job's requests in order into `out_dir/sample_<name>.jsonl`; returns the paths.
+
+    A None request is not sent: its line holds an empty sample marked `"skipped": true`. All jobs share
+    one request stream, so a local backend fills its batches across them.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: predictions_path(out, name) for name in jobs}
+    todo = [(name, i) for name, reqs in jobs.items() for i in range(written(paths[name]), len(reqs))]
+    handles = {name: open(paths[name], "a", encoding="utf-8") for name in jobs}  # noqa: SIM115
+    try:
+        for lo in range(0, len(todo), chunk):
+            part = todo[lo : lo + chunk]
+            send = [(n, i) for n, i in part if jobs[n][i] is not None]
+            responses = engine.generate([jobs[n][i] for n, i in send], desc=f"answers {lo + len(part)}/{len(todo)}")
+            failed = [r.error for r in responses if r.error is not None]
+            if failed:
+                raise RuntimeError(f"{len(failed)} requests failed ({failed[0]}); rerun to retry them")
+            text = dict(zip(send, (r.text or "" for r in responses), strict=True))
+            for n, i in part:
+                line = {"samples": [text.get((n, i), "")]}
+                if jobs[n][i] is None:
+                    line["skipped"] = True
+                handles[n].write(json.dumps(line, ensure_ascii=False) + "\n")
+            for n in {n for n, _ in part}:
+                handles[n].flush()
+    finally:
+        for h in handles.values():
+            h.close()
+    return paths

@@ -213,7 +213,7 @@ def test_eval_over_http_gives_a_perfect_reader_full_marks(tmp_path, server, prom
 
     cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], prompt_format=prompt_format)
     out = suite.evaluate(cfg)
-    data = json.loads((out / "results.json").read_text())["probing"]["reader"]
+    data = json.loads((out / "results.json").read_text())["probing"]["models"]["reader"]
     assert set(data["probes"]) == {
         f"{t}_{n}" for t in ("document_bi", "code_backward", "database_forward") for n in ("512", "1k")
     }
@@ -286,7 +286,8 @@ def test_tiny_model_runs_locally_and_refreshes_its_card(tmp_path, tiny_model, da
     preds = score.read_predictions(out / "predictions" / "tiny" / "sample_database_forward_512.jsonl")
     assert len(preds) == len(rows)
     card = (checkpoint / "README.md").read_text()
-    assert "| VaL database_forward_512 | Avg |" in card and "plots/val_database_forward_512.png" in card
+    assert "| VaL database_forward_512 | Avg / Gap |" in card and "plots/val_database_forward_512.png" in card
+    assert "| FILM-7B | 85.4 / 6.1 | 83.3 / 18.7 | 89.0 / 16.8 | 85.9 / 13.9 |" in card  # published, for reference
     assert "| reader | 100.0 / 0.0 | 100.0 / 0.0 |" in card  # the summary compares every model evaluated
     assert (checkpoint / "plots" / "val_database_forward_512.png").is_file()
     results = json.loads((checkpoint / "eval_results.json").read_text())["results"]
@@ -352,7 +353,7 @@ def test_prebuilt_film_layout_runs_unchanged(tmp_path, server, mistral_tokenizer
     )
     cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], prebuilt=str(film), prompt_format="raw")
     out = suite.evaluate(cfg)
-    r = json.loads((out / "results.json").read_text())["probing"]["reader"]["probes"]["code_backward_32k"]
+    r = json.loads((out / "results.json").read_text())["probing"]["models"]["reader"]["probes"]["code_backward_32k"]
     assert r["avg"] == pytest.approx(100.0) and r["scored"] == len(rows) - len(skipped)
     assert not (tmp_path / "probes").exists()
 

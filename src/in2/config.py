@@ -292,6 +292,67 @@ class ProbeConfig:
     `<name>.jsonl` and `<name>_skip_list.json`); every `<name>.jsonl` in it is run."""
 
 
+LONGBENCH_TASKS = (
+    "narrativeqa",
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "2wikimqa",
+    "musique",
+    "gov_report",
+    "qmsum",
+    "multi_news",
+)
+
+
+@dataclass
+class LongBenchConfig:
+    """LongBench's 9 English tasks (paper-notes section 6)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(LONGBENCH_TASKS))
+    data: str = "THUDM/LongBench"
+    """A folder of LongBench's `<task>.jsonl` files, or a Hub dataset id with one config per task."""
+    max_samples: int | None = None
+    """Rows per task (None: all), for quick runs."""
+    max_input_tokens: int = 31500
+    """Prompts longer than this are cut in the middle (32K window minus room for the answer)."""
+    prompts: str | None = None
+    """A JSON file {task: template with {context} and {input}}, e.g. LongBench's dataset2prompt.json;
+    None: in2's own prompts of the same shape."""
+    prompt_format: str = "chat"
+    raw_template: str = "[INST] {prompt} [/INST]"
+
+
+@dataclass
+class ShortTaskConfig:
+    name: str = "mmlu"
+    """An lm-evaluation-harness task name."""
+    num_fewshot: int = 0
+    metric: str = "acc,none"
+    """The lm-eval result key reported."""
+
+
+def _short_tasks() -> list[ShortTaskConfig]:
+    return [
+        ShortTaskConfig("mmlu", 5, "acc,none"),
+        ShortTaskConfig("boolq", 0, "acc,none"),
+        ShortTaskConfig("race", 0, "acc,none"),
+        ShortTaskConfig("arc_challenge", 0, "acc_norm,none"),
+        ShortTaskConfig("hellaswag", 0, "acc_norm,none"),
+        ShortTaskConfig("gsm8k", 8, "exact_match,strict-match"),
+    ]
+
+
+@dataclass
+class ShortConfig:
+    """The short-task guard through lm-evaluation-harness (optional extra `short`)."""
+
+    tasks: list[ShortTaskConfig] = field(default_factory=_short_tasks)
+    limit: int | None = None
+    """Examples per task (None: all), for quick runs."""
+    batch_size: int = 8
+
+
 @dataclass
 class EvalModelConfig:
     """One model to evaluate: a display name and how to reach it (in2's generator settings)."""
@@ -307,8 +368,14 @@ class EvalConfig:
     """The whole `in2 eval` job: build probes, run every model, score, report, refresh the model card."""
 
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    suites: list[str] = field(default_factory=lambda: ["probing"])
+    """Any of probing, longbench, short."""
     probes: ProbeConfig = field(default_factory=ProbeConfig)
+    longbench: LongBenchConfig = field(default_factory=LongBenchConfig)
+    short: ShortConfig = field(default_factory=ShortConfig)
     models: list[EvalModelConfig] = field(default_factory=list)
+    base: str | None = None
+    """Name of the base model among `models`: the short-task guard reports changes against it."""
     output_dir: str = "results/eval"
     model_card: str | None = None
     """A folder written by `in2 train`: its card gets the results and plots."""
@@ -335,6 +402,19 @@ class EvalConfig:
             (len({m.name for m in self.models}) != len(self.models), "models", "names must be distinct"),
         ]
         checks += [(t not in ("document", "code", "database"), "probes.tasks", f"unknown task {t!r}") for t in p.tasks]
+        checks += [(s not in ("probing", "longbench", "short"), "suites", f"unknown suite {s!r}") for s in self.suites]
+        lb = self.longbench
+        checks += [(t not in LONGBENCH_TASKS, "longbench.tasks", f"unknown task {t!r}") for t in lb.tasks]
+        checks += [
+            (lb.max_input_tokens < 16, "longbench.max_input_tokens", "must be >= 16"),
+            (lb.prompt_format not in ("chat", "raw"), "longbench.prompt_format", "must be chat or raw"),
+            (lb.max_samples is not None and lb.max_samples < 1, "longbench.max_samples", "must be >= 1"),
+            (
+                self.base is not None and self.base not in {m.name for m in self.models},
+                "base",
+                f"{self.base!r} is not the name of a model in models",
+            ),
+        ]
         for i, m in enumerate(self.models):
             checks += generator_checks(m.generator, f"models[{i}].generator")
         for bad, name, why in checks:

@@ -1,4 +1,5 @@
-"""`in2 eval`: build the probes, run every model, score, write the report, refresh the model card."""
+"""`in2 eval`: run the chosen suites (probing, longbench, short) for every model, write one results
+file and one report, and refresh the model card."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from in2.assets import resolve
-from in2.config import EvalConfig, to_dict
+from in2.config import ConfigError, EvalConfig, to_dict
+from in2.evaluation import tables
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
 
@@ -35,63 +37,103 @@ def by_length(per_probe: dict[str, dict]) -> dict[str, dict]:
     return {t: score.overall([r for n, r in per_probe.items() if n.endswith("_" + t)]) for t in lengths}
 
 
-def evaluate(cfg: EvalConfig) -> Path:
-    """Run the whole evaluation; returns the results folder."""
-    if not cfg.models:
-        from in2.config import ConfigError
-
-        raise ConfigError("models: list at least one model to evaluate")
+def _probing(cfg: EvalConfig, out: Path) -> tuple[dict, list[Path], str]:
     probe_dir, names = build.build_all(cfg)
-    out = Path(cfg.output_dir)
-    results: dict[str, dict] = {}
+    results = {}
     for m in cfg.models:
         pred_dir = out / "predictions" / slug(m.name)
         run.run(probe_dir, names, m.generator, pred_dir, cfg.probes.prompt_format, cfg.probes.raw_template)
         results[m.name] = score_folder(probe_dir, pred_dir, names, cfg.probes.span_size, cfg.probes.parity)
     plots = report.plots(results, out / "plots")
-    summary = report.table(results)
-    (out / TABLE).write_text(summary)
+    text = (
+        "### VaL probing\n\n" + report.table(results) + "\nPublished, for reference:\n\n" + report.published_probing()
+    )
     data = {
-        "probing": {m: {"probes": per, "all": by_length(per)} for m, per in results.items()},
-        "config": to_dict(cfg),
+        "models": {m: {"probes": per, "all": by_length(per)} for m, per in results.items()},
         "probe_dir": str(probe_dir),
-        "plots": [str(p.relative_to(out)) for p in plots],
     }
+    return data, plots, text
+
+
+def _longbench(cfg: EvalConfig, out: Path) -> tuple[dict, str]:
+    from in2.evaluation import longbench
+
+    results = {m.name: longbench.run(cfg, m.generator, out / "predictions" / slug(m.name)) for m in cfg.models}
+    data = {m: {"tasks": per, "average": longbench.average(per)} for m, per in results.items()}
+    return data, "### LongBench\n\n" + tables.longbench(results)
+
+
+def _short(cfg: EvalConfig) -> tuple[dict, str]:
+    from in2.evaluation import short
+
+    scores = {m.name: short.run(cfg, m.generator) for m in cfg.models}
+    deltas = short.deltas(scores, cfg.base)
+    return {"scores": scores, "deltas": deltas, "base": cfg.base}, "### Short tasks\n\n" + tables.short(scores, deltas)
+
+
+def evaluate(cfg: EvalConfig) -> Path:
+    """Run the whole evaluation; returns the results folder."""
+    if not cfg.models:
+        raise ConfigError("models: list at least one model to evaluate")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data: dict = {"config": to_dict(cfg)}
+    sections, plots = [], []
+    if "probing" in cfg.suites:
+        data["probing"], plots, text = _probing(cfg, out)
+        sections.append(text)
+    if "longbench" in cfg.suites:
+        data["longbench"], text = _longbench(cfg, out)
+        sections.append(text)
+    if "short" in cfg.suites:
+        data["short"], text = _short(cfg)
+        sections.append(text)
+    data["plots"] = [str(p.relative_to(out)) for p in plots]
+    summary = "\n".join(sections)
+    (out / TABLE).write_text(summary)
     (out / RESULTS).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if cfg.model_card:
-        refresh_card(cfg, results, summary, plots)
+        refresh_card(cfg, data, summary, plots)
     return out
 
 
-def refresh_card(cfg: EvalConfig, results: dict[str, dict], summary: str, plots: list[Path]) -> Path:
-    """Write eval_results.json (this checkpoint's rows, every model in the summary) and re-render the card."""
+def card_rows(data: dict, model: str) -> list[dict]:
+    """One model's headline numbers as eval_results.json rows."""
+    rows = []
+    probing = data.get("probing", {}).get("models", {}).get(model)
+    if probing:
+        for name, r in probing["probes"].items():
+            rows.append({"task": f"VaL {name}", "metric": "Avg / Gap", "value": f"{r['avg']:.1f} / {r['gap']:.1f}"})
+        for length, r in probing["all"].items():
+            rows.append(
+                {"task": f"VaL All {length}", "metric": "Avg / Gap", "value": f"{r['avg']:.1f} / {r['gap']:.1f}"}
+            )
+    lb = data.get("longbench", {}).get(model)
+    if lb:
+        for task, r in lb["tasks"].items():
+            rows.append({"task": f"LongBench {task}", "metric": r["metric"], "value": round(r["score"], 1)})
+        rows.append({"task": "LongBench average", "metric": "score", "value": round(lb["average"], 1)})
+    short = data.get("short", {})
+    for task, value in short.get("scores", {}).get(model, {}).items():
+        delta = short.get("deltas", {}).get(model, {}).get(task)
+        shown = f"{value:.1f}" + (f" ({delta:+.1f} vs base)" if delta is not None else "")
+        rows.append({"task": f"short {task}", "metric": "score", "value": shown})
+    return [{**r, "model": model} for r in rows]
+
+
+def refresh_card(cfg: EvalConfig, data: dict, summary: str, plots: list[Path]) -> Path:
+    """Write eval_results.json (this checkpoint's rows; every model in the summary) and re-render the card."""
     from in2.train import model_card
 
     folder = Path(cfg.model_card)
     mine = [m.name for m in cfg.models if Path(resolve(m.generator.model)).resolve() == folder.resolve()]
-    rows = []
-    for model in mine or list(results):
-        per = results[model]
-        for name, r in per.items():
-            rows += [
-                {"task": f"VaL {name}", "metric": "Avg", "value": round(r["avg"], 1), "model": model},
-                {"task": f"VaL {name}", "metric": "Gap", "value": round(r["gap"], 1), "model": model},
-            ]
-        for length, r in by_length(per).items():
-            rows.append(
-                {
-                    "task": f"VaL All {length}",
-                    "metric": "Avg / Gap",
-                    "value": f"{r['avg']:.1f} / {r['gap']:.1f}",
-                    "model": model,
-                }
-            )
+    rows = [r for model in (mine or [m.name for m in cfg.models]) for r in card_rows(data, model)]
     (folder / "plots").mkdir(parents=True, exist_ok=True)
     copied = []
     for p in plots:
         shutil.copyfile(p, folder / "plots" / p.name)
         copied.append(f"plots/{p.name}")
-    text = "VaL probing (paper's rules; every model evaluated in the same run):\n\n" + summary
+    text = "Every model below was evaluated in the same run; rows marked (paper) are published numbers.\n\n" + summary
     (folder / model_card.EVAL_RESULTS).write_text(
         json.dumps({"summary": text, "results": rows, "plots": copied}, indent=2, ensure_ascii=False) + "\n"
     )

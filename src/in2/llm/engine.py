@@ -19,14 +19,16 @@ class Request:
     stop: tuple[str, ...] = ()
     """Generation ends before the first of these strings (which is not part of the text)."""
     raw: str | None = None
+    max_tokens: int | None = None
+    """Overrides the generator's max_tokens for this request (e.g. LongBench's per-task limits)."""
 
     @classmethod
-    def user(cls, content: str, prefix: str = "", stop: tuple[str, ...] = ()) -> Request:
-        return cls(messages=(("user", content),), prefix=prefix, stop=stop)
+    def user(cls, content: str, prefix: str = "", stop: tuple[str, ...] = (), max_tokens: int | None = None) -> Request:
+        return cls(messages=(("user", content),), prefix=prefix, stop=stop, max_tokens=max_tokens)
 
     @classmethod
-    def text(cls, prompt: str, stop: tuple[str, ...] = ()) -> Request:
-        return cls(raw=prompt, stop=stop)
+    def text(cls, prompt: str, stop: tuple[str, ...] = (), max_tokens: int | None = None) -> Request:
+        return cls(raw=prompt, stop=stop, max_tokens=max_tokens)
 
     def as_messages(self) -> list[dict]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -106,7 +108,9 @@ class Engine:
         return s
 
     def key(self, request: Request) -> str:
-        sampling = {**self.sampling, "stop": list(request.stop)} if request.stop else self.sampling
+        sampling = {**self.sampling, "stop": list(request.stop)} if request.stop else dict(self.sampling)
+        if request.max_tokens is not None:
+            sampling["max_tokens"] = request.max_tokens
         messages = request.as_messages() if request.raw is None else [{"raw": request.raw}]
         return request_key(self.cfg.model, messages, request.prefix, sampling)
 

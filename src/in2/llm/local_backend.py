@@ -51,10 +51,11 @@ class LocalBackend:
         ]
 
     def batches(self, requests: list[Request], texts: list[str]) -> list[list[int]]:
-        """Indices per generate() call: same stop strings and prompt kind, similar lengths, at most batch_size."""
+        """Indices per generate() call: same stop strings, prompt kind and token limit, similar lengths,
+        at most batch_size."""
         groups: dict[tuple, list[int]] = {}
         for i in sorted(range(len(requests)), key=lambda i: len(texts[i])):
-            groups.setdefault((requests[i].stop, requests[i].raw is not None), []).append(i)
+            groups.setdefault((requests[i].stop, requests[i].raw is not None, requests[i].max_tokens), []).append(i)
         bs = self.cfg.batch_size
         return [g[k : k + bs] for g in groups.values() for k in range(0, len(g), bs)]
 
@@ -71,12 +72,13 @@ class LocalBackend:
         with tqdm(total=len(requests), desc=desc, unit="req") as bar:
             for idx in self.batches(requests, texts):
                 stop = list(requests[idx[0]].stop)
+                limit = requests[idx[0]].max_tokens or sampling["max_tokens"]
                 raw = requests[idx[0]].raw is not None  # chat templates carry their own special tokens
                 enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=raw)
                 width = enc["input_ids"].shape[1]
                 extra = {"stopping_criteria": [_stop_after_text(self.tok, width, stop)]} if stop else {}
                 with torch.no_grad():
-                    out = self.model.generate(**enc, **gen_kwargs, **extra)
+                    out = self.model.generate(**enc, **{**gen_kwargs, "max_new_tokens": limit}, **extra)
                 new = out[:, enc["input_ids"].shape[1] :]
                 for row, i in enumerate(idx):
                     ids = new[row]
@@ -86,7 +88,7 @@ class LocalBackend:
                         text = text.lstrip()
                     cut = min((text.find(s) for s in stop if s in text), default=-1)
                     eos = bool((ids == self.tok.eos_token_id).any())
-                    stopped = cut >= 0 or eos or n < gen_kwargs["max_new_tokens"]
+                    stopped = cut >= 0 or eos or n < limit
                     done(
                         i,
                         Response(

@@ -82,7 +82,7 @@ class OpenAIBackend:
             model=self.cfg.model,
             temperature=sampling["temperature"],
             top_p=sampling["top_p"],
-            max_tokens=sampling["max_tokens"],
+            max_tokens=request.max_tokens or sampling["max_tokens"],
             stop=list(request.stop) or None,
         )
         messages = request.as_messages()
@@ -134,7 +134,9 @@ class OpenAIBackend:
 
         async def one(j: int, request: Request) -> None:
             async with sem:
-                est = (len(request.raw or "") + sum(len(c) for _, c in request.messages)) // 4 + sampling["max_tokens"]
+                est = (len(request.raw or "") + sum(len(c) for _, c in request.messages)) // 4 + (
+                    request.max_tokens or sampling["max_tokens"]
+                )
                 await limiter.wait(est)
                 response = await self._call(client, request, sampling)
                 # Recorded before the slot is released: with concurrency 1, nothing is sent while an

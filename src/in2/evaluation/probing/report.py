@@ -107,3 +107,13 @@ def plots(results: dict[str, dict[str, dict]], folder: Path) -> list[Path]:
                 slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in model)
                 out.append(heatmap(model, task, rows, folder / f"heatmap_{slug}_{task}.png"))
     return out
+
+
+def published_probing() -> str:
+    from in2.evaluation.published import PROBING_32K
+
+    lines = ["| model (paper, VaLProbing-32K) | document | code | database | All |", "|---|---|---|---|---|"]
+    for model, r in PROBING_32K.items():
+        cells = [f"{r[k][0]:.1f} / {r[k][1]:.1f}" for k in ("document", "code", "database", "all")]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

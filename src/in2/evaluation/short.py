@@ -1,0 +1,75 @@
+"""The short-task guard: IN2 training must not cost short-context skills (paper-notes section 6).
+
+Runs lm-evaluation-harness through its Python API (`pip install -e ".[short]"`): a local model via
+its `hf` backend, an OpenAI-compatible server via `local-completions` (loglikelihood tasks need a
+server that returns prompt logprobs, e.g. vLLM). Reports each task's metric and the change against
+the base model.
+"""
+
+from __future__ import annotations
+
+from in2.assets import resolve
+from in2.config import ConfigError, EvalConfig, GeneratorConfig
+
+
+def lm_eval_model(generator: GeneratorConfig) -> tuple[str, str]:
+    """(lm-eval model type, model_args string) for a generator section."""
+    if generator.backend == "transformers":
+        if generator.gguf_file:
+            raise ConfigError("short: lm-eval needs regular weights, not a GGUF file (train or convert first)")
+        return "hf", f"pretrained={resolve(generator.model)},dtype={generator.dtype}"
+    if not generator.base_url:
+        raise ConfigError("short: an openai-backend model needs generator.base_url (an OpenAI-compatible server)")
+    url = generator.base_url.rstrip("/") + "/completions"
+    return "local-completions", f"model={generator.model},base_url={url},num_concurrent={generator.concurrency}"
+
+
+def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
+    """{task: metric in percent} for one model."""
+    try:
+        import lm_eval
+    except ImportError:
+        raise ConfigError('suites: "short" needs lm-evaluation-harness: pip install -e ".[short]"') from None
+    model, model_args = lm_eval_model(generator)
+    scores = {}
+    for shot, tasks in _by_fewshot(cfg).items():
+        out = lm_eval.simple_evaluate(
+            model=model,
+            model_args=model_args,
+            tasks=[t.name for t in tasks],
+            num_fewshot=shot,
+            batch_size=cfg.short.batch_size,
+            limit=cfg.short.limit,
+        )
+        scores.update(extract(out, tasks))
+    return scores
+
+
+def _by_fewshot(cfg: EvalConfig) -> dict[int, list]:
+    groups: dict[int, list] = {}
+    for t in cfg.short.tasks:
+        groups.setdefault(t.num_fewshot, []).append(t)
+    return groups
+
+
+def extract(lm_eval_output: dict, tasks: list) -> dict[str, float]:
+    """Each task's configured metric (percent) from an lm-eval `simple_evaluate` result."""
+    results = lm_eval_output.get("results", {})
+    out = {}
+    for t in tasks:
+        if t.name not in results or t.metric not in results[t.name]:
+            known = sorted(results.get(t.name, {}))
+            raise ValueError(f"short: lm-eval gave no {t.metric!r} for {t.name} (it has {known})")
+        out[t.name] = 100 * float(results[t.name][t.metric])
+    return out
+
+
+def deltas(scores: dict[str, dict[str, float]], base: str | None) -> dict[str, dict[str, float]]:
+    """Per model and task, the change against the base model (empty without a base)."""
+    if base is None or base not in scores:
+        return {}
+    return {
+        model: {task: value - scores[base][task] for task, value in per.items() if task in scores[base]}
+        for model, per in scores.items()
+        if model != base
+    }

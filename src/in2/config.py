@@ -351,6 +351,8 @@ class ShortConfig:
     limit: int | None = None
     """Examples per task (None: all), for quick runs."""
     batch_size: int = 8
+    include_path: str | None = None
+    """A folder of extra lm-eval task YAMLs (your own or local-data tasks)."""
 
 
 @dataclass

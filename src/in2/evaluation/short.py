@@ -30,7 +30,11 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
         import lm_eval
     except ImportError:
         raise ConfigError('suites: "short" needs lm-evaluation-harness: pip install -e ".[short]"') from None
+    import torch
+    from lm_eval.tasks import TaskManager
+
     model, model_args = lm_eval_model(generator)
+    manager = TaskManager(include_path=cfg.short.include_path)
     scores = {}
     for shot, tasks in _by_fewshot(cfg).items():
         out = lm_eval.simple_evaluate(
@@ -40,6 +44,8 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
             num_fewshot=shot,
             batch_size=cfg.short.batch_size,
             limit=cfg.short.limit,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            task_manager=manager,
         )
         scores.update(extract(out, tasks))
     return scores

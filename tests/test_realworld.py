@@ -237,3 +237,27 @@ def test_tables_show_the_papers_numbers():
         "| Mistral-7B-Instruct-v0.2 (paper) | 23.5 | 33.8 | 45.9 | 42.4 | 24.3 | 20.8 | 33.3 | 24.8 | 26.8 | 30.6 |"
         in lb
     )
+
+
+def test_hub_data_zip_is_downloaded_once_and_unpacked(tmp_path, monkeypatch):
+    """LongBench ships its rows as data.zip in the dataset repo; the download call is stood in for."""
+    import zipfile
+
+    import huggingface_hub
+
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("data/hotpotqa.jsonl", json.dumps({"input": "q", "context": "c", "answers": ["a"]}) + "\n")
+    calls = []
+
+    def download(repo_id, filename, repo_type=None):
+        calls.append((repo_id, filename, repo_type))
+        return str(archive)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(longbench.Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    rows = longbench.load_rows("THUDM/LongBench", "hotpotqa", None)
+    assert rows == [{"input": "q", "context": "c", "answers": ["a"]}]
+    longbench.load_rows("THUDM/LongBench", "hotpotqa", None)
+    assert calls == [("THUDM/LongBench", "data.zip", "dataset")]

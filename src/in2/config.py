@@ -311,7 +311,7 @@ class LongBenchConfig:
 
     tasks: list[str] = field(default_factory=lambda: list(LONGBENCH_TASKS))
     data: str = "THUDM/LongBench"
-    """A folder of LongBench's `<task>.jsonl` files, or a Hub dataset id with one config per task."""
+    """A folder of LongBench's `<task>.jsonl` files, or a Hub dataset repo with them in data.zip."""
     max_samples: int | None = None
     """Rows per task (None: all), for quick runs."""
     max_input_tokens: int = 31500

@@ -2,8 +2,8 @@
 question last, inputs truncated in the middle to a token limit, greedy decoding with each task's
 max new tokens, token F1 or ROUGE-L (local evaluate modules), scores in percent.
 
-Data: a folder of LongBench's `<task>.jsonl` files (its data.zip) or a Hub dataset id with one config
-per task. Rows need `context`, `input` and `answers`. Prompts: ours (evaluation/longbench_prompts.json,
+Data: a folder of LongBench's `<task>.jsonl` files, or a Hub dataset repo whose data.zip holds them
+(THUDM/LongBench), downloaded once. Rows need `context`, `input` and `answers`. Prompts: ours (evaluation/longbench_prompts.json,
 same shape as LongBench's), or LongBench's own `dataset2prompt.json` via `longbench.prompts`.
 """
 
@@ -48,18 +48,33 @@ def load_prompts(path: str | None) -> dict[str, str]:
     return data
 
 
-def load_rows(source: str, task: str, max_samples: int | None) -> list[dict]:
-    """A task's rows from a folder of `<task>.jsonl` files or a Hub dataset (config = task, split test)."""
+def data_folder(source: str) -> Path:
+    """A folder of `<task>.jsonl` files: `source` itself, or a Hub dataset repo's data.zip (LongBench's
+    release format) downloaded and unpacked once under ~/.cache/in2/longbench/."""
     folder = Path(source)
     if folder.is_dir():
-        path = folder / f"{task}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"longbench.data: {path} does not exist")
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        from datasets import load_dataset
+        return folder
+    import zipfile
 
-        rows = list(load_dataset(source, task, split="test"))
+    from huggingface_hub import hf_hub_download
+
+    target = Path.home() / ".cache" / "in2" / "longbench" / source.replace("/", "--")
+    if not target.is_dir():
+        archive = hf_hub_download(source, "data.zip", repo_type="dataset")
+        partial = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(partial)
+        partial.rename(target)
+    inner = [p.parent for p in target.rglob("*.jsonl")]
+    return inner[0] if inner else target
+
+
+def load_rows(source: str, task: str, max_samples: int | None) -> list[dict]:
+    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip, see data_folder)."""
+    path = data_folder(source) / f"{task}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"longbench.data: {path} does not exist")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     for n, row in enumerate(rows):
         missing = {"context", "input", "answers"} - set(row)
         if missing:

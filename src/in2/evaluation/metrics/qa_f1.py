@@ -1,21 +1,13 @@
 """evaluate module: token F1 of predictions against lists of reference answers (best reference)."""
 
-import datasets
 import evaluate
 
-from in2.evaluation.metrics.text import best, token_f1
+from in2.evaluation.metrics.text import best, metric_info, token_f1
 
 
 class QaF1(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description="Token F1 after lower-casing and removing punctuation and articles; best over references.",
-            citation="",
-            inputs_description="predictions: list of str; references: list of lists of str",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
-        )
+        return metric_info("Token F1 after lower-casing and removing punctuation and articles; best over references.")
 
     def _compute(self, predictions, references):
         scores = [best(token_f1, p, r) for p, r in zip(predictions, references, strict=True)]

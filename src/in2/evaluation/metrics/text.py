@@ -37,3 +37,18 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 def best(metric, prediction: str, references: list[str]) -> float:
     return max((metric(prediction, r) for r in references), default=0.0)
+
+
+def metric_info(description: str):
+    """The evaluate.MetricInfo shared by in2's metric modules: strings against lists of references."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(
+        description=description,
+        citation="",
+        inputs_description="predictions: list of str; references: list of lists of str",
+        features=datasets.Features(
+            {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+        ),
+    )

@@ -73,6 +73,7 @@ class CannedServer:
         self.answered: Counter = Counter()
         self.bodies: list[dict] = []
         self.paths: list[str] = []
+        self.auth: list[str | None] = []
         self.on_request = None  # callable(n_answered_so_far) -> True to drop the request unanswered
         self.lock = threading.Lock()
         outer = self
@@ -84,6 +85,7 @@ class CannedServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.paths.append(self.path)
+                outer.auth.append(self.headers.get("Authorization"))
                 key = body_key(body)
                 with outer.lock:
                     outer.attempts[key] += 1

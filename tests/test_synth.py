@@ -141,6 +141,33 @@ def test_rerun_sends_nothing_and_gives_the_same_dataset(tmp_path, env_key):
     assert again["content_hash"] == first["content_hash"]
 
 
+@pytest.mark.parametrize("limit", [["--max-requests", "7"], ["--max-cost-usd", "0.0005"]])
+def test_budget_stops_cleanly_and_the_rerun_pays_for_nothing_twice(tmp_path, env_key, capsys, limit):
+    prices = {"price_input_per_1m": 1.0, "price_output_per_1m": 1.0}
+    with CannedServer() as s:
+        reference = write_config(tmp_path, s.url, name="whole")
+        data = yaml.safe_load(reference.read_text())
+        data["generator"].update(prices)
+        reference.write_text(yaml.safe_dump(data))
+        assert main(["synth", "--config", str(reference)]) == 0
+        whole = sum(s.answered.values())
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url)
+        data = yaml.safe_load(cfg.read_text())
+        data["generator"].update(prices)
+        cfg.write_text(yaml.safe_dump(data))
+        assert main(["synth", "--config", str(cfg), *limit]) == 4
+        stopped = sum(s.answered.values())
+        assert "stopped" in capsys.readouterr().err and not (tmp_path / "run").exists()
+        assert 0 < stopped < whole
+        if limit[0] == "--max-requests":
+            assert stopped == 7
+        assert main(["synth", "--config", str(cfg)]) == 0
+        assert sum(s.answered.values()) == whole  # nothing answered before the stop is sent again
+        assert max(s.answered.values()) == 1
+    assert manifest(tmp_path / "run")["content_hash"] == manifest(tmp_path / "whole")["content_hash"]
+
+
 def _cli(config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "IN2_TEST_API_KEY": SECRET}
     return subprocess.Popen(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from in2.config import ConfigError, load_config
+from in2.llm.engine import BudgetExceeded
 from in2.llm.openai_backend import FatalRequestError
 from in2.release.publish import PublishError
 
@@ -31,6 +32,10 @@ def cmd_synth(args) -> int:
         extra.append(f"num_shards={args.num_shards}")
     if args.shard_index is not None:
         extra.append(f"shard_index={args.shard_index}")
+    if args.max_requests is not None:
+        extra.append(f"generator.max_requests={args.max_requests}")
+    if args.max_cost_usd is not None:
+        extra.append(f"generator.max_cost_usd={args.max_cost_usd}")
     cfg = _load(args, extra)
     from in2 import synth
 
@@ -142,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run-sample", type=int, default=2000, help="requests built and counted by --dry-run")
     p.add_argument("--num-shards", type=int, help="split the job over this many independent runs")
     p.add_argument("--shard-index", type=int, help="which shard this run builds (0-based)")
+    p.add_argument("--max-requests", type=int, help="stop cleanly after sending this many requests (resumable)")
+    p.add_argument("--max-cost-usd", type=float, help="stop cleanly at this estimated spend (resumable)")
     p.set_defaults(func=cmd_synth)
     p = sub.add_parser("merge", help="join the shards of a sharded synth run into one dataset folder")
     _synth_args(p)
@@ -194,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, PublishError) as e:
         print(f"in2: error: {e}", file=sys.stderr)
         return 2
+    except BudgetExceeded as e:
+        print(f"in2: stopped: {e}. Everything so far is saved; rerun with a higher limit to continue.", file=sys.stderr)
+        return 4
     except FatalRequestError as e:
         print(f"in2: error: {e}. Answers so far are cached; rerun to resume.", file=sys.stderr)
         return 3

@@ -85,6 +85,10 @@ class GeneratorConfig:
     price_input_per_1m: float = 0.0
     price_output_per_1m: float = 0.0
     cache_dir: str = ".cache/in2/llm"
+    max_requests: int | None = None
+    """Stop cleanly after sending this many requests in one run (answers from the cache do not count)."""
+    max_cost_usd: float | None = None
+    """Stop cleanly once the estimated spend of this run reaches this (from usage and the prices above)."""
 
 
 @dataclass
@@ -258,6 +262,13 @@ def generator_checks(g: GeneratorConfig, name: str) -> list[tuple[bool, str, str
         (g.batch_size < 1, f"{name}.batch_size", "must be >= 1"),
         (g.max_tokens < 1, f"{name}.max_tokens", "must be >= 1"),
         (g.temperature < 0, f"{name}.temperature", "must be >= 0"),
+        (g.max_requests is not None and g.max_requests < 0, f"{name}.max_requests", "must be >= 0"),
+        (g.max_cost_usd is not None and g.max_cost_usd < 0, f"{name}.max_cost_usd", "must be >= 0"),
+        (
+            g.max_cost_usd is not None and g.price_input_per_1m == g.price_output_per_1m == 0,
+            f"{name}.max_cost_usd",
+            "needs price_input_per_1m / price_output_per_1m to estimate the spend",
+        ),
     ]
 
 

@@ -89,6 +89,10 @@ class Usage:
         }
 
 
+class BudgetExceeded(RuntimeError):
+    """The run reached generator.max_requests or max_cost_usd; every answer so far is cached."""
+
+
 class Engine:
     """`generate(requests)` returns one Response per request, in order, answering from the cache
     first and sending only the rest. Successful answers are cached as they arrive."""
@@ -154,9 +158,37 @@ class Engine:
             for i in pending[todo[j]]:
                 out[i] = response
 
-        if todo:
-            self.backend.run([requests[pending[k][0]] for k in todo], self.sampling, done, desc=desc)
+        # With a budget, requests go in slices of a few rounds and the budget is checked between them;
+        # without one, all at once (the backends schedule best over everything).
+        limited = self.cfg.max_requests is not None or self.cfg.max_cost_usd is not None
+        rounds = self.cfg.concurrency if self.cfg.backend == "openai" else self.cfg.batch_size
+        step = max(1, 4 * rounds) if limited else max(1, len(todo))
+        for lo in range(0, len(todo), step):
+            self.check_budget()
+            hi = lo + step
+            if self.cfg.max_requests is not None:
+                hi = min(hi, lo + self.cfg.max_requests - self.usage.sent)
+            keys = list(range(lo, min(hi, len(todo))))
+            self.backend.run(
+                [requests[pending[todo[j]][0]] for j in keys],
+                self.sampling,
+                lambda i, r, keys=keys: done(keys[i], r),
+                desc=desc,
+            )
+        self.check_budget(finished=all(o is not None for o in out))
         return out  # type: ignore[return-value]
+
+    def check_budget(self, finished: bool = False) -> None:
+        """Raise BudgetExceeded when a limit is reached and work remains."""
+        c = self.cfg
+        if finished:
+            return
+        if c.max_requests is not None and self.usage.sent >= c.max_requests:
+            raise BudgetExceeded(f"generator.max_requests={c.max_requests} reached after {self.usage.sent} requests")
+        if c.max_cost_usd is not None and self.usage.cost(c) >= c.max_cost_usd:
+            raise BudgetExceeded(
+                f"generator.max_cost_usd={c.max_cost_usd} reached (estimated ${self.usage.cost(c):.2f} this run)"
+            )
 
     def close(self) -> None:
         self.cache.close()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -66,8 +67,9 @@ def body_key(body: dict) -> str:
 class CannedServer:
     """`faults` maps a request's attempt number (1-based, per distinct body) to an HTTP status."""
 
-    def __init__(self, faults: dict[int, int] | None = None, status_for_all: int | None = None):
+    def __init__(self, faults: dict[int, int] | None = None, status_for_all: int | None = None, latency_s: float = 0.0):
         self.faults = faults or {}
+        self.latency_s = latency_s
         self.status_for_all = status_for_all
         self.attempts: Counter = Counter()
         self.answered: Counter = Counter()
@@ -94,6 +96,8 @@ class CannedServer:
                     hook, answered = outer.on_request, sum(outer.answered.values())
                 if hook and hook(answered):
                     return
+                if outer.latency_s:
+                    time.sleep(outer.latency_s)
                 status = outer.status_for_all or outer.faults.get(attempt)
                 if status:
                     payload = json.dumps({"error": {"message": "injected", "type": "test", "code": status}}).encode()
@@ -131,6 +135,7 @@ class CannedServer:
                 with outer.lock:
                     outer.answered[key] += 1
 
+        ThreadingHTTPServer.request_queue_size = 1024  # benchmarks open hundreds of connections at once
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 

@@ -64,12 +64,28 @@ def body_key(body: dict) -> str:
     ]
 
 
-class CannedServer:
-    """`faults` maps a request's attempt number (1-based, per distinct body) to an HTTP status."""
+CHAOS = ("429", "500", "hang", "invalid_json", "truncated_json", "empty", "refusal", "drop")
+REFUSAL = "I'm sorry, but I can't help with that request."
 
-    def __init__(self, faults: dict[int, int] | None = None, status_for_all: int | None = None, latency_s: float = 0.0):
+
+class CannedServer:
+    """`faults` maps a request's attempt number (1-based, per distinct body) to an HTTP status.
+    `chaos_rate` makes that share of attempts fail in one of CHAOS's ways, chosen by a hash of the body
+    and attempt number (so a rerun meets the same faults); a `hang` sleeps `hang_s`, past the client's
+    timeout."""
+
+    def __init__(
+        self,
+        faults: dict[int, int] | None = None,
+        status_for_all: int | None = None,
+        latency_s: float = 0.0,
+        chaos_rate: float = 0.0,
+        hang_s: float = 3.0,
+    ):
         self.faults = faults or {}
         self.latency_s = latency_s
+        self.chaos_rate, self.hang_s = chaos_rate, hang_s
+        self.chaos: Counter = Counter()
         self.status_for_all = status_for_all
         self.attempts: Counter = Counter()
         self.answered: Counter = Counter()
@@ -98,7 +114,30 @@ class CannedServer:
                     return
                 if outer.latency_s:
                     time.sleep(outer.latency_s)
-                status = outer.status_for_all or outer.faults.get(attempt)
+                fault = outer.pick_fault(key, attempt)
+                if fault in ("hang", "drop", "invalid_json", "truncated_json"):
+                    with outer.lock:
+                        outer.chaos[fault] += 1
+                    if fault == "hang":
+                        time.sleep(outer.hang_s)
+                    if fault in ("hang", "drop"):
+                        self.close_connection = True
+                        return
+                    payload = b"{not json" if fault == "invalid_json" else b'{"id": "x", "choices": [{"index": 0, "mess'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if fault in ("429", "500"):
+                    with outer.lock:
+                        outer.chaos[fault] += 1
+                status = (
+                    outer.status_for_all
+                    or outer.faults.get(attempt)
+                    or (int(fault) if fault in ("429", "500") else None)
+                )
                 if status:
                     payload = json.dumps({"error": {"message": "injected", "type": "test", "code": status}}).encode()
                     self.send_response(status)
@@ -109,6 +148,10 @@ class CannedServer:
                     self.wfile.write(payload)
                     return
                 text = canned_answer(body)
+                if fault in ("empty", "refusal"):
+                    with outer.lock:
+                        outer.chaos[fault] += 1
+                    text = "" if fault == "empty" else REFUSAL
                 completion = "messages" not in body  # /v1/completions: a raw prompt
                 choice = {"index": 0, "finish_reason": "stop"}
                 choice.update({"text": text} if completion else {"message": {"role": "assistant", "content": text}})
@@ -138,6 +181,14 @@ class CannedServer:
         ThreadingHTTPServer.request_queue_size = 1024  # benchmarks open hundreds of connections at once
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def pick_fault(self, key: str, attempt: int) -> str | None:
+        if not self.chaos_rate:
+            return None
+        h = int(hashlib.sha256(f"{key}:{attempt}".encode()).hexdigest()[:8], 16)
+        if (h % 10000) / 10000 >= self.chaos_rate:
+            return None
+        return CHAOS[(h // 10000) % len(CHAOS)]
 
     def __enter__(self):
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

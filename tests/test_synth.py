@@ -168,6 +168,32 @@ def test_budget_stops_cleanly_and_the_rerun_pays_for_nothing_twice(tmp_path, env
     assert manifest(tmp_path / "run")["content_hash"] == manifest(tmp_path / "whole")["content_hash"]
 
 
+def test_thirty_percent_faults_lose_nothing_and_pay_nothing_twice(tmp_path, env_key):
+    """429s, 500s, hangs past the timeout, broken JSON, empty replies, refusals and dropped connections
+    on 30% of attempts: every planned item ends as a row, a surplus or a counted reject."""
+    with CannedServer(chaos_rate=0.3, hang_s=1.5) as s:
+        mixture = {"fine_grained": 60, "integration": 4, "short": 6, "general": 4, "validation_rows": 2}
+        cfg = write_config(tmp_path, s.url, mixture=mixture)
+        data = yaml.safe_load(cfg.read_text())
+        data["generator"].update({"concurrency": 4, "max_retries": 6, "timeout_s": 0.5})
+        cfg.write_text(yaml.safe_dump(data))
+        assert main(["synth", "--config", str(cfg)]) == 0
+        assert set(s.chaos) == {"429", "500", "hang", "invalid_json", "truncated_json", "empty", "refusal", "drop"}
+        assert max(s.answered.values()) == 1  # no request answered twice
+        m = manifest(tmp_path / "run")
+        qa = m["counts"]["qa"]
+        rows = m["counts"]["rows"]
+        kept = rows["fine_grained"] + rows["integration"] + rows["short"]
+        assert qa["planned"] == kept + qa.get("surplus", 0) + sum(m["rejected"].values())
+        # the fault kinds that reach parsing are counted by name; transport faults were retried away
+        assert m["rejected"]["empty"] >= 1 and m["rejected"]["refusal"] >= 1
+        assert not any(k.startswith("request_failed") for k in m["rejected"])
+        answered = sum(s.answered.values())
+        assert main(["synth", "--config", str(cfg)]) == 0  # a rerun asks nothing again
+        assert sum(s.answered.values()) == answered
+    assert manifest(tmp_path / "run")["content_hash"] == m["content_hash"]
+
+
 def _cli(config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "IN2_TEST_API_KEY": SECRET}
     return subprocess.Popen(

@@ -79,8 +79,10 @@ def parse(text: str, qa_type: str, num_pieces: int) -> tuple[QA | None, str | No
     Expected lines: `Question: ...`, `Answer: ...` and for integration `Pieces: 1, 3`; nothing else.
     """
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    if not lines or not (m := _QUESTION.match(lines[0])):
-        return None, "unparseable"
+    if not lines:
+        return None, "empty"
+    if not (m := _QUESTION.match(lines[0])):
+        return None, "refusal" if _REFUSAL.match(lines[0]) else "unparseable"
     question = m.group(1).strip().strip("*").strip()
     if len(lines) < 2 or not (a := _ANSWER.match(lines[1])):
         return None, "no_answer" if len(lines) == 1 else "unparseable"
@@ -244,6 +246,7 @@ class QAGenerator:
             if not wave:
                 break
             wave_no += 1
+            self.stats["planned"] += len(wave)
             for item, (qa, reason) in zip(wave, self.generate(wave, desc=f"QA pairs (wave {wave_no})"), strict=True):
                 if qa is None:
                     self.stats[f"rejected_{reason}"] += 1

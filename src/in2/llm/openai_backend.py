@@ -8,6 +8,7 @@ Response with an error, never cached, so a rerun tries it again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Callable
@@ -76,6 +77,16 @@ class OpenAIBackend:
         )
 
     async def _call(self, client, request: Request, sampling: dict) -> Response:
+        """One request; a reply that is not valid JSON (a proxy cut it short, say) is asked again up to
+        max_retries times, since the client retries only transport and status errors."""
+        for attempt in range(self.cfg.max_retries + 1):
+            response = await self._call_once(client, request, sampling)
+            if response.error != "invalid_response" or attempt == self.cfg.max_retries:
+                return response
+            await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
+        return response
+
+    async def _call_once(self, client, request: Request, sampling: dict) -> Response:
         import openai
 
         common = dict(
@@ -111,7 +122,7 @@ class OpenAIBackend:
             return Response(text=None, error="connection_error")
         except openai.APIStatusError as e:
             return Response(text=None, error=f"http_{e.status_code}")
-        except openai.APIResponseValidationError:
+        except (openai.APIResponseValidationError, json.JSONDecodeError):
             return Response(text=None, error="invalid_response")
         if not getattr(r, "choices", None):
             return Response(text=None, error="invalid_response")

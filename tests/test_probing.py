@@ -372,3 +372,86 @@ def test_eval_recipes_load():
 
     with pytest.raises(ConfigError, match="probes.prompt_format"):
         load_config(root / "demo" / "eval.yaml", ["probes.prompt_format=plain"], cls=EvalConfig)
+
+
+def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
+    """kill -9 an `in2 eval` at seeded random points; the finished run equals an uninterrupted one.
+    Concurrency 1: with more, answers still in flight at the kill are lost and asked again."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.openai_server import CannedServer
+
+    root = Path(__file__).resolve().parents[1]
+
+    def recipe(url, name):
+        cfg = {
+            "tokenizer": {
+                "name_or_path": "pkg://mistral_common/data/tokenizer.model.v1",
+                "gguf_file": None,
+                "chat_template": "mistral-instruct",
+            },
+            "probes": {
+                "tasks": ["document", "database"],
+                "lengths": [1024],
+                "sets": 2,
+                "output_dir": str(tmp_path / f"{name}-probes"),
+            },
+            "models": [
+                {
+                    "name": "reader",
+                    "generator": {
+                        "backend": "openai",
+                        "model": "m",
+                        "base_url": url,
+                        "concurrency": 1,
+                        "temperature": 0.0,
+                        "max_tokens": 64,
+                        "cache_dir": str(tmp_path / f"{name}-cache"),
+                    },
+                }
+            ],
+            "output_dir": str(tmp_path / name),
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def cli(path):
+        env = {**os.environ, "PYTHONPATH": str(root), "OPENAI_API_KEY": "EMPTY"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "in2.cli", "eval", "--config", str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    with CannedServer() as s:
+        assert cli(recipe(s.url, "ref")).wait(timeout=300) == 0
+        total = sum(s.answered.values())
+    reference = json.loads((tmp_path / "ref" / "results.json").read_text())["probing"]["models"]["reader"]
+    with CannedServer() as s:
+        path = recipe(s.url, "crash")
+        for kill_at in sorted(random.Random(3).sample(range(1, total), 2)):
+            proc = cli(path)
+
+            def kill(answered, proc=proc, kill_at=kill_at):
+                if answered >= kill_at:
+                    proc.send_signal(signal.SIGKILL)
+                    return True
+                return False
+
+            s.on_request = kill
+            assert proc.wait(timeout=300) == -signal.SIGKILL
+            s.on_request = None
+        proc = cli(path)
+        assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    assert max(s.answered.values()) == 1 and sum(s.answered.values()) == total
+    result = json.loads((tmp_path / "crash" / "results.json").read_text())["probing"]["models"]["reader"]
+    assert {n: r["avg"] for n, r in result["probes"].items()} == {n: r["avg"] for n, r in reference["probes"].items()}

@@ -224,6 +224,41 @@ def test_a_dirty_corpus_is_counted_not_fatal(tmp_path, env_key):
     assert manifest(tmp_path / "run")["counts"]["rows"]["fine_grained"] == 10
 
 
+def test_a_corpus_that_runs_out_is_reported_not_silent(tmp_path, env_key, capsys):
+    """Fewer usable texts than the mixture needs: the run finishes with what it could build, and the
+    shortfall is in the manifest, on stderr and in the card."""
+    corpus = tmp_path / "tiny.jsonl"
+    corpus.write_text(json.dumps({"text": ""}) + "\n" + json.dumps({"text": "Too short to segment."}) + "\n")
+    with CannedServer() as s:
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url)), f"corpus.source={corpus}"]) == 0
+    m = manifest(tmp_path / "run")
+    assert m["requested"] == {"fine_grained": 10, "integration": 3, "short": 3, "general": 4}
+    assert m["shortfall"] == {"fine_grained": 10, "integration": 3, "short": 3}
+    c = m["counts"]["corpus"]
+    assert (c["texts_read"], c["skipped_empty"], c["skipped_too_short"], c["segments"]) == (2, 1, 1, 0)
+    err = capsys.readouterr().err
+    assert "rows missing: fine_grained 10 of 10, integration 3 of 3, short 3 of 3" in err
+    assert (
+        "`fine_grained` 10 rows, `integration` 3 rows, `short` 3 rows" in (tmp_path / "run" / "README.md").read_text()
+    )
+
+
+@pytest.mark.parametrize("fault", ["wrong_key", "unreachable"])
+def test_a_wrong_key_or_dead_endpoint_ends_the_cli_with_one_clear_line(tmp_path, env_key, capsys, fault):
+    with CannedServer(status_for_all=401) as s:
+        url = s.url if fault == "wrong_key" else "http://127.0.0.1:9/v1"
+        cfg = write_config(tmp_path, url)
+        assert main(["synth", "--config", str(cfg), "generator.max_retries=0"]) == 3
+    out, err = capsys.readouterr()
+    expected = {
+        "wrong_key": f"in2: error: {url} refused the key from $IN2_TEST_API_KEY (HTTP 401)",
+        "unreachable": f"in2: error: cannot reach {url}: 8 requests in a row failed to connect",
+    }[fault]
+    assert expected in err
+    assert "rerun to resume" in err and "Traceback" not in out + err and SECRET not in out + err
+    assert not (tmp_path / "run").exists()
+
+
 def _cli(config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "IN2_TEST_API_KEY": SECRET}
     return subprocess.Popen(

@@ -59,6 +59,13 @@ def cmd_synth(args) -> int:
 def _print_done(out) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"\nrows: {manifest['counts']['rows']}  splits: {manifest['splits']}  rejected: {manifest['rejected']}")
+    if manifest["shortfall"]:
+        short = ", ".join(f"{part} {n} of {manifest['requested'][part]}" for part, n in manifest["shortfall"].items())
+        print(
+            f"in2: warning: rows missing: {short} (the corpus or the instruction data ran out, or replies were "
+            "rejected: see `rejected` and counts in manifest.json)",
+            file=sys.stderr,
+        )
     print(f"dataset folder: {out}")
     print(f'load it with:   from datasets import load_dataset; ds = load_dataset("{out}")')
 

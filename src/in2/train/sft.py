@@ -15,10 +15,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import torch
 from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from in2.assets import CHAT_TEMPLATES_DIR
 from in2.config import ConfigError
+from in2.cpu import keep_freed_memory
 from in2.train import model_card
 from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
 from in2.train.hub import HubPublisher, check_token
@@ -242,6 +244,8 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         publisher = HubPublisher(training_args.hub_model_id, training_args.hub_private_repo, api=hub_api)
         training_args.push_to_hub = False  # in2 publishes: checkpoints to branches, never optimizer states
 
+    if training_args.use_cpu or not torch.cuda.is_available():
+        keep_freed_memory()
     model, tokenizer, attention = load_model(model_args, trust_remote_code=training_args.trust_remote_code)
     if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
         logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)

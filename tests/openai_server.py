@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 def probe_answer(prompt: str) -> str | None:
@@ -182,6 +187,22 @@ class CannedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
+    def kill_at(self, start, points: list[int]) -> None:
+        """For each count in `points`, start a process with `start()` and kill -9 it once this server has
+        answered that many requests (the request arriving then goes unanswered)."""
+        for kill_at in points:
+            proc = start()
+
+            def hook(answered, proc=proc, kill_at=kill_at):
+                if answered >= kill_at:
+                    proc.send_signal(signal.SIGKILL)
+                    return True
+                return False
+
+            self.on_request = hook
+            assert proc.wait(timeout=300) == -signal.SIGKILL, f"the run ended before {kill_at} answers"
+        self.on_request = None
+
     def pick_fault(self, key: str, attempt: int) -> str | None:
         if not self.chaos_rate:
             return None
@@ -197,3 +218,14 @@ class CannedServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def in2_process(*args: str, **env: str) -> subprocess.Popen:
+    """`python -m in2.cli ARGS` in its own process (the checkout on PYTHONPATH), output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "in2.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

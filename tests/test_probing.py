@@ -2,11 +2,14 @@
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
+import yaml
 
 from in2.evaluation.probing import build, pools, score
+from tests.openai_server import CannedServer, in2_process
 
 FILM = Path(__file__).resolve().parents[2] / "shared" / "film"
 
@@ -377,17 +380,6 @@ def test_eval_recipes_load():
 def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
     """kill -9 an `in2 eval` at seeded random points; the finished run equals an uninterrupted one.
     Concurrency 1: with more, answers still in flight at the kill are lost and asked again."""
-    import os
-    import random
-    import signal
-    import subprocess
-    import sys
-
-    import yaml
-
-    from tests.openai_server import CannedServer
-
-    root = Path(__file__).resolve().parents[1]
 
     def recipe(url, name):
         cfg = {
@@ -423,14 +415,7 @@ def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
         return path
 
     def cli(path):
-        env = {**os.environ, "PYTHONPATH": str(root), "OPENAI_API_KEY": "EMPTY"}
-        return subprocess.Popen(
-            [sys.executable, "-m", "in2.cli", "eval", "--config", str(path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        return in2_process("eval", "--config", str(path), OPENAI_API_KEY="EMPTY")
 
     with CannedServer() as s:
         assert cli(recipe(s.url, "ref")).wait(timeout=300) == 0
@@ -438,18 +423,7 @@ def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
     reference = json.loads((tmp_path / "ref" / "results.json").read_text())["probing"]["models"]["reader"]
     with CannedServer() as s:
         path = recipe(s.url, "crash")
-        for kill_at in sorted(random.Random(3).sample(range(1, total), 2)):
-            proc = cli(path)
-
-            def kill(answered, proc=proc, kill_at=kill_at):
-                if answered >= kill_at:
-                    proc.send_signal(signal.SIGKILL)
-                    return True
-                return False
-
-            s.on_request = kill
-            assert proc.wait(timeout=300) == -signal.SIGKILL
-            s.on_request = None
+        s.kill_at(lambda: cli(path), sorted(random.Random(3).sample(range(1, total), 2)))  # seeded random points
         proc = cli(path)
         assert proc.wait(timeout=300) == 0, proc.stdout.read()
     assert max(s.answered.values()) == 1 and sum(s.answered.values()) == total

@@ -1,11 +1,8 @@
 """End to end: corpus -> QA over real HTTP -> long contexts -> dataset folder -> load_dataset -> SFT."""
 
 import json
-import os
 import random
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import yaml
 
 from in2.cli import main
 from tests.conftest import MISTRAL
-from tests.openai_server import CannedServer
+from tests.openai_server import CannedServer, in2_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-in2-test-secret-7f3a9c"
@@ -260,14 +257,7 @@ def test_a_wrong_key_or_dead_endpoint_ends_the_cli_with_one_clear_line(tmp_path,
 
 
 def _cli(config: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "IN2_TEST_API_KEY": SECRET}
-    return subprocess.Popen(
-        [sys.executable, "-m", "in2.cli", "synth", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return in2_process("synth", "--config", str(config), IN2_TEST_API_KEY=SECRET)
 
 
 def test_killed_run_resumes_to_the_same_dataset_without_resending(tmp_path):
@@ -279,18 +269,7 @@ def test_killed_run_resumes_to_the_same_dataset_without_resending(tmp_path):
 
     with CannedServer() as s:
         cfg = write_config(tmp_path, s.url, name="crash")
-        for kill_at in sorted(random.Random(7).sample(range(1, total), 3)):  # three seeded random points
-            proc = _cli(cfg)
-
-            def kill(answered, proc=proc, kill_at=kill_at):
-                if answered >= kill_at:
-                    proc.send_signal(signal.SIGKILL)
-                    return True
-                return False
-
-            s.on_request = kill
-            assert proc.wait(timeout=300) == -signal.SIGKILL
-            s.on_request = None
+        s.kill_at(lambda: _cli(cfg), sorted(random.Random(7).sample(range(1, total), 3)))  # seeded random points
         assert not (tmp_path / "crash").exists()
         proc = _cli(cfg)
         assert proc.wait(timeout=300) == 0, proc.stdout.read()

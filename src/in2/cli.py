@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from in2.config import ConfigError, load_config
+from in2.jsonl import BadFileError
 from in2.llm.engine import BudgetExceeded
 from in2.llm.openai_backend import FatalRequestError
 from in2.release.publish import PublishError
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, PublishError) as e:
+    except (ConfigError, FileNotFoundError, BadFileError, PublishError) as e:
         print(f"in2: error: {e}", file=sys.stderr)
         return 2
     except BudgetExceeded as e:

@@ -15,6 +15,7 @@ from pathlib import Path
 from in2.config import ConfigError, EvalConfig, GeneratorConfig
 from in2.evaluation import metrics
 from in2.evaluation.runner import predictions_path, run_named
+from in2.jsonl import read_jsonl
 from in2.llm import Engine, Request
 
 # task -> (metric, max new tokens): paper-notes section 6
@@ -74,11 +75,7 @@ def load_rows(source: str, task: str, max_samples: int | None) -> list[dict]:
     path = data_folder(source) / f"{task}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"longbench.data: {path} does not exist")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for n, row in enumerate(rows):
-        missing = {"context", "input", "answers"} - set(row)
-        if missing:
-            raise ValueError(f"longbench {task}: row {n} lacks {sorted(missing)}")
+    rows = read_jsonl(path, required=("context", "input", "answers"))
     return rows[:max_samples] if max_samples else rows
 
 

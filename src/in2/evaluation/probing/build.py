@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from in2.data.templates import film_user
+from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
 NAMES = {"document": "document_bi", "code": "code_backward", "database": "database_forward"}
@@ -181,11 +182,7 @@ def read(folder: str | Path, name: str) -> tuple[list[dict], list[int]]:
     path = folder / f"{name}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"probe file {path} does not exist")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for n, row in enumerate(rows):
-        missing = {"prompt", "position_id", "set_id"} - set(row)
-        if missing:
-            raise ValueError(f"{path}: row {n} lacks {sorted(missing)}")
+    rows = read_jsonl(path, required=("prompt", "position_id", "set_id"))
     skip = folder / f"{name}_skip_list.json"
     return rows, json.loads(skip.read_text()) if skip.is_file() else []
 

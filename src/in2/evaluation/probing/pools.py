@@ -10,11 +10,11 @@ A pool is a list of items; each task renders its items into the context and asks
 from __future__ import annotations
 
 import ast
-import json
 import re
 import sysconfig
 from pathlib import Path
 
+from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
 TASKS = ("document", "code", "database")
@@ -22,6 +22,11 @@ FILM_FILES = {
     "document": "document_sentences.jsonl",
     "code": "code_functions.jsonl",
     "database": "database_entities.jsonl",
+}
+FILM_FIELDS = {  # our item field -> FILM's pool field
+    "document": {"sentence": "sentence", "piece": "piece"},
+    "code": {"name": "function_name", "body": "function_define", "piece": "piece"},
+    "database": {"id": "id", "label": "label", "description": "dcpt"},
 }
 FILM_URL = "https://raw.githubusercontent.com/microsoft/FILM/main/VaLProbing/pieces/"
 PIECE_WORDS = 8
@@ -32,21 +37,8 @@ def load_film(folder: str | Path, task: str) -> list[dict]:
     path = Path(folder) / FILM_FILES[task]
     if not path.is_file():
         raise FileNotFoundError(f"probing pool: {path} does not exist (FILM's VaLProbing/pieces/{FILM_FILES[task]})")
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        try:
-            if task == "document":
-                items.append({"sentence": r["sentence"], "piece": r["piece"]})
-            elif task == "code":
-                items.append({"name": r["function_name"], "body": r["function_define"], "piece": r["piece"]})
-            else:
-                items.append({"id": r["id"], "label": r["label"], "description": r["dcpt"]})
-        except KeyError as e:
-            raise ValueError(f"{path}:{n}: missing field {e}") from None
-    return items
+    fields = FILM_FIELDS[task]  # ours -> FILM's
+    return [{ours: r[film] for ours, film in fields.items()} for r in read_jsonl(path, required=fields.values())]
 
 
 def download_film(folder: str | Path) -> Path:

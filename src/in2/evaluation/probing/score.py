@@ -10,13 +10,13 @@ FILM's released script reads only the first 49 of every 50 positions; `parity=Tr
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from in2.evaluation.probing.build import task_of_name
+from in2.jsonl import BadFileError, read_jsonl
 
 
 def example_score(task: str, row: dict, prediction: str) -> float:
@@ -72,16 +72,13 @@ def depth_profile(points: list[tuple[float, float]], bins: int = 10) -> list[flo
 def read_predictions(path: str | Path) -> list[str]:
     """FILM's prediction lines: {"samples": [text, ...]} (first sample) or {"sample": text}."""
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for n, record in enumerate(read_jsonl(path), 1):
         if "samples" in record:
             out.append(record["samples"][0] if record["samples"] else "")
         elif "sample" in record:
             out.append(record["sample"])
         else:
-            raise ValueError(f"{path}:{n}: a prediction line needs 'samples' or 'sample'")
+            raise BadFileError(f"{path}: prediction {n} needs 'samples' or 'sample'")
     return out
 
 
@@ -90,7 +87,7 @@ def score(
 ) -> dict:
     """Scores of one probe file; rows in `skip` are left out, as FILM does."""
     if len(predictions) != len(rows):
-        raise ValueError(f"{name}: {len(predictions)} predictions for {len(rows)} probe rows")
+        raise BadFileError(f"{name}: {len(predictions)} predictions for {len(rows)} probe rows")
     task, skipped = task_of_name(name), set(skip)
     scored = [
         (row["set_id"], row["position_id"], example_score(task, row, pred))

@@ -41,18 +41,28 @@ def load_film(folder: str | Path, task: str) -> list[dict]:
     return [{ours: r[film] for ours, film in fields.items()} for r in read_jsonl(path, required=fields.values())]
 
 
-def download_film(folder: str | Path) -> Path:
-    """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there)."""
+def download_film(folder: str | Path, url: str = FILM_URL) -> Path:
+    """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there).
+    A file appears only once complete, so an interrupted download starts that file again."""
+    import urllib.error
     import urllib.request
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in FILM_FILES.values():
         target = folder / name
-        if not target.is_file():
-            with urllib.request.urlopen(FILM_URL + name, timeout=60) as r:  # noqa: S310 (fixed https URL)
-                target.with_suffix(".partial").write_bytes(r.read())
-            target.with_suffix(".partial").rename(target)
+        if target.is_file():
+            continue
+        partial = target.with_suffix(".partial")
+        try:
+            with urllib.request.urlopen(url + name, timeout=60) as r:  # noqa: S310 (an https URL of ours)
+                partial.write_bytes(r.read())
+        except (urllib.error.URLError, OSError) as e:
+            raise FileNotFoundError(
+                f"probes.pools: cannot download FILM's pool {url + name} ({getattr(e, 'reason', e)}); "
+                f"put FILM's VaLProbing/pieces files in a folder and set probes.pools to it"
+            ) from None
+        partial.rename(target)
     return folder
 
 

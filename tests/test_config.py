@@ -74,3 +74,31 @@ def test_film_recipe_decontaminates_against_every_evaluation_set():
     }
     with pytest.raises(ConfigError, match=r"decontam\.sources\[0\]\.fieldz"):
         load_config(None, ["decontam.sources=[{source: x, fieldz: [a]}]"])
+
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (
+            ["synth", "--dry-run", "--config", "recipes/demo/in2_data.yaml", "tokenizer.name_or_path=org/not-there"],
+            "tokenizer.name_or_path",
+        ),
+        (
+            ["train", "--config", "recipes/demo/sft.yaml", "--model_name_or_path", "org/not-there", "--gguf_file", ""],
+            "model_name_or_path",
+        ),
+        (
+            ["eval", "--config", "recipes/demo/eval.yaml", "models=[{name: x, generator: {model: /no/such/model}}]"],
+            "generator.model",
+        ),
+    ],
+)
+def test_a_model_or_tokenizer_that_cannot_load_names_its_field(argv, field, tmp_path, capsys, monkeypatch):
+    from in2.cli import main
+
+    monkeypatch.chdir(ROOT)
+    out = {"synth": [f"output_dir={tmp_path}/d"], "train": ["--output_dir", str(tmp_path / "c")]}.get(argv[0], [])
+    out = out or [f"output_dir={tmp_path}/r", f"probes.output_dir={tmp_path}/p", "model_card=null"]
+    assert main(argv + out) == 2
+    err = capsys.readouterr().err
+    assert f"in2: error: {field}: cannot load" in err and "Traceback" not in err

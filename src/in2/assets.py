@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from in2.config import ConfigError
 
 PROMPTS_DIR = Path(__file__).parent / "data" / "prompts"
 CHAT_TEMPLATES_DIR = Path(__file__).parent / "data" / "chat_templates"
@@ -37,3 +41,16 @@ def prompt_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {name} (looked in . and {PROMPTS_DIR})")
     return path
+
+
+@contextmanager
+def loading(field: str, ref: str) -> Iterator[None]:
+    """Turn a loader's OSError (no such folder, unknown Hub id, offline with no cached copy) into an
+    error that names the config field."""
+    try:
+        yield
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"{field}: cannot load {ref!r} (a local folder, or a Hub id reachable or cached): {first}"
+        ) from None

@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from in2.assets import CHAT_TEMPLATES_DIR, resolve
+from in2.assets import CHAT_TEMPLATES_DIR, loading, resolve
 from in2.config import ConfigError, TokenizerConfig
 
 
@@ -41,7 +41,8 @@ def load_tokenizer(cfg: TokenizerConfig):
         path = _sentencepiece_dir(path)
     elif cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
-    tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
+    with loading("tokenizer.name_or_path", cfg.name_or_path):
+        tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)
     if not tok.chat_template:

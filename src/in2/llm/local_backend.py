@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from in2.assets import resolve
+from in2.assets import loading, resolve
 from in2.config import GeneratorConfig
 from in2.llm.engine import Request, Response
 
@@ -35,11 +35,12 @@ class LocalBackend:
         self.cfg = cfg
         path = resolve(cfg.model)
         kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
-        self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        with loading("generator.model", cfg.model):
+            self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
         self.torch = torch
 
     def _texts(self, requests: list[Request]) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from in2.assets import resolve
+from in2.assets import loading, resolve
 from in2.train.args import In2ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
     from trl import get_quantization_config
 
     path = model_path(args)
-    config = AutoConfig.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
+    with loading("model_name_or_path", args.model_name_or_path):
+        config = AutoConfig.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
     if args.rope_theta is not None:
         set_rope_theta(config, args.rope_theta)
     config.use_cache = False
@@ -89,6 +90,9 @@ def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
     quantization = get_quantization_config(args)
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
+    with loading("model_name_or_path", args.model_name_or_path):
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=args.model_revision, trust_remote_code=trust_remote_code
+        )
     return model, tokenizer, attn or model.config._attn_implementation

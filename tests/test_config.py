@@ -91,13 +91,20 @@ def test_film_recipe_decontaminates_against_every_evaluation_set():
             ["eval", "--config", "recipes/demo/eval.yaml", "models=[{name: x, generator: {model: /no/such/model}}]"],
             "generator.model",
         ),
+        (["synth", "--dry-run", "--config", "recipes/demo/in2_data.yaml", "corpus.source=no-org/no-data"], "dataset"),
+        (["train", "--config", "recipes/demo/sft.yaml", "--dataset_name", "no-org/no-data"], "dataset_name"),
     ],
 )
-def test_a_model_or_tokenizer_that_cannot_load_names_its_field(argv, field, tmp_path, capsys, monkeypatch):
+def test_a_model_tokenizer_or_dataset_that_cannot_load_names_its_field(
+    argv, field, tmp_path, capsys, monkeypatch, dataset_folder
+):
     from in2.cli import main
 
     monkeypatch.chdir(ROOT)
-    out = {"synth": [f"output_dir={tmp_path}/d"], "train": ["--output_dir", str(tmp_path / "c")]}.get(argv[0], [])
+    data = [] if "--dataset_name" in argv else ["--dataset_name", str(dataset_folder), "--dataset_config", "default"]
+    out = {"synth": [f"output_dir={tmp_path}/d"], "train": ["--output_dir", str(tmp_path / "c"), *data]}.get(
+        argv[0], []
+    )
     out = out or [f"output_dir={tmp_path}/r", f"probes.output_dir={tmp_path}/p", "model_card=null"]
     assert main(argv + out) == 2
     err = capsys.readouterr().err

@@ -45,12 +45,12 @@ def prompt_path(name: str) -> Path:
 
 @contextmanager
 def loading(field: str, ref: str) -> Iterator[None]:
-    """Turn a loader's OSError (no such folder, unknown Hub id, offline with no cached copy) into an
-    error that names the config field."""
+    """Turn a loader's error (no such folder, unknown Hub id or config, offline with no cached copy) into
+    one line that names the config field."""
     try:
         yield
-    except OSError as e:
+    except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
-            f"{field}: cannot load {ref!r} (a local folder, or a Hub id reachable or cached): {first}"
+            f"{field}: cannot load {ref} (a local path, or a Hub id reachable or cached): {first}"
         ) from None

@@ -41,7 +41,7 @@ def load_tokenizer(cfg: TokenizerConfig):
         path = _sentencepiece_dir(path)
     elif cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
-    with loading("tokenizer.name_or_path", cfg.name_or_path):
+    with loading("tokenizer.name_or_path", repr(cfg.name_or_path)):
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)

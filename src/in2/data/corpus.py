@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from in2.assets import BUILTIN_DIR
+from in2.assets import BUILTIN_DIR, loading
 from in2.config import ConfigError
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -122,7 +122,8 @@ def iter_records(
         from datasets import load_dataset
         from datasets.distributed import split_dataset_by_node
 
-        ds = load_dataset(source, name, split=split, streaming=streaming)
+        with loading("dataset", f"{source!r}" + (f", config {name!r}" if name else "") + f", split {split!r}"):
+            ds = load_dataset(source, name, split=split, streaming=streaming)
         if num_shards > 1:
             ds = split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
         rows, local = iter(ds), False

@@ -35,7 +35,7 @@ class LocalBackend:
         self.cfg = cfg
         path = resolve(cfg.model)
         kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
-        with loading("generator.model", cfg.model):
+        with loading("generator.model", repr(cfg.model)):
             self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
         self.tok.padding_side = "left"

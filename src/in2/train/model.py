@@ -77,7 +77,7 @@ def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
     from trl import get_quantization_config
 
     path = model_path(args)
-    with loading("model_name_or_path", args.model_name_or_path):
+    with loading("model_name_or_path", repr(args.model_name_or_path)):
         config = AutoConfig.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
     if args.rope_theta is not None:
         set_rope_theta(config, args.rope_theta)
@@ -90,7 +90,7 @@ def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
     quantization = get_quantization_config(args)
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
-    with loading("model_name_or_path", args.model_name_or_path):
+    with loading("model_name_or_path", repr(args.model_name_or_path)):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(
             path, revision=args.model_revision, trust_remote_code=trust_remote_code

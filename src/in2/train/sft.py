@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from in2.assets import CHAT_TEMPLATES_DIR
+from in2.assets import CHAT_TEMPLATES_DIR, loading
 from in2.config import ConfigError
 from in2.cpu import keep_freed_memory
 from in2.train import model_card
@@ -61,7 +61,10 @@ def _check_keys(path: Path, text: str) -> None:
 
     import yaml
 
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a YAML mapping of field: value")
     known = {f.name for cls in (In2ScriptArguments, SFTConfig, In2ModelConfig) for f in fields(cls)} | {"env"}
@@ -191,7 +194,11 @@ def load_splits(script_args: In2ScriptArguments, want_eval: bool):
     """(train, eval or None) from the dataset folder or Hub repo at the requested config and revision."""
     from datasets import load_dataset
 
-    ds = load_dataset(script_args.dataset_name, name=script_args.dataset_config, revision=script_args.dataset_revision)
+    at = f" at revision {script_args.dataset_revision}" if script_args.dataset_revision else ""
+    with loading("dataset_name", f"{script_args.dataset_name!r}, config {script_args.dataset_config!r}{at}"):
+        ds = load_dataset(
+            script_args.dataset_name, name=script_args.dataset_config, revision=script_args.dataset_revision
+        )
     for field, split, needed in (
         ("dataset_train_split", script_args.dataset_train_split, True),
         ("dataset_test_split", script_args.dataset_test_split, want_eval),
@@ -244,14 +251,14 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         publisher = HubPublisher(training_args.hub_model_id, training_args.hub_private_repo, api=hub_api)
         training_args.push_to_hub = False  # in2 publishes: checkpoints to branches, never optimizer states
 
+    want_eval = training_args.eval_strategy != "no"
+    train_set, eval_set = load_splits(script_args, want_eval)  # before the model: a bad dataset fails fast
     if training_args.use_cpu or not torch.cuda.is_available():
         keep_freed_memory()
     model, tokenizer, attention = load_model(model_args, trust_remote_code=training_args.trust_remote_code)
     if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
         logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
         training_args.packing = training_args.padding_free = False
-    want_eval = training_args.eval_strategy != "no"
-    train_set, eval_set = load_splits(script_args, want_eval)
 
     peft_config = get_peft_config(model_args)
     method = "full fine-tune" if peft_config is None else "QLoRA (4-bit base)" if model_args.load_in_4bit else "LoRA"

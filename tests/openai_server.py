@@ -73,6 +73,16 @@ CHAOS = ("429", "500", "hang", "invalid_json", "truncated_json", "empty", "refus
 REFUSAL = "I'm sorry, but I can't help with that request."
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Says nothing when a client hangs up before its answer is written (timeouts, killed runs)."""
+
+    request_queue_size = 1024  # benchmarks open hundreds of connections at once
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class CannedServer:
     """`faults` maps a request's attempt number (1-based, per distinct body) to an HTTP status.
     `chaos_rate` makes that share of attempts fail in one of CHAOS's ways, chosen by a hash of the body
@@ -183,8 +193,7 @@ class CannedServer:
                 with outer.lock:
                     outer.answered[key] += 1
 
-        ThreadingHTTPServer.request_queue_size = 1024  # benchmarks open hundreds of connections at once
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def kill_at(self, start, points: list[int]) -> None:

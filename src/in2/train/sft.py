@@ -302,7 +302,11 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
-        status = f"finished after {trainer.state.global_step} optimizer steps ({trainer.state.epoch:.3g} epochs)"
+        epochs = trainer.state.epoch or 0.0
+        status = (
+            f"finished after {trainer.state.global_step} optimizer steps "
+            f"({epochs:.3g} epoch{'' if epochs == 1 else 's'})"
+        )
         model_card.write(output_dir, trainer.card_context(status, train_loss=result.training_loss))
         (output_dir / RECIPE_COPY).write_text(card["recipe"] + "\n")
         if publisher is not None:

@@ -44,7 +44,6 @@ def load_film(folder: str | Path, task: str) -> list[dict]:
 def download_film(folder: str | Path, url: str = FILM_URL) -> Path:
     """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there).
     A file appears only once complete, so an interrupted download starts that file again."""
-    import urllib.error
     import urllib.request
 
     folder = Path(folder)
@@ -55,9 +54,9 @@ def download_film(folder: str | Path, url: str = FILM_URL) -> Path:
             continue
         partial = target.with_suffix(".partial")
         try:
-            with urllib.request.urlopen(url + name, timeout=60) as r:  # noqa: S310 (an https URL of ours)
+            with urllib.request.urlopen(url + name, timeout=60) as r:  # noqa: S310 (FILM's https URL; tests: local)
                 partial.write_bytes(r.read())
-        except (urllib.error.URLError, OSError) as e:
+        except OSError as e:  # URLError, HTTPError, timeouts, a folder we cannot write
             raise FileNotFoundError(
                 f"probes.pools: cannot download FILM's pool {url + name} ({getattr(e, 'reason', e)}); "
                 f"put FILM's VaLProbing/pieces files in a folder and set probes.pools to it"

@@ -289,7 +289,8 @@ def test_shards_merge_into_one_folder(tmp_path, env_key):
             assert main(["synth", "--config", str(cfg), "--num-shards", "2", "--shard-index", str(i)]) == 0
     assert main(["merge", "--config", str(cfg)]) == 0
     m = manifest(tmp_path / "run")
-    assert m["counts"]["rows"] == {"fine_grained": 10, "integration": 3, "short": 3, "general": 4}
+    assert m["counts"]["rows"] == m["requested"] == {"fine_grained": 10, "integration": 3, "short": 3, "general": 4}
+    assert m["shortfall"] == {}  # the whole job's request, not one shard's share
     assert m["splits"]["train"] + m["splits"]["validation"] == 20
     # per-job facts are copied from the shards, not summed over them
     assert m["decontamination"] == {"ngram": 10, "eval_sources": [str(evalset)], "eval_texts": 1, "eval_ngrams": 2}

@@ -51,6 +51,5 @@ def loading(field: str, ref: str) -> Iterator[None]:
         yield
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"{field}: cannot load {ref} (a local path, or a Hub id reachable or cached): {first}"
-        ) from None
+        where = " (a local path, or a Hub id that is reachable or cached)" if isinstance(e, OSError) else ""
+        raise ConfigError(f"{field}: cannot load {ref}{where}: {first}") from None

@@ -184,21 +184,16 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
     return rows, manifest
 
 
-def shortfall(cfg: SynthConfig, rows: list[dict]) -> dict[str, int]:
-    """Rows the mixture asked for and did not get, per part (the corpus or the instruction data ran
-    out, or too many replies were rejected)."""
-    have = counts(rows)
-    want = {part: getattr(cfg.mixture, part) for part in have}
-    return {part: want[part] - have[part] for part in have if have[part] < want[part]}
-
-
 def _finalize(cfg: SynthConfig, rows: list[dict], manifest: dict) -> Path:
     splits = mix(rows, cfg.seed, cfg.mixture.validation_rows)
+    have = counts(rows)
+    requested = {part: getattr(cfg.mixture, part) for part in have}
     manifest = {
         "in2_version": folder.versions().get("in2"),
         **manifest,
-        "requested": {part: getattr(cfg.mixture, part) for part in counts(rows)},
-        "shortfall": shortfall(cfg, rows),
+        "requested": requested,
+        # rows asked for and not built: the corpus or the instruction data ran out, or too many rejects
+        "shortfall": {part: requested[part] - n for part, n in have.items() if n < requested[part]},
         "splits": {k: len(v) for k, v in splits.items()},
         "content_hash": folder.content_hash(splits),
         "versions": folder.versions(),

@@ -254,8 +254,5 @@ class QAGenerator:
                     accepted[item.role].append((item, qa))
                 else:
                     self.stats["surplus"] += 1
-        for r in need:
-            if len(accepted[r]) < need[r]:
-                self.stats[f"short_of_{r}"] = need[r] - len(accepted[r])
         self.stats["waves"] = wave_no
         return accepted

@@ -1,10 +1,14 @@
-"""Long-context assembly throughput: context tokens per second per core, and peak memory, for 10,000
-contexts of 4K-32K Mistral tokens built from the offline corpus.
+"""Long-context assembly at scale: fidelity to the paper and throughput, for 10,000 contexts of
+4K-32K Mistral tokens (one in five of type (b)) built from the offline corpus, no network.
 
     python benchmarks/assembly_throughput.py [--contexts 10000]
 
-Segmentation (tokenizing every segment once) is timed apart from assembly (choosing fillers and
-positions, joining, counting). Prints the figures and appends them to benchmarks/RESULTS.md.
+Fidelity: contexts per length bucket (equal), the share of contexts within
+`context.length_tolerance_tokens` of their drawn target, and the Kolmogorov-Smirnov statistic of key
+positions against uniform for type (a) and type (b) separately. Throughput: context tokens per
+second per core, and peak memory; segmentation (tokenizing every segment once) is timed apart from
+assembly (choosing fillers and positions, cutting the last filler of a gap, joining, counting).
+Prints the figures and appends them to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -31,37 +35,48 @@ def main() -> None:
     from in2.config import ContextConfig, CorpusConfig, TokenizerConfig
     from in2.data.assemble import Assembler, FillerPool
     from in2.data.corpus import iter_texts
-    from in2.data.qa import QA, QAItem
     from in2.data.segment import Segmenter
     from in2.tokenizer import load_tokenizer
     from tests.conftest import MISTRAL
+    from tests.test_assemble import fidelity, long_items
 
     tok = load_tokenizer(TokenizerConfig(**MISTRAL))
     texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))
     start = time.perf_counter()
-    sources = Segmenter(tok, 128, 4096)(texts, Counter())
+    sources = Segmenter(tok, 128, 2048)(texts, Counter())
     segment_s = time.perf_counter() - start
     segment_tokens = sum(sum(s.tokens) for s in sources)
 
     cfg = ContextConfig(min_context_tokens=4096, max_context_tokens=32000, num_length_buckets=8, max_length=32768)
     asm = Assembler(tok, cfg, seed=1)
-    items = []
-    for k in range(args.contexts):
-        src = sources[k % len(sources)]
-        item = QAItem(f"a{k}", "fine_grained", "fine_grained", src, [k % len(src.segments)])
-        items.append((item, QA(f"Which detail is number {k}?", f"Detail {k} is described there.")))
+    items = long_items(asm, sources, args.contexts)
     start = time.perf_counter()
     rows = asm.rows(items, FillerPool(sources))
     assemble_s = time.perf_counter() - start
     tokens = sum(r["context_tokens"] for r in rows)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    f = fidelity(asm, rows)
+    buckets = [f["buckets"][b] for b in range(cfg.num_length_buckets)]
+    spread = (max(buckets) - min(buckets)) / (len(rows) / len(buckets))
+    crit = {t: 1.36 / n**0.5 for t, n in f["positions"].items()}  # 5% critical values (independent keys)
+    print(f"contexts per bucket {buckets} (max - min = {spread:.2%} of an even share)")
+    print(
+        f"within {cfg.length_tolerance_tokens} tokens of the target: {f['within_tolerance']:.2%}; dropped: {len(items) - len(rows)}"
+    )
+    for t, ks in f["ks"].items():
+        print(
+            f"KS of key positions vs uniform, {t}: {ks:.4f} over {f['positions'][t]} keys (5% critical value {crit[t]:.4f})"
+        )
     machine = f"{platform.machine()}, {os.cpu_count()} cores (one used)"
     cmd = f"`python benchmarks/assembly_throughput.py --contexts {args.contexts}`"
     line = (
-        f"| assembly, {len(rows):,} contexts of 4K-32K Mistral tokens | {machine} | {cmd} | "
-        f"{tokens / 1e6:.0f}M context tokens in {assemble_s:.1f} s = {tokens / assemble_s / 1e6:.1f}M tokens/s; "
-        f"segmenting {len(texts)} texts ({segment_tokens / 1e6:.2f}M tokens) once: {segment_s:.1f} s; "
-        f"peak RSS {peak_mib:,.0f} MiB (rows held in memory) |"
+        f"| assembly, {len(rows):,} contexts of 4K-32K Mistral tokens (1 in 5 type b), fill to target | {machine} | "
+        f"{cmd} | per bucket {'/'.join(map(str, buckets))}; {f['within_tolerance']:.2%} within "
+        f"{cfg.length_tolerance_tokens} tokens of the target; KS vs uniform (a) {f['ks']['fine_grained']:.4f} "
+        f"over {f['positions']['fine_grained']:,} keys, (b) {f['ks']['integration']:.4f} over "
+        f"{f['positions']['integration']:,} keys; {tokens / 1e6:.0f}M context tokens in {assemble_s:.1f} s = "
+        f"{tokens / assemble_s / 1e6:.1f}M tokens/s; segmenting {len(texts)} texts ({segment_tokens / 1e6:.2f}M "
+        f"tokens) once: {segment_s:.1f} s; peak RSS {peak_mib:,.0f} MiB (rows held in memory) |"
     )
     print(line)
     if not args.no_write:

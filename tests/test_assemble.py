@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from in2.config import ContextConfig, CorpusConfig
-from in2.data.assemble import Assembler, FillerPool, exact_tokens, verify
+from in2.data.assemble import Assembler, FillerPool, exact_tokens, ks_uniform, verify
 from in2.data.corpus import iter_texts
 from in2.data.qa import QA, QAItem
 from in2.data.segment import Segmenter
@@ -13,20 +13,45 @@ from in2.data.segment import Segmenter
 N_ROWS = 1000
 
 
+def long_items(asm: Assembler, sources, n: int, integration_every: int = 5) -> list[tuple[QAItem, QA]]:
+    """`n` long-context items over `sources`: every `integration_every`-th one type (b) (all segments
+    of a text eligible as in QAGenerator: 2-12 segments, at most min_context_tokens), the rest type (a)."""
+    eligible = [s for s in sources if 2 <= len(s.segments) <= 12 and asm.source_tokens(s) <= asm.cfg.min_context_tokens]
+    items = []
+    for k in range(n):
+        if k % integration_every == 0 and eligible:
+            src = eligible[k % len(eligible)]
+            item = QAItem(f"b{k}", "integration", "integration", src, list(range(len(src.segments))))
+        else:
+            src = sources[k % len(sources)]
+            item = QAItem(f"a{k}", "fine_grained", "fine_grained", src, [k % len(src.segments)])
+        items.append((item, QA(f"Which detail is number {k}?", f"Detail {k} is described there.")))
+    return items
+
+
+def fidelity(asm: Assembler, rows: list[dict]) -> dict:
+    """Per-bucket counts, share of contexts within tolerance of their drawn target, KS of key positions
+    against uniform per type. Rows must be the long rows of `asm.rows` in order, none dropped."""
+    tol = asm.cfg.length_tolerance_tokens
+    within = [0 <= asm.target(k) - r["context_tokens"] <= tol for k, r in enumerate(rows)]
+    positions = {
+        t: [p for r in rows if r["type"] == t for p in r["key_positions"]] for t in ("fine_grained", "integration")
+    }
+    return {
+        "buckets": Counter(asm.bucket_of(r["context_tokens"]) for r in rows),
+        "within_tolerance": sum(within) / len(within),
+        "ks": {t: ks_uniform(ps) for t, ps in positions.items()},
+        "positions": {t: len(ps) for t, ps in positions.items()},
+    }
+
+
 @pytest.fixture(scope="module")
 def built(mistral_tokenizer):
     texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))
-    sources = Segmenter(mistral_tokenizer, 128, 4096)(texts, Counter())
+    sources = Segmenter(mistral_tokenizer, 128, 2048)(texts, Counter())
     cfg = ContextConfig(min_context_tokens=4096, max_context_tokens=32000, num_length_buckets=8, max_length=32768)
     asm = Assembler(mistral_tokenizer, cfg, seed=1)
-    items = []
-    for k in range(N_ROWS):
-        src = sources[k % len(sources)]
-        if k % 5 == 0 and len(src.segments) >= 2:
-            item = QAItem(f"b{k}", "integration", "integration", src, list(range(len(src.segments))))
-        else:
-            item = QAItem(f"a{k}", "fine_grained", "fine_grained", src, [k % len(src.segments)])
-        items.append((item, QA(f"Which detail is number {k}?", f"Detail {k} is described there.")))
+    items = long_items(asm, sources, N_ROWS)
     rows = asm.rows(items, FillerPool(sources))
     return asm, cfg, sources, items, rows
 
@@ -34,27 +59,46 @@ def built(mistral_tokenizer):
 def test_every_item_becomes_a_row(built):
     _, _, _, items, rows = built
     assert len(rows) == N_ROWS == len(items)
+    assert {r["type"] for r in rows} == {"fine_grained", "integration"}
 
 
-def test_lengths_are_balanced_over_buckets(built):
+def test_lengths_hit_their_targets_and_fill_the_buckets_equally(built):
     asm, cfg, _, _, rows = built
-    edges = asm.bucket_edges()
-    per_bucket = Counter(min(sum(r["context_tokens"] >= e for e in edges[1:-1]), 7) for r in rows)
+    f = fidelity(asm, rows)
     expected = N_ROWS / cfg.num_length_buckets
-    # Stated tolerance: every bucket within 10% of an even share (targets are exactly balanced;
-    # a context can end slightly below its target when no filler fits the remaining room).
-    assert all(abs(per_bucket[b] - expected) <= 0.10 * expected for b in range(8)), per_bucket
-    assert all(cfg.min_context_tokens - 300 <= r["context_tokens"] <= cfg.max_context_tokens for r in rows)
+    assert all(abs(f["buckets"][b] - expected) <= 0.01 * expected for b in range(8)), f["buckets"]
+    assert f["within_tolerance"] >= 0.99, f
+    assert all(cfg.min_context_tokens <= r["context_tokens"] <= cfg.max_context_tokens for r in rows)
+    assert asm.stats["length_within_tolerance"] >= 0.99 * N_ROWS and asm.stats["fillers_cut"] > 0
+
+
+def test_context_tokens_are_exact(built, mistral_tokenizer):
+    """The accounted context length (cut fillers included) is what the tokenizer counts."""
+    _, _, _, _, rows = built
+    for r in rows[::50]:
+        context = r["prompt"][0]["content"].split("### Context:\n", 1)[1].rsplit("\n\n### Instruction:", 1)[0]
+        exact = len(mistral_tokenizer("\n" + context, add_special_tokens=False)["input_ids"]) - 2  # "\n": 2 tokens
+        assert exact == r["context_tokens"], (exact, r["context_tokens"])
 
 
 def test_key_positions_are_uniform(built):
     _, _, _, _, rows = built
-    positions = [p for r in rows if r["type"] == "fine_grained" for p in r["key_positions"]]
+    f = fidelity(built[0], rows)
+    positions = [p for r in rows for p in r["key_positions"]]
     assert all(0.0 <= p <= 1.0 for p in positions)
-    bins = Counter(min(int(p * 10), 9) for p in positions)
-    expected = len(positions) / 10
-    # Stated tolerance: each decile within 35% of its share (about 4 standard deviations here).
-    assert all(abs(bins[b] - expected) <= 0.35 * expected for b in range(10)), bins
+    # Stated tolerance: the KS statistic under the 1% critical value of the test against uniform
+    # (1.63 / sqrt(n); for type (b), n = contexts, since the keys of one context are not independent).
+    n_a, n_b = f["positions"]["fine_grained"], N_ROWS // 5
+    assert f["ks"]["fine_grained"] < 1.63 / n_a**0.5, f
+    assert f["ks"]["integration"] < 1.63 / n_b**0.5, f
+    # no pile-up at the ends (the slot scheme put ~1/n of keys at exactly 0.0 and 1.0)
+    assert sum(p in (0.0, 1.0) for p in positions) <= 0.005 * len(positions)
+
+
+def test_ks_statistic_by_hand():
+    assert ks_uniform([0.5]) == pytest.approx(0.5)
+    assert ks_uniform([0.25, 0.75]) == pytest.approx(0.25)
+    assert ks_uniform([0.0, 0.0, 0.0, 1.0]) == pytest.approx(0.75)
 
 
 def test_key_segments_are_in_the_context_and_fillers_come_from_other_texts(built):

@@ -42,6 +42,8 @@ def test_overrides_are_typed():
         (["generator.backend=foo"], "generator.backend"),
         (["generator.max_tokens=lots"], "generator.max_tokens"),
         (["context.separator=' | '"], "context.separator"),
+        (["context.length_tolerance_tokens=4000"], "context.length_tolerance_tokens"),  # wider than a bucket
+        (["context.length_tolerance_tokens=-1"], "context.length_tolerance_tokens"),
         (["shard_index=3", "num_shards=2"], "shard_index"),
         (["corpus.source=''"], "corpus.source"),  # "" would mean the current directory
         (["general.source=' '"], "general.source"),

@@ -113,6 +113,9 @@ class ContextConfig:
     min_context_tokens: int = 4096
     max_context_tokens: int = 32000
     num_length_buckets: int = 8
+    length_tolerance_tokens: int = 32
+    """Each long context lands in [target - this, target] of its drawn target length (ours: the paper
+    only says lengths spread evenly); targets are drawn so that window stays inside the bucket."""
     max_length: int = 32768
     """Prompt plus answer through the chat template never exceed this many tokens."""
     separator: str = "\n\n"
@@ -121,6 +124,7 @@ class ContextConfig:
     verify_rows: int = 64
     """Rows re-tokenized exactly per run to check the token accounting."""
     max_filler_tries: int = 32
+    """Fillers drawn in a row that do not fit before a gap is closed by cutting one at a line boundary."""
 
 
 @dataclass
@@ -219,6 +223,15 @@ class SynthConfig:
                 f"must be < context.max_length ({c.max_length}) to leave room for question and answer",
             ),
             (c.num_length_buckets < 1, "context.num_length_buckets", "must be >= 1"),
+            (
+                c.length_tolerance_tokens < 0
+                or 0
+                < (c.max_context_tokens - c.min_context_tokens) / max(1, c.num_length_buckets)
+                <= c.length_tolerance_tokens,
+                "context.length_tolerance_tokens",
+                "must be >= 0 and smaller than one length bucket",
+            ),
+            (c.max_filler_tries < 1, "context.max_filler_tries", "must be >= 1"),
             (not c.separator.endswith("\n"), "context.separator", "must end with a newline"),
             (c.length_margin_tokens < 0, "context.length_margin_tokens", "must be >= 0"),
             *generator_checks(g, "generator"),

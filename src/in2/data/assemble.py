@@ -1,13 +1,25 @@
-"""Long contexts: key segment(s) shuffled among filler segments of OTHER texts, to a target length.
+"""Long contexts: key segment(s) placed at uniformly random offsets among filler segments of OTHER
+texts, filled to a drawn target length.
 
 Target lengths cycle through `num_length_buckets` equal-width buckets of
 [min_context_tokens, max_context_tokens] in a seeded order (counts per bucket differ by at most one
-per shard) and are uniform inside a bucket. Token counts are added from per-segment counts
-measured once (see segment.TokenCounter); `verify` re-tokenizes a sample exactly.
+per shard) and are uniform inside a bucket, drawn at least `length_tolerance_tokens` above its lower
+edge. Each context lands in [target - length_tolerance_tokens, target], so in its target's bucket.
+
+Placement: the free room (target minus the keys) is cut at k uniform random points (k keys, in a
+random order); each gap before, between and after the keys is filled with random whole fillers while
+they fit, then closed by the filler whose leading lines fit the rest best (the filler is cut at a line
+boundary). What a gap leaves unfilled carries over to the next one. A key's position is then uniform
+over the room it could start in, not a slot among a handful of fillers (the slot scheme put a key
+alone or first at exactly 0.0 whenever few fillers fit).
+
+Token counts are added from per-segment (and per-line) counts measured once (see
+segment.TokenCounter); a cut filler is counted exactly; `verify` re-tokenizes a sample exactly.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -16,6 +28,8 @@ from in2.data import templates
 from in2.data.qa import QA, QAItem
 from in2.data.segment import Source, TokenCounter
 from in2.seeding import rng
+
+Unit = tuple[str, int, str, bool]  # text, tokens, source id, is_key
 
 
 @dataclass
@@ -33,18 +47,20 @@ class FillerPool:
         self.texts: list[str] = []
         self.tokens: list[int] = []
         self.owner: list[str] = []
+        self.line_tokens: list[list[int] | None] = []
         for s in sources:
             self.texts += s.segments
             self.tokens += s.tokens
             self.owner += [s.id] * len(s.segments)
+            self.line_tokens += s.line_tokens if len(s.line_tokens) == len(s.segments) else [None] * len(s.segments)
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
-def layout(units: list[tuple[str, int, str, bool]], joiner_tokens: int, sep: str) -> Layout:
+def layout(units: list[Unit], joiner_tokens: int, sep: str) -> Layout:
     """Join (text, tokens, source id, is_key) units; a key's position is its start offset over the
-    room it could start in, so the first slot is 0 and the last is 1."""
+    room it could start in (0: at the very start, 1: at the very end)."""
     total = sum(u[1] for u in units) + joiner_tokens * max(0, len(units) - 1)
     positions, offset, ids = [], 0, []
     for _text, tokens, sid, is_key in units:
@@ -55,6 +71,15 @@ def layout(units: list[tuple[str, int, str, bool]], joiner_tokens: int, sep: str
             ids.append(sid)
         offset += tokens + joiner_tokens
     return Layout(sep.join(u[0] for u in units), total, positions, ids)
+
+
+def ks_uniform(values: list[float]) -> float:
+    """Kolmogorov-Smirnov statistic of `values` (in [0, 1]) against the uniform distribution."""
+    xs = sorted(values)
+    n = len(xs)
+    if not n:
+        return math.nan
+    return max(max((i + 1) / n - x, x - i / n) for i, x in enumerate(xs))
 
 
 class Assembler:
@@ -72,14 +97,22 @@ class Assembler:
         lo, hi, b = self.cfg.min_context_tokens, self.cfg.max_context_tokens, self.cfg.num_length_buckets
         return [lo + (hi - lo) * i / b for i in range(b + 1)]
 
+    def bucket_of(self, tokens: int) -> int:
+        """The length bucket a context of `tokens` tokens falls in (the last one includes its upper edge)."""
+        return min(sum(tokens >= e for e in self.bucket_edges()[1:-1]), self.cfg.num_length_buckets - 1)
+
     def target(self, k: int) -> int:
-        """The k-th long row's target context length."""
+        """The k-th long row's target context length: uniform over the integers of its bucket that
+        leave the whole tolerance window [target - tolerance, target] inside the bucket."""
         b = self.cfg.num_length_buckets
         order = list(range(b))
         rng(self.seed, "bucket-cycle", k // b).shuffle(order)
         bucket = order[k % b]
         edges = self.bucket_edges()
-        return int(rng(self.seed, "target", k).uniform(edges[bucket], edges[bucket + 1]))
+        last = bucket == b - 1
+        hi = self.cfg.max_context_tokens if last else math.ceil(edges[bucket + 1]) - 1
+        lo = min(math.ceil(edges[bucket]) + self.cfg.length_tolerance_tokens, hi)
+        return rng(self.seed, "target", k).randint(lo, hi)
 
     def source_tokens(self, src: Source) -> int:
         """Tokens of the source text itself (segments joined by newlines)."""
@@ -100,30 +133,97 @@ class Assembler:
         ids = self.tok.apply_chat_template(convs, tokenize=True, return_dict=False)
         return [len(x) for x in ids]
 
+    def _lines(self, pool: FillerPool, j: int) -> list[int]:
+        if pool.line_tokens[j] is None:
+            pool.line_tokens[j] = self.counter.after_newline(pool.texts[j].split("\n"))
+        return pool.line_tokens[j]
+
+    def _cut(self, pool: FillerPool, j: int, budget: int) -> tuple[int, int, int]:
+        """(first line, end line, estimated tokens) of the run of whole lines of filler j that fills
+        most of `budget` with its joiner; (0, 0, 0) when no single line fits."""
+        counts = self._lines(pool, j)
+        best = (0, 0, 0)
+        room = budget - self.joiner
+        for a in range(len(counts)):
+            est = -self.newline_joiner
+            for b in range(a, len(counts)):
+                est += counts[b] + self.newline_joiner
+                if est > room:
+                    break
+                if est > best[2]:
+                    best = (a, b + 1, est)
+        return best
+
+    def _fill(self, budget: int, r, pool: FillerPool, taken: set[int], owner: str) -> tuple[list[Unit], int]:
+        """Fillers for one gap of `budget` tokens (each filler costs its tokens plus a joiner): random
+        whole fillers while they fit, then the run of whole lines, from the fillers that did not fit,
+        that fills the rest best. Returns the units and the tokens they use."""
+        units: list[Unit] = []
+        used, misses = 0, 0
+        best = (0, -1, 0, 0)  # estimated tokens, filler, its line run [a, b)
+        while budget - used > self.joiner and misses < self.cfg.max_filler_tries:
+            j = r.randrange(len(pool))
+            if j in taken or pool.owner[j] == owner:
+                misses += 1
+                continue
+            cost = pool.tokens[j] + self.joiner
+            if cost <= budget - used:
+                taken.add(j)
+                units.append((pool.texts[j], pool.tokens[j], pool.owner[j], False))
+                used += cost
+                misses, best = 0, (0, -1, 0, 0)  # cuts chosen for a larger rest may not fit now
+                continue
+            misses += 1
+            a, b, est = self._cut(pool, j, budget - used)
+            if est > best[0]:
+                best = (est, j, a, b)
+            if budget - used - self.joiner - best[0] <= self.cfg.length_tolerance_tokens // 2:
+                break  # close enough: no need to look further
+        est, j, a, b = best
+        while j >= 0 and b > a and budget - used > self.joiner:
+            text = "\n".join(pool.texts[j].split("\n")[a:b])
+            exact = self.counter.after_newline([text])[0]
+            if exact + self.joiner <= budget - used:
+                taken.add(j)
+                units.append((text, exact, pool.owner[j], False))
+                used += exact + self.joiner
+                self.stats["fillers_cut"] += 1
+                break
+            b -= 1  # the per-line estimate was short: one line less
+        return units, used
+
     def long_layout(self, item: QAItem, target: int, room: int, pool: FillerPool) -> Layout | None:
+        """The context of a long row: keys at uniform random offsets, filled to `target` tokens (or
+        `room`, when the row's question and answer leave less); None if the keys alone do not fit."""
         src = item.source
-        keys = [(src.segments[i], src.tokens[i], src.id, True) for i in item.key]
+        keys: list[Unit] = [(src.segments[i], src.tokens[i], src.id, True) for i in item.key]
         used = sum(k[1] for k in keys) + self.joiner * (len(keys) - 1)
         if used > room:
             return None
-        budget = min(target, room) - used
+        if target > room:
+            self.stats["target_cut_to_max_length"] += 1
+            target = room
         r = rng(self.seed, "fill", item.id)
-        fillers: list[tuple[str, int, str, bool]] = []
+        r.shuffle(keys)
+        free = target - used  # every filler costs its tokens plus one joiner
+        cuts = sorted(r.random() * free for _ in keys)
+        gaps = [b - a for a, b in zip([0.0, *cuts], [*cuts, float(free)], strict=True)]
+        units: list[Unit] = []
         taken: set[int] = set()
-        misses = 0
-        while misses < self.cfg.max_filler_tries and len(pool):
-            j = r.randrange(len(pool))
-            cost = pool.tokens[j] + self.joiner
-            if j in taken or pool.owner[j] == src.id or cost > budget:
-                misses += 1
-                continue
-            taken.add(j)
-            fillers.append((pool.texts[j], pool.tokens[j], pool.owner[j], False))
-            budget -= cost
-            misses = 0
-        units = keys + fillers
-        r.shuffle(units)
-        return layout(units, self.joiner, self.cfg.separator)
+        spent, planned = 0, 0.0
+        for g, gap in enumerate(gaps):
+            planned += gap  # what a gap leaves unfilled carries over to the next
+            if len(pool):
+                fill, n = self._fill(round(planned) - spent, r, pool, taken, src.id)
+                r.shuffle(fill)  # the cut filler is not always the one next to a key
+                units += fill
+                spent += n
+            if g < len(keys):
+                units.append(keys[g])
+        out = layout(units, self.joiner, self.cfg.separator)
+        ok = target - self.cfg.length_tolerance_tokens <= out.context_tokens <= target
+        self.stats["length_within_tolerance" if ok else "length_outside_tolerance"] += 1
+        return out
 
     def short_layout(self, item: QAItem) -> Layout:
         src = item.source
@@ -147,6 +247,9 @@ class Assembler:
                 k += 1
             if lay is None:
                 self.stats["dropped_over_max_length"] += 1
+                continue
+            if item.role != "short" and not c.min_context_tokens <= lay.context_tokens <= c.max_context_tokens:
+                self.stats["dropped_length_out_of_range"] += 1  # too little filler, or no room for the minimum
                 continue
             out.append(
                 {

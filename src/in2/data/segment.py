@@ -9,7 +9,7 @@ into the previous segment. A text shorter than `min_segment_tokens` yields no se
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from in2.data.corpus import Text
 
@@ -17,11 +17,14 @@ from in2.data.corpus import Text
 @dataclass
 class Source:
     """A segmented text. `tokens[i]` is segment i's token count as it appears after a newline
-    (how every segment sits in a context), so counts add up across joins."""
+    (how every segment sits in a context), so counts add up across joins. `line_tokens[i]` holds the
+    counts of segment i's lines (each as after a newline): assembly uses them to choose where to cut
+    the last filler of a context; empty when unknown (they are then counted on demand)."""
 
     id: str
     segments: list[str]
     tokens: list[int]
+    line_tokens: list[list[int]] = field(default_factory=list)
 
 
 def split_lines(text: str) -> list[str]:
@@ -79,7 +82,7 @@ class Segmenter:
         lines = [split_lines(t.text) for t in texts]
         flat = [ln for ls in lines for ln in ls]
         counts = self.counter.after_newline(flat)
-        pending: list[tuple[Text, list[str]]] = []
+        pending: list[tuple[Text, list[str], list[list[int]]]] = []
         pos = 0
         for t, ls in zip(texts, lines, strict=True):
             c = counts[pos : pos + len(ls)]
@@ -87,17 +90,18 @@ class Segmenter:
             if sum(c) < self.min_tokens:
                 stats["skipped_too_short"] += 1
                 continue
-            segs = ["\n".join(ls[i] for i in g) for g in group_lines(c, self.min_tokens)]
-            pending.append((t, segs))
-        seg_counts = self.counter.after_newline([s for _, segs in pending for s in segs])
+            groups = group_lines(c, self.min_tokens)
+            segs = ["\n".join(ls[i] for i in g) for g in groups]
+            pending.append((t, segs, [[c[i] for i in g] for g in groups]))
+        seg_counts = self.counter.after_newline([s for _, segs, _ in pending for s in segs])
         out, pos = [], 0
-        for t, segs in pending:
+        for t, segs, line_counts in pending:
             c = seg_counts[pos : pos + len(segs)]
             pos += len(segs)
             if max(c) > self.max_tokens:
                 stats["skipped_segment_too_long"] += 1
                 continue
-            out.append(Source(id=t.id, segments=segs, tokens=c))
+            out.append(Source(id=t.id, segments=segs, tokens=c, line_tokens=line_counts))
         stats["texts_segmented"] += len(out)
         stats["segments"] += sum(len(s.segments) for s in out)
         return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from in2.evaluation.probing import build, pools, score
+from in2.evaluation.probing import build, pools, report, score
 from tests.openai_server import CannedServer, in2_process
 
 FILM = Path(__file__).resolve().parents[2] / "shared" / "film"
@@ -83,6 +83,20 @@ def test_positions_per_span_samples_each_span(offline_pools, mistral_tokenizer):
     assert {r["set_id"] for r in rows} == {3}
 
 
+@pytest.mark.parametrize("task", ["document", "database"])
+def test_every_set_holds_the_same_whole_number_of_spans(task, offline_pools, mistral_tokenizer):
+    """Like FILM's files: equal sets of whole spans (the most every set can hold), so no span is partial."""
+    builder = build.Builder(task, offline_pools[task], mistral_tokenizer, seed=3)
+    fits = [len(builder.fitting(1024, s)[1]) for s in range(3)]
+    items = builder.items_per_set(1024, sets=3, span_size=5)
+    assert items % 5 == 0 and min(fits) - 5 < items <= min(fits)
+    for set_id in range(3):
+        rows, _ = builder.build_set(1024, set_id, span_size=5, num_items=items)
+        assert len(rows) == items and {r["num_items"] for r in rows} == {items}
+    with pytest.raises(ValueError, match="probes.span_size"):
+        builder.items_per_set(1024, sets=3, span_size=10_000)
+
+
 def test_sets_differ_and_rebuilds_are_identical(offline_pools, mistral_tokenizer):
     builder = build.Builder("code", offline_pools["code"], mistral_tokenizer, seed=7)
     a, _ = builder.build_set(1024, set_id=0)
@@ -146,6 +160,30 @@ def test_parity_flag_reads_49_of_50_positions():
     film = score.aggregate(scored, 100, 50, parity=True)
     assert exact["spans"] == pytest.approx([98.0, 98.0])
     assert film["spans"] == pytest.approx([100.0, 100.0])
+
+
+def test_only_whole_spans_count_and_dropped_positions_are_reported():
+    # set 0 has 5 positions, set 1 has 4; span 2. Whole spans: positions 0-1 and 2-3 in both sets.
+    # set 0: 1,1,0,0,1 ; set 1: 1,0,0,0. Span 0: (1.0 + 0.5) / 2 = 75; span 1: 0. Position 4 is dropped.
+    scored = [(0, 0, 1), (0, 1, 1), (0, 2, 0), (0, 3, 0), (0, 4, 1), (1, 0, 1), (1, 1, 0), (1, 2, 0), (1, 3, 0)]
+    r = score.aggregate(scored, num_positions=4, span_size=2)
+    assert r["spans"] == pytest.approx([75.0, 0.0]) and r["dropped"] == 1
+    assert r["avg"] == pytest.approx(37.5) and r["gap"] == pytest.approx(75.0)
+    # The old rule counted the partial span (set 0's position 4 alone: 100) at full weight:
+    # spans 75, 0, 100 -> Avg 58.3, Gap 100. Through score(), set sizes come from the rows.
+    rows = [{"completion": "f", "position_id": p, "set_id": s} for s, n in ((0, 5), (1, 4)) for p in range(n)]
+    preds = ["f" if v else "g" for _, _, v in scored]
+    r = score.score("code_backward_test", rows, [], preds, span_size=2)
+    assert r["avg"] == pytest.approx(37.5) and r["dropped"] == 1 and r["scored"] == 9
+
+
+def test_no_signal_instead_of_a_gap_near_zero():
+    r = score.aggregate([(0, 0, 0.0), (0, 1, 0.0), (0, 2, 0.08), (0, 3, 0.0)], num_positions=4, span_size=2)
+    assert r["avg"] == pytest.approx(2.0) and r["gap"] == pytest.approx(4.0) and r["no_signal"]
+    assert score.avg_gap(r["avg"], r["gap"]) == "2.0 / no signal"
+    assert score.avg_gap(85.4, 6.1) == "85.4 / 6.1"
+    table = report.table({"m": {"code_backward_1k": {**r, "task": "code"}}})
+    assert "| m | 2.0 / no signal | 2.0 / no signal |" in table and "no signal: Avg below 5%" in table
 
 
 def test_skipped_rows_do_not_count_and_overall_is_the_task_mean():
@@ -340,6 +378,17 @@ def test_probe_score_cli_rescoring_film_format_files(tmp_path, capsys):
     r = json.loads(out.read_text())["FILM-7B"]["database_forward_32k"]
     assert r["spans"] == pytest.approx([50.0, 75.0]) and r["avg"] == pytest.approx(62.5)
     assert "| FILM-7B | 62.5 / 25.0 |" in capsys.readouterr().out
+    # without --span-size: what the probe folder's manifest recorded, else FILM's 50
+    base = ["probe", "score", "--probes", str(probes), "--predictions", str(preds), "--model", "FILM-7B"]
+    (probes / "manifest.json").write_text(json.dumps({"spec": {"probes": {"span_size": 2}}}))
+    assert main(base) == 0
+    printed = capsys.readouterr().out
+    assert "spans of 2 positions" in printed and "| FILM-7B | 62.5 / 25.0 |" in printed
+    (probes / "manifest.json").unlink()
+    assert main([*base, "--output", str(out)]) == 0
+    assert "spans of 50 positions" in capsys.readouterr().out
+    r = json.loads(out.read_text())["FILM-7B"]["database_forward_32k"]
+    assert r["spans"] == [] and r["dropped"] == 7 and r["no_signal"]  # 4 positions: not one whole span
 
 
 def test_prebuilt_film_layout_runs_unchanged(tmp_path, server, mistral_tokenizer, offline_pools):

@@ -132,14 +132,16 @@ def cmd_probe_build(args) -> int:
 
 def cmd_probe_score(args) -> int:
     from in2.evaluation import suite
-    from in2.evaluation.probing import report
+    from in2.evaluation.probing import build, report
 
     names = args.names or sorted(
         p.name[len("sample_") : -len(".jsonl")] for p in Path(args.predictions).glob("sample_*.jsonl")
     )
     if not names:
         raise FileNotFoundError(f"{args.predictions}: no sample_<name>.jsonl prediction files")
-    results = suite.score_folder(args.probes, args.predictions, names, args.span_size, args.parity)
+    span_size = args.span_size or build.recorded_span_size(args.probes) or 50
+    print(f"spans of {span_size} positions" + ("" if args.span_size else " (from the probe folder, or FILM's 50)"))
+    results = suite.score_folder(args.probes, args.predictions, names, span_size, args.parity)
     print(report.table({args.model: results}))
     if args.output:
         Path(args.output).write_text(json.dumps({args.model: results}, indent=2) + "\n")
@@ -189,7 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", required=True, help="folder of probe files (ours or FILM's VaLProbing-32K)")
     p.add_argument("--predictions", required=True, help="folder of sample_<name>.jsonl files")
     p.add_argument("--names", nargs="*", help="probe names, e.g. document_bi_32k (default: every prediction file)")
-    p.add_argument("--span-size", type=int, default=50)
+    p.add_argument(
+        "--span-size",
+        type=int,
+        help="positions per span (default: the span size the probe folder's manifest.json records, else 50)",
+    )
     p.add_argument("--parity", action="store_true", help="score 49 of each 50 positions, like FILM's script")
     p.add_argument("--model", default="model", help="name for the table")
     p.add_argument("--output", help="write the scores as JSON here")

@@ -103,10 +103,10 @@ def card_rows(data: dict, model: str) -> list[dict]:
     probing = data.get("probing", {}).get("models", {}).get(model)
     if probing:
         for name, r in probing["probes"].items():
-            rows.append({"task": f"VaL {name}", "metric": "Avg / Gap", "value": f"{r['avg']:.1f} / {r['gap']:.1f}"})
+            rows.append({"task": f"VaL {name}", "metric": "Avg / Gap", "value": score.avg_gap(r["avg"], r["gap"])})
         for length, r in probing["all"].items():
             rows.append(
-                {"task": f"VaL All {length}", "metric": "Avg / Gap", "value": f"{r['avg']:.1f} / {r['gap']:.1f}"}
+                {"task": f"VaL All {length}", "metric": "Avg / Gap", "value": score.avg_gap(r["avg"], r["gap"])}
             )
     lb = data.get("longbench", {}).get(model)
     if lb:

@@ -1,8 +1,11 @@
 """Build VaL probe sets at any length, in FILM's released layout.
 
-One set is a context of as many pool items as fit in the length (measured with the target
-tokenizer); one query per item position (or a seeded sample of positions per span) asks about that
-item. A query whose key occurs more than once in its context is listed in the skip list, as FILM does.
+One set is a context of pool items that fits in the length (measured with the target tokenizer);
+every set of a task and length holds the same whole number of spans of items (the most that fit in
+every set), as FILM's files do (800 sentences, 800 functions, 750 entities at 32K), so the scorer's
+spans are all whole. One query per item position (or a seeded sample of positions per span) asks
+about that item. A query whose key occurs more than once in its context is listed in the skip list,
+as FILM does.
 
 Files, per task and length (`document_bi_1k`, `code_backward_32k`, ...):
 `<name>.jsonl` rows {prompt, completion | label + description, position_id, set_id, ...} and
@@ -95,6 +98,7 @@ class Builder:
             raise ValueError(f"probing pool for {task} is empty")
         self.task, self.pool, self.tok, self.template, self.seed = task, pool, tokenizer, raw_template, seed
         self.sep = SEPARATORS[task] if separator is None else separator
+        self._fits: dict[tuple[int, int], list[int]] = {}
         texts = [render(task, it) for it in pool]
         self.item_tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
@@ -133,14 +137,42 @@ class Builder:
             raise ValueError(f"{self.task}: no item fits in {length} tokens")
         return order[:n]
 
-    def build_set(
-        self, length: int, set_id: int, span_size: int = 50, positions_per_span: int | None = None
-    ) -> tuple[list[dict], list[int]]:
-        """Rows for one context of at most `length` prompt tokens, and the skipped row numbers."""
+    def fitting(self, length: int, set_id: int):
+        """The seeded random generator of one set and the items that fit in its context (in order)."""
         r = rng(self.seed, "probe", self.task, length, set_id)
         order = list(range(len(self.pool)))
         r.shuffle(order)
-        chosen = self.fill(order, length)
+        if (length, set_id) not in self._fits:
+            self._fits[(length, set_id)] = self.fill(order, length)
+        return r, self._fits[(length, set_id)]
+
+    def items_per_set(self, length: int, sets: int, span_size: int) -> int:
+        """Items in every set of this length: the most that fit in all `sets` sets, rounded down to a
+        whole number of spans."""
+        fits = min(len(self.fitting(length, s)[1]) for s in range(sets))
+        if fits < span_size:
+            raise ValueError(
+                f"probes.span_size: only {fits} {self.task} items fit in {length} tokens, fewer than one span "
+                f"of {span_size}; use a smaller span_size or a longer length"
+            )
+        return fits - fits % span_size
+
+    def build_set(
+        self,
+        length: int,
+        set_id: int,
+        span_size: int = 50,
+        positions_per_span: int | None = None,
+        num_items: int | None = None,
+    ) -> tuple[list[dict], list[int]]:
+        """Rows for one context of at most `length` prompt tokens, and the skipped row numbers. With
+        `num_items`, the context holds exactly that many items (see items_per_set); otherwise as many
+        as fit."""
+        r, chosen = self.fitting(length, set_id)
+        if num_items is not None:
+            if num_items > len(chosen):
+                raise ValueError(f"{self.task}: {num_items} items do not fit in {length} tokens (set {set_id})")
+            chosen = chosen[:num_items]
         context = self.sep.join(render(self.task, self.pool[i]) for i in chosen)
         positions = list(range(len(chosen)))
         if positions_per_span is not None:
@@ -185,6 +217,19 @@ def read(folder: str | Path, name: str) -> tuple[list[dict], list[int]]:
     rows = read_jsonl(path, required=("prompt", "position_id", "set_id"))
     skip = folder / f"{name}_skip_list.json"
     return rows, json.loads(skip.read_text()) if skip.is_file() else []
+
+
+def recorded_span_size(folder: str | Path) -> int | None:
+    """The span size a probe folder was built for (its manifest.json); None for other folders, such as
+    FILM's VaLProbing-32K files (FILM's span: 50)."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        size = json.loads(path.read_text())["spec"]["probes"]["span_size"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) and size >= 1 else None
 
 
 def pool_hash(pool: list[dict]) -> str:
@@ -242,8 +287,9 @@ def build_all(cfg) -> tuple[Path, list[str]]:
         for length in p.lengths:
             name = task_name(task, length)
             rows, skipped = [], []
+            items = builder.items_per_set(length, p.sets, p.span_size)
             for set_id in range(p.sets):
-                set_rows, set_skipped = builder.build_set(length, set_id, p.span_size, p.positions_per_span)
+                set_rows, set_skipped = builder.build_set(length, set_id, p.span_size, p.positions_per_span, items)
                 skipped += [len(rows) + i for i in set_skipped]
                 rows += set_rows
             write(out, name, rows, skipped)
@@ -251,7 +297,8 @@ def build_all(cfg) -> tuple[Path, list[str]]:
             files[name] = {
                 "rows": len(rows),
                 "skipped": len(skipped),
-                "items_per_set": rows[0]["num_items"],
+                "items_per_set": items,
+                "span_size": p.span_size,
                 "pool": described,
                 "pool_items": len(pool),
                 "pool_hash": pool_hash(pool),

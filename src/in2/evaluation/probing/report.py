@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from in2.evaluation.probing.score import NO_SIGNAL_AVG, avg_gap
+
 TITLES = {
     "document": "Document sentence retrieval",
     "code": "Code function retrieval",
@@ -21,14 +23,23 @@ def table(results: dict[str, dict[str, dict]]) -> str:
         cells = [model]
         for n in names:
             r = per.get(n)
-            cells.append(f"{r['avg']:.1f} / {r['gap']:.1f}" if r else "")
+            cells.append(avg_gap(r["avg"], r["gap"]) if r else "")
         for length in lengths:
             rs = [r for n, r in per.items() if n.endswith("_" + length)]
-            avg = sum(r["avg"] for r in rs) / len(rs)
-            gap = sum(r["gap"] for r in rs) / len(rs)
-            cells.append(f"{avg:.1f} / {gap:.1f}")
+            cells.append(avg_gap(sum(r["avg"] for r in rs) / len(rs), sum(r["gap"] for r in rs) / len(rs)))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nAvg / Gap in percent (Gap: best span minus worst span; lower is better).\n"
+    notes = [
+        "Avg / Gap in percent over whole spans of positions (Gap: best span minus worst span; lower is better).",
+        f"no signal: Avg below {NO_SIGNAL_AVG:g}%, where the spans differ by noise and a Gap would mislead.",
+    ]
+    dropped = sorted({(n, r["dropped"]) for per in results.values() for n, r in per.items() if r.get("dropped")})
+    if dropped:
+        notes.append(
+            "Positions past the last whole span, not scored: "
+            + ", ".join(f"{n} {d}" for n, d in dropped)
+            + " (probe files built by in2 have none; pass --span-size to match the file)."
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def _tag_tokens(tag: str) -> float:
@@ -51,7 +62,7 @@ def position_plot(name: str, per_model: dict[str, dict], path: Path) -> Path:
     for model, r in per_model.items():
         x = list(range(len(r["spans"])))
         ax.errorbar(
-            x, r["spans"], yerr=r["span_std"], marker="o", capsize=3, label=f"{model} ({r['avg']:.1f}/{r['gap']:.1f})"
+            x, r["spans"], yerr=r["span_std"], marker="o", capsize=3, label=f"{model} ({avg_gap(r['avg'], r['gap'])})"
         )
     any_r = next(iter(per_model.values()))
     size = any_r["span_size"]

@@ -70,6 +70,7 @@ def body_key(body: dict) -> str:
 
 
 CHAOS = ("429", "500", "hang", "invalid_json", "truncated_json", "empty", "refusal", "drop")
+TRANSIENT = tuple(k for k in CHAOS if k != "refusal")  # faults a retry cures; a refusal is an answer
 REFUSAL = "I'm sorry, but I can't help with that request."
 
 
@@ -85,9 +86,9 @@ class _QuietServer(ThreadingHTTPServer):
 
 class CannedServer:
     """`faults` maps a request's attempt number (1-based, per distinct body) to an HTTP status.
-    `chaos_rate` makes that share of attempts fail in one of CHAOS's ways, chosen by a hash of the body
-    and attempt number (so a rerun meets the same faults); a `hang` sleeps `hang_s`, past the client's
-    timeout."""
+    `chaos_rate` makes that share of attempts fail in one of `chaos_kinds` (default CHAOS), chosen by a
+    hash of the body and attempt number (so a rerun meets the same faults); a `hang` sleeps `hang_s`,
+    past the client's timeout. An empty reply does not count as answered."""
 
     def __init__(
         self,
@@ -96,10 +97,11 @@ class CannedServer:
         latency_s: float = 0.0,
         chaos_rate: float = 0.0,
         hang_s: float = 3.0,
+        chaos_kinds: tuple[str, ...] = CHAOS,
     ):
         self.faults = faults or {}
         self.latency_s = latency_s
-        self.chaos_rate, self.hang_s = chaos_rate, hang_s
+        self.chaos_rate, self.hang_s, self.chaos_kinds = chaos_rate, hang_s, chaos_kinds
         self.chaos: Counter = Counter()
         self.status_for_all = status_for_all
         self.attempts: Counter = Counter()
@@ -190,8 +192,9 @@ class CannedServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                with outer.lock:
-                    outer.answered[key] += 1
+                if fault != "empty":
+                    with outer.lock:
+                        outer.answered[key] += 1
 
         self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -218,7 +221,7 @@ class CannedServer:
         h = int(hashlib.sha256(f"{key}:{attempt}".encode()).hexdigest()[:8], 16)
         if (h % 10000) / 10000 >= self.chaos_rate:
             return None
-        return CHAOS[(h // 10000) % len(CHAOS)]
+        return self.chaos_kinds[(h // 10000) % len(self.chaos_kinds)]
 
     def __enter__(self):
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

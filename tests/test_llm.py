@@ -109,9 +109,31 @@ def test_unreachable_endpoint_stops_the_run(tmp_path):
 
 def test_identical_requests_in_one_call_are_sent_once(tmp_path):
     with CannedServer() as s:
-        out = Engine(_cfg(s.url, tmp_path)).generate(_requests(2) + _requests(2))
+        fresh = Engine(_cfg(s.url, tmp_path))
+        out = fresh.generate(_requests(2) + _requests(2))
+        cached = Engine(_cfg(s.url, tmp_path))
+        again = cached.generate(_requests(2) + _requests(2))
     assert sum(s.answered.values()) == 2
-    assert [r.text for r in out[:2]] == [r.text for r in out[2:]]
+    assert [r.text for r in out[:2]] == [r.text for r in out[2:]] == [r.text for r in again[2:]]
+    # one accounting, the same usage fresh or cached: planned = sent + cached + deduplicated
+    f, c = fresh.usage, cached.usage
+    assert (f.planned, f.sent, f.cached, f.deduplicated) == (4, 2, 0, 2)
+    assert (c.planned, c.sent, c.cached, c.deduplicated) == (4, 0, 2, 2)
+    assert c.prompt_tokens == f.prompt_tokens > 0 and c.completion_tokens == f.completion_tokens
+    assert c.cost(cached.cfg) == 0 and c.sent_prompt_tokens == 0
+
+
+def test_an_empty_reply_is_retried_and_never_cached(tmp_path):
+    with CannedServer(chaos_rate=1.0, chaos_kinds=("empty",)) as s:
+        engine = Engine(_cfg(s.url, tmp_path, max_retries=2))
+        out = engine.generate(_requests(2))
+        assert [r.text for r in out] == ["", ""] and list(s.attempts.values()) == [3, 3]  # 1 + 2 retries
+        assert len(engine.cache) == 0
+    with CannedServer(chaos_rate=0.5, chaos_kinds=("empty",)) as s:  # half the attempts are empty
+        engine = Engine(_cfg(s.url, tmp_path, max_retries=6))
+        out = engine.generate(_requests(8))
+    assert all(r.text.startswith("Question:") for r in out) and s.chaos["empty"] >= 1
+    assert engine.usage.sent == 8 and len(engine.cache) == 8
 
 
 def test_cache_version_is_part_of_the_key(tmp_path, monkeypatch):

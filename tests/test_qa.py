@@ -1,6 +1,6 @@
 import pytest
 
-from in2.data.qa import QA, check, grounding, parse
+from in2.data.qa import QA, check, expected_waves, grounding, parse
 
 SRC = "The harbour bridge opened in 1932 and carries eight lanes of traffic across the bay."
 
@@ -49,3 +49,11 @@ def test_content_checks(question, answer, reason):
 def test_grounding_ignores_stopwords():
     assert grounding("It was the bridge", SRC) == 1.0
     assert grounding("purple elephants bridge", SRC) == pytest.approx(1 / 3)
+
+
+def test_expected_waves_by_hand():
+    # 10 rows, oversample 2, 70% rejected: plan 20 (keeps 6, 4 missing), plan 8 (keeps 2.4, 1.6
+    # missing), plan 4 for the 2 rows (keeps 1.2, 0.4 missing: done)
+    assert expected_waves(10, 2.0, 0.7) == [20, 8, 4]
+    assert expected_waves(100, 1.15, 0.1) == [115]  # 103.5 kept: one wave
+    assert expected_waves(0, 1.3, 0.5) == []

@@ -10,7 +10,7 @@ import yaml
 
 from in2.cli import main
 from tests.conftest import MISTRAL
-from tests.openai_server import CannedServer, in2_process
+from tests.openai_server import TRANSIENT, CannedServer, in2_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-in2-test-secret-7f3a9c"
@@ -167,29 +167,51 @@ def test_budget_stops_cleanly_and_the_rerun_pays_for_nothing_twice(tmp_path, env
 
 
 def test_thirty_percent_faults_lose_nothing_and_pay_nothing_twice(tmp_path, env_key):
-    """429s, 500s, hangs past the timeout, broken JSON, empty replies, refusals and dropped connections
-    on 30% of attempts: every planned item ends as a row, a surplus or a counted reject."""
-    with CannedServer(chaos_rate=0.3, hang_s=1.5) as s:
-        mixture = {"fine_grained": 60, "integration": 4, "short": 6, "general": 4, "validation_rows": 2}
+    """429s, 500s, hangs past the timeout, broken JSON, empty replies and dropped connections on 30% of
+    attempts: every fault is retried away, so the run builds the same dataset as a clean run, and no
+    request is answered twice (an empty reply is never cached as an answer)."""
+    mixture = {"fine_grained": 60, "integration": 4, "short": 6, "general": 4, "validation_rows": 2}
+    with CannedServer() as s:
+        clean = write_config(tmp_path, s.url, name="clean", mixture=mixture)
+        assert main(["synth", "--config", str(clean)]) == 0
+    reference = manifest(tmp_path / "clean")
+    with CannedServer(chaos_rate=0.3, hang_s=1.5, chaos_kinds=TRANSIENT) as s:
         cfg = write_config(tmp_path, s.url, mixture=mixture)
         data = yaml.safe_load(cfg.read_text())
         data["generator"].update({"concurrency": 4, "max_retries": 6, "timeout_s": 0.5})
         cfg.write_text(yaml.safe_dump(data))
         assert main(["synth", "--config", str(cfg)]) == 0
-        assert set(s.chaos) == {"429", "500", "hang", "invalid_json", "truncated_json", "empty", "refusal", "drop"}
+        assert set(s.chaos) == set(TRANSIENT)
         assert max(s.answered.values()) == 1  # no request answered twice
         m = manifest(tmp_path / "run")
         qa = m["counts"]["qa"]
         rows = m["counts"]["rows"]
         kept = rows["fine_grained"] + rows["integration"] + rows["short"]
         assert qa["planned"] == kept + qa.get("surplus", 0) + sum(m["rejected"].values())
-        # the fault kinds that reach parsing are counted by name; transport faults were retried away
-        assert m["rejected"]["empty"] >= 1 and m["rejected"]["refusal"] >= 1
-        assert not any(k.startswith("request_failed") for k in m["rejected"])
+        assert m["rejected"] == reference["rejected"]  # no fault reached parsing: all were retried away
+        assert m["content_hash"] == reference["content_hash"]
+        for key in ("requests_planned", "requests_sent", "requests_deduplicated", "prompt_tokens"):
+            assert m["usage"][key] == reference["usage"][key], key
         answered = sum(s.answered.values())
         assert main(["synth", "--config", str(cfg)]) == 0  # a rerun asks nothing again
         assert sum(s.answered.values()) == answered
-    assert manifest(tmp_path / "run")["content_hash"] == m["content_hash"]
+    again = manifest(tmp_path / "run")
+    assert again["content_hash"] == reference["content_hash"]
+    # the same usage whether answers came fresh or from the cache; one accounting of every request
+    u, fresh = again["usage"], reference["usage"]
+    assert (u["requests_sent"], u["requests_cached"]) == (0, fresh["requests_sent"])
+    for key in ("requests_planned", "requests_deduplicated", "prompt_tokens", "completion_tokens"):
+        assert u[key] == fresh[key], key
+    assert u["requests_planned"] == u["requests_cached"] + u["requests_deduplicated"] + sum(
+        u["requests_failed"].values()
+    )
+
+
+def test_a_refusal_is_an_answer_counted_as_a_reject(tmp_path, env_key):
+    with CannedServer(chaos_rate=0.3, chaos_kinds=("refusal",)) as s:
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url))]) == 0
+        assert s.chaos["refusal"] >= 1 and max(s.answered.values()) == 1  # cached: not asked again
+    assert manifest(tmp_path / "run")["rejected"]["refusal"] >= 1
 
 
 def test_a_dirty_corpus_is_counted_not_fatal(tmp_path, env_key):
@@ -330,11 +352,37 @@ def test_film_recipe_dry_run_offline_on_local_text(tmp_path, capsys, monkeypatch
     assert main(args) == 0
     out = capsys.readouterr().out
     report = json.loads(out[: out.rindex("}") + 1])
-    assert report["requests"] == round(1_550_000 * 1.15)  # the paper's QA rows x qa.oversample
+    # the paper's QA rows x qa.oversample: with a 10% reject budget, 1.15 x 0.9 > 1, so one wave
+    assert report["requests"] == round(1_550_000 * 1.15) and report["expected_waves"] == 1
     assert 0 < report["sampled_requests"] <= 40 and "warning" in report  # 40 texts cannot fill the sample
     assert 200 * report["requests"] < report["prompt_tokens"] < 2000 * report["requests"]  # scaled from the sample
     assert report["estimated_cost_usd_at_most"] > 10_000 and report["sampled_already_cached"] == 0
     assert "nothing was sent" in out
+    # a 30% reject budget: each wave plans 1.15 x what is missing and keeps 70% of it, so the waves
+    # add up to about 1.15 / (1.15 x 0.7) = 1.43 requests per row
+    assert main([*args, "qa.expected_reject_rate=0.3"]) == 0
+    out = capsys.readouterr().out
+    more = json.loads(out[: out.rindex("}") + 1])
+    assert more["expected_waves"] >= 5 and more["requests_first_wave"] == report["requests"]
+    assert more["requests"] == pytest.approx(1_550_000 / 0.7, rel=0.01)
+
+
+def test_dry_run_predicts_the_requests_the_run_sends(tmp_path, env_key, capsys):
+    """Prefill: one request per field (2; 3 for integration); the estimate matches what the run sends."""
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url)
+        overrides = ["generator.prefill=true", "qa.expected_reject_rate=0.0"]
+        assert main(["synth", "--config", str(cfg), "--dry-run", *overrides]) == 0
+        out = capsys.readouterr().out
+        report = json.loads(out[: out.rindex("}") + 1])
+        assert report["requests_per_item"]["fine_grained"] == 2 and report["requests_per_item"]["integration"] == 3
+        assert sum(s.answered.values()) == 0  # nothing was sent
+        assert main(["synth", "--config", str(cfg), *overrides]) == 0
+    usage = manifest(tmp_path / "run")["usage"]
+    assert report["requests"] == usage["requests_planned"], (report, usage)  # no rejects: one wave, exactly
+    # what was sent: planned less the identical requests answered once (repeated passages of the corpus)
+    assert usage["requests_sent"] + usage["requests_deduplicated"] == usage["requests_planned"]
+    assert abs(report["requests"] - usage["requests_sent"]) <= 0.1 * usage["requests_sent"]
 
 
 def test_bad_corpus_field_is_a_clear_error(tmp_path, env_key, capsys):

@@ -44,7 +44,8 @@ def cmd_synth(args) -> int:
         report = synth.dry_run(cfg, sample=args.dry_run_sample)
         print(json.dumps(report, indent=2))
         print(
-            f"dry run: {report['requests']} requests, ~{report['prompt_tokens']:,} prompt tokens, "
+            f"dry run: ~{report['requests']:,} requests in ~{report['expected_waves']} waves, "
+            f"~{report['prompt_tokens']:,} prompt tokens, "
             f"<= {report['completion_tokens_at_most']:,} completion tokens, "
             f"<= ${report['estimated_cost_usd_at_most']:.2f}; nothing was sent"
         )

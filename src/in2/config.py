@@ -102,6 +102,9 @@ class QAConfig:
     """Share of the answer's content words that must occur in the source text."""
     oversample: float = 1.3
     """Requests planned per missing row, to absorb rejects; waves repeat until the plan is met."""
+    expected_reject_rate: float = 0.2
+    """The reject budget: share of replies expected to be rejected (take `rejected` / `planned` of a
+    pilot run's manifest). Only the dry run uses it, to count the waves the run will need."""
     max_integration_pieces: int = 12
     """Type (b) uses texts with 2..this many segments."""
 
@@ -237,6 +240,7 @@ class SynthConfig:
             *generator_checks(g, "generator"),
             (not 0 < self.qa.oversample <= 10, "qa.oversample", "must be in (0, 10]"),
             (not 0 <= self.qa.min_answer_grounding <= 1, "qa.min_answer_grounding", "must be in [0, 1]"),
+            (not 0 <= self.qa.expected_reject_rate < 1, "qa.expected_reject_rate", "must be in [0, 1)"),
             (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),
             (m.rows_per_file < 1, "mixture.rows_per_file", "must be >= 1"),
             (self.decontam.ngram < 1, "decontam.ngram", "must be >= 1"),

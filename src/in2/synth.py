@@ -21,7 +21,7 @@ from in2.data import templates
 from in2.data.assemble import Assembler, FillerPool, verify
 from in2.data.corpus import Text, iter_texts
 from in2.data.mixture import counts, general_rows, mix
-from in2.data.qa import ROLES, QAGenerator, planned
+from in2.data.qa import ROLES, QAGenerator, expected_waves, planned
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
 from in2.llm.openai_backend import sanitize
@@ -74,50 +74,70 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
 
 
 def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
-    """Estimate requests, tokens and cost of the first wave without sending anything.
+    """Estimate the run's requests, tokens and cost without sending anything.
 
-    Prompts are built for a sample of at most `sample` requests (drawn like the real plan) and
-    their token counts are scaled up to the whole wave.
+    Each wave plans `qa.oversample` x the missing rows of each part; waves repeat for what rejects
+    leave missing, and with `qa.expected_reject_rate` (the reject budget) the expected waves are
+    counted. With `generator.prefill` an item costs one request per field (2; 3 for integration),
+    each resending the prompt. Prompts are built for a sample of at most `sample` items of the first
+    wave (drawn like the real plan); their tokens and fields per item are scaled to every wave.
     """
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
     engine = Engine(cfg.generator)  # cache lookups only: the backend loads lazily, on a first miss
     gen = QAGenerator(cfg, engine, Assembler(tok, cfg.context, cfg.seed).source_tokens)
+    q, g = cfg.qa, cfg.generator
     need = {r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards) for r in ROLES}
-    total = sum(planned(n, cfg.qa.oversample) for n in need.values())
-    scale = min(1.0, sample / max(1, total))
+    waves = {r: expected_waves(n, q.oversample, q.expected_reject_rate) for r, n in need.items()}
+    first_wave = sum(w[0] for w in waves.values() if w)
+    scale = min(1.0, sample / max(1, first_wave))
     sampled_need = {r: math.ceil(n * scale) for r, n in need.items()}
     wave = gen.plan_wave(source_stream(cfg, tok, stats, []), sampled_need)  # offline: no eval data fetched
-    requests = [gen.request(it) for it in wave]
-    convs = [r.as_messages() for r in requests]
-    measured = (
-        sum(
-            len(x) for x in tok.apply_chat_template(convs, tokenize=True, add_generation_prompt=True, return_dict=False)
-        )
-        if convs
-        else 0
+    convs = [gen.request(it).as_messages() for it in wave]
+    counted = (
+        tok.apply_chat_template(convs, tokenize=True, add_generation_prompt=True, return_dict=False) if convs else []
     )
-    factor = total / max(1, len(requests))
-    prompt_tokens = round(measured * factor)
-    out_tokens = total * cfg.generator.max_tokens
-    g = cfg.generator
+    per_role: dict[str, dict] = {}
+    for role in ROLES:
+        mine = [(it, len(ids)) for it, ids in zip(wave, counted, strict=True) if it.role == role]
+        fields = [len(gen.fields(it)) if g.prefill else 1 for it, _ in mine]
+        default = (3 if role == "integration" else 2) if g.prefill else 1
+        per_role[role] = {
+            "requests_per_item": sum(fields) / len(mine) if mine else default,
+            "prompt_tokens_per_request": sum(n for _, n in mine) / len(mine) if mine else None,
+        }
+    mean_prompt = sum(len(ids) for ids in counted) / len(counted) if counted else 0
+    requests = prompt_tokens = 0.0
+    for role, w in waves.items():
+        per = per_role[role]
+        n = sum(w) * per["requests_per_item"]
+        requests += n
+        prompt_tokens += n * (per["prompt_tokens_per_request"] or mean_prompt)
+    requests = round(requests)
+    out_tokens = requests * g.max_tokens
+    sampled = [gen.first_request(it) for it in wave]
     report = {
-        "requests": total,
-        "sampled_requests": len(requests),
-        "sampled_by_role": dict(Counter(it.role for it in wave)),
+        "requests": requests,
+        "requests_first_wave": round(sum(w[0] * per_role[r]["requests_per_item"] for r, w in waves.items() if w)),
+        "expected_waves": max((len(w) for w in waves.values()), default=0),
+        "items_per_wave": {r: w for r, w in waves.items() if w},
+        "requests_per_item": {r: round(p["requests_per_item"], 3) for r, p in per_role.items()},
         "rows_needed": need,
-        "sampled_already_cached": engine.cached(requests),
-        "prompt_tokens": prompt_tokens,
+        "sampled_requests": len(wave),
+        "sampled_by_role": dict(Counter(it.role for it in wave)),
+        "sampled_already_cached": engine.cached(sampled),
+        "prompt_tokens": round(prompt_tokens),
         "completion_tokens_at_most": out_tokens,
         "estimated_cost_usd_at_most": round(
             (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 2
         ),
         "texts_read": dict(stats),
-        "note": f"first wave (qa.oversample={cfg.qa.oversample}); rejects add later waves; prompt tokens "
-        "counted with the target tokenizer on the sample and scaled to the wave; decontamination is not "
-        "applied in a dry run",
+        "note": f"qa.oversample={q.oversample}, qa.expected_reject_rate={q.expected_reject_rate} (the reject budget: "
+        "set it from a pilot run's rejected / planned), generator.prefill="
+        f"{g.prefill}; prompt tokens counted with the target tokenizer on the sample and scaled; identical "
+        "requests answered once and decontamination are not counted",
     }
-    if len(requests) < sum(sampled_need.values()):
+    if len(wave) < sum(planned(n, q.oversample) for n in sampled_need.values()):
         report["warning"] = "the corpus ran out before the sample was planned: the run will be short of rows"
     engine.close()
     return report

@@ -32,6 +32,8 @@ _CONTEXT_REF = re.compile(
     re.I,
 )
 _REFUSAL = re.compile(r"^(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|as an ai)", re.I)
+# an answer that is a question: ends in "?", its first sentence does, or a how-to heading
+_QUESTION_SHAPED = re.compile(r"\?[\s\"'*`)\]]*$|^[^.!?\n]*\?(\s|$)|^\W*how to\b", re.I)
 _STOP = frozenset(
     "a an the of to in on for and or but is are was were be been being it its this that these those with as by at "
     "from which who whom what when where why how not no do does did has have had can could will would should may "
@@ -42,6 +44,18 @@ _STOP = frozenset(
 def planned(missing: int, oversample: float) -> int:
     """Requests planned for `missing` rows (rounded up, immune to float noise such as 300000 * 1.15)."""
     return math.ceil(round(missing * oversample, 6)) if missing > 0 else 0
+
+
+def expected_waves(missing: int, oversample: float, reject_rate: float, max_waves: int = 100) -> list[int]:
+    """Items each wave plans for `missing` rows when a share `reject_rate` of replies is rejected (in
+    expectation): wave after wave plans `planned(still missing, oversample)` until under half a row is
+    missing (or `max_waves`)."""
+    waves: list[int] = []
+    left = float(missing)
+    while left >= 0.5 and len(waves) < max_waves:
+        waves.append(planned(math.ceil(left - 1e-9), oversample))
+        left -= waves[-1] * (1 - reject_rate)
+    return waves
 
 
 @dataclass
@@ -60,8 +74,22 @@ class QA:
     answer: str
 
 
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
 def content_words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 1]
+    return [w for w in words(text) if w not in _STOP and len(w) > 1]
+
+
+def restates(question: str, answer: str) -> bool:
+    """The answer repeats the question instead of answering it: it opens with the question's first
+    three words, or it has no word (content words; all words when it has none) the question lacks."""
+    q, a = words(question), words(answer)
+    if len(a) >= 3 and a[:3] == q[:3]:
+        return True
+    asked = set(q)
+    return all(w in asked for w in content_words(answer) or a)
 
 
 def grounding(answer: str, source_text: str) -> float:
@@ -110,6 +138,10 @@ def check(qa: QA, source_text: str, min_grounding: float) -> str | None:
         return "context_reference"
     if _REFUSAL.match(qa.answer) or _REFUSAL.match(qa.question):
         return "refusal"
+    if _QUESTION_SHAPED.search(qa.answer.strip()):
+        return "question_shaped_answer"
+    if restates(qa.question, qa.answer):
+        return "answer_restates_question"
     if grounding(qa.answer, source_text) < min_grounding:
         return "ungrounded"
     return None
@@ -206,6 +238,16 @@ class QAGenerator:
     def fields(self, item: QAItem) -> list[str]:
         return ["Question:", "Answer:"] + (["Pieces:"] if item.qa_type == "integration" else [])
 
+    def first_request(self, item: QAItem) -> Request:
+        """The first request the run sends for `item` (with prefill: the one for its first field)."""
+        base = self.request(item)
+        return self.field_request(base, "", self.fields(item)[0]) if self.cfg.generator.prefill else base
+
+    @staticmethod
+    def field_request(base: Request, text: str, field: str) -> Request:
+        """Prefill: continue the assistant turn after the fields written so far with the next field."""
+        return Request(messages=base.messages, prefix=text + field, stop=("\n",))
+
     def generate(self, items: list[QAItem], desc: str = "QA pairs") -> list[tuple[QA | None, str | None]]:
         """One request per item; with `generator.prefill`, one request per field instead, each
         continuing the assistant turn with the fields so far and stopping at the line's end."""
@@ -220,10 +262,7 @@ class QAGenerator:
             live = [i for i, it in enumerate(items) if results[i] is None and step < len(self.fields(it))]
             if not live:
                 break
-            reqs = [
-                Request(messages=base[i].messages, prefix=texts[i] + self.fields(items[i])[step], stop=("\n",))
-                for i in live
-            ]
+            reqs = [self.field_request(base[i], texts[i], self.fields(items[i])[step]) for i in live]
             for i, rq, rs in zip(live, reqs, self.engine.generate(reqs, desc=f"{desc}, field {step + 1}"), strict=True):
                 last[i] = rs
                 if rs.error is not None or rs.finish_reason in ("length", "content_filter"):

@@ -56,13 +56,20 @@ class Response:
 
 @dataclass
 class Usage:
-    """Counts over a run: requests sent vs served from cache, failures by kind, tokens, cost."""
+    """One accounting of a run's requests: every request asked for (`planned`) is sent, answered from
+    the cache, deduplicated (identical to an earlier request of the same call, which answers it) or
+    failed. Tokens count every distinct answer used, fresh or cached, so a cached rerun reports the
+    same usage as the run that paid for it; `sent_*` tokens are what this run paid for."""
 
+    planned: int = 0
     sent: int = 0
     cached: int = 0
+    deduplicated: int = 0
     failed: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    sent_prompt_tokens: int = 0
+    sent_completion_tokens: int = 0
 
     def add(self, r: Response) -> None:
         if r.error is not None:
@@ -72,20 +79,32 @@ class Usage:
             self.cached += 1
         else:
             self.sent += 1
+            self.sent_prompt_tokens += r.prompt_tokens
+            self.sent_completion_tokens += r.completion_tokens
         self.prompt_tokens += r.prompt_tokens
         self.completion_tokens += r.completion_tokens
 
+    @staticmethod
+    def price(cfg: GeneratorConfig, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * cfg.price_input_per_1m + completion_tokens * cfg.price_output_per_1m) / 1e6
+
     def cost(self, cfg: GeneratorConfig) -> float:
-        return (self.prompt_tokens * cfg.price_input_per_1m + self.completion_tokens * cfg.price_output_per_1m) / 1e6
+        """This run's spend: what was sent (answers from the cache cost nothing)."""
+        return self.price(cfg, self.sent_prompt_tokens, self.sent_completion_tokens)
 
     def to_json(self, cfg: GeneratorConfig) -> dict:
         return {
+            "requests_planned": self.planned,
             "requests_sent": self.sent,
             "requests_cached": self.cached,
+            "requests_deduplicated": self.deduplicated,
             "requests_failed": dict(self.failed),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "estimated_cost_usd": round(self.cost(cfg), 4),
+            "estimated_cost_usd": round(self.price(cfg, self.prompt_tokens, self.completion_tokens), 4),
+            "sent_prompt_tokens": self.sent_prompt_tokens,
+            "sent_completion_tokens": self.sent_completion_tokens,
+            "spent_usd_this_run": round(self.cost(cfg), 4),
         }
 
 
@@ -95,7 +114,8 @@ class BudgetExceeded(RuntimeError):
 
 class Engine:
     """`generate(requests)` returns one Response per request, in order, answering from the cache
-    first and sending only the rest. Successful answers are cached as they arrive."""
+    first and sending only the rest. Successful answers are cached as they arrive; failures and empty
+    replies never are, so a rerun asks again."""
 
     def __init__(self, cfg: GeneratorConfig, backend=None):
         self.cfg = cfg
@@ -138,11 +158,18 @@ class Engine:
     def generate(self, requests: list[Request], desc: str = "generate") -> list[Response]:
         out: list[Response | None] = [None] * len(requests)
         keys = [self.key(r) for r in requests]
-        pending: dict[str, list[int]] = {}  # identical requests in one call are sent once
+        self.usage.planned += len(requests)
+        first: dict[str, int] = {}  # identical requests in one call are answered once
+        pending: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
-            if k in pending:
-                pending[k].append(i)
+            if k in first:
+                self.usage.deduplicated += 1
+                if k in pending:
+                    pending[k].append(i)
+                else:
+                    out[i] = out[first[k]]
                 continue
+            first[k] = i
             hit = self.cache.get(k)
             if hit is not None:
                 out[i] = Response(**hit, cached=True)
@@ -153,7 +180,7 @@ class Engine:
 
         def done(j: int, response: Response) -> None:
             self.usage.add(response)
-            if response.error is None:
+            if response.error is None and (response.text or "").strip():  # an empty reply is no answer
                 self.cache.put(todo[j], response.to_json())
             for i in pending[todo[j]]:
                 out[i] = response

@@ -1,8 +1,9 @@
 """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, llama.cpp, Ollama) via openai.AsyncOpenAI.
 
 Retries on 408/409/429/5xx, timeouts and dropped connections are the openai client's own
-(exponential backoff, Retry-After honoured up to two minutes). What still fails is returned as a
-Response with an error, never cached, so a rerun tries it again.
+(exponential backoff, Retry-After honoured up to two minutes); replies that are not valid JSON or
+are empty are asked again here. What still fails is returned as a Response with an error, never
+cached, so a rerun tries it again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def sanitize(url: str | None) -> str | None:
     p = urlsplit(url)
     netloc = (p.hostname or "") + (f":{p.port}" if p.port else "")
     return urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+def transient(response: Response) -> bool:
+    """A reply worth asking again: not valid JSON, or empty (and not stopped by a content filter)."""
+    if response.error is not None:
+        return response.error == "invalid_response"
+    return not (response.text or "").strip() and response.finish_reason != "content_filter"
 
 
 class FatalRequestError(RuntimeError):
@@ -77,11 +85,13 @@ class OpenAIBackend:
         )
 
     async def _call(self, client, request: Request, sampling: dict) -> Response:
-        """One request; a reply that is not valid JSON (a proxy cut it short, say) is asked again up to
-        max_retries times, since the client retries only transport and status errors."""
+        """One request; a reply that is not valid JSON (a proxy cut it short, say) or that is empty (an
+        overloaded server's HTTP 200 with no text) is asked again up to max_retries times, since the
+        client retries only transport and status errors. An empty reply that survives the retries is
+        returned as it is (the engine never caches it)."""
         for attempt in range(self.cfg.max_retries + 1):
             response = await self._call_once(client, request, sampling)
-            if response.error != "invalid_response" or attempt == self.cfg.max_retries:
+            if not transient(response) or attempt == self.cfg.max_retries:
                 return response
             await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
         return response

@@ -328,7 +328,8 @@ def test_tiny_model_runs_locally_and_refreshes_its_card(tmp_path, tiny_model, da
     assert len(preds) == len(rows)
     card = (checkpoint / "README.md").read_text()
     assert "| VaL database_forward_512 | Avg / Gap |" in card and "plots/val_database_forward_512.png" in card
-    assert "| FILM-7B | 85.4 / 6.1 | 83.3 / 18.7 | 89.0 / 16.8 | 85.9 / 13.9 |" in card  # published, for reference
+    assert "| FILM-7B (paper) | 85.4 / 6.1 | 83.3 / 18.7 | 89.0 / 16.8 | 85.9 / 13.9 |" in card  # for reference
+    assert "rows marked (paper) are published numbers" in card
     assert "| reader | 100.0 / 0.0 | 100.0 / 0.0 |" in card  # the summary compares every model evaluated
     assert (checkpoint / "plots" / "val_database_forward_512.png").is_file()
     results = json.loads((checkpoint / "eval_results.json").read_text())["results"]

@@ -123,7 +123,10 @@ def test_card_header_parses_and_the_body_reports_the_build(tmp_path, env_key):
     assert m["content_hash"] in body and "canned" in body and "allenai" not in body
     assert f"| `fine_grained` | {m['counts']['rows']['fine_grained']} |" in body
     assert "not** decontaminated" in body and "in2 synth --config synth_config.yaml" in body
-    assert "An, Shengnan" in body and "ODC-BY" in body
+    assert "An, Shengnan" in body and "https://arxiv.org/abs/2404.16811" in body and "github.com/microsoft/FILM" in body
+    # only the licenses of what was used: the pydoc corpus and in2's instructions, not C4 or OpenOrca
+    assert "`builtin:pydoc`, PSF License" in body and "`builtin:instructions`, Apache-2.0" in body
+    assert "ODC-BY" not in body.split("---", 2)[2] and "OpenOrca" not in body
     rebuilt = yaml.safe_load((out / "synth_config.yaml").read_text())
     assert rebuilt["mixture"] == m["config"]["mixture"] and "shard_index" not in rebuilt
 

@@ -239,6 +239,12 @@ def test_train_writes_model_card_recipe_and_per_checkpoint_cards(tmp_path, tiny_
     assert "# command-line overrides: --learning_rate 5e-4" in card
     assert "### Context:\n{context}\n\n### Instruction:\n{question}" in card
     assert "Not evaluated yet" in card
+    assert "https://arxiv.org/abs/2404.16811" in card and "https://github.com/microsoft/FILM" in card
+    assert "@inproceedings{an2024make," in card and "NeurIPS 2024" in card
+    # the card's prompt snippet runs as written, against the model it describes
+    snippet = card.split("## How to prompt it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert capsys.readouterr().out  # it printed the model's answer
     # evaluation writes its results next to the card and renders it again
     results = {"results": [{"task": "VaL document", "metric": "avg", "value": 85.4}], "plots": ["plots/val.png"]}
     (out / "eval_results.json").write_text(json.dumps(results))

@@ -12,6 +12,25 @@ TEMPLATE = Path(__file__).resolve().parents[3] / "data_cards" / "in2_dataset.md.
 PLOTS = ("rows_per_part.png", "context_lengths.png", "key_positions.png")
 
 
+# Terms of the sources in2 knows; any other source is shown as needing a check.
+KNOWN_LICENSES = {
+    "allenai/c4": "ODC-BY",
+    "Open-Orca/OpenOrca": "MIT",
+    "builtin:pydoc": "PSF License (Python's documentation)",
+    "builtin:instructions": "Apache-2.0 (written for in2)",
+}
+
+
+def licenses(manifest: dict) -> list[tuple[str, str]]:
+    """(source, terms) of the texts a version holds: the corpus, and the instruction data when it has
+    general rows (evaluation data used for decontamination is not in it)."""
+    cfg = manifest["config"]
+    used = [cfg["corpus"]["source"]]
+    if manifest["counts"]["rows"].get("general", 0) > 0:
+        used.append(cfg["general"]["source"])
+    return [(s, KNOWN_LICENSES.get(s, "its own terms (not known to in2: check them)")) for s in dict.fromkeys(used)]
+
+
 def size_category(n: int) -> str:
     for limit, name in (
         (1_000, "n<1K"),
@@ -138,6 +157,7 @@ def render(
         repo=repo,
         version=version,
         sample=sample_row(rows),
+        licenses=licenses(manifest),
         rejected_total=sum(manifest["rejected"].values()),
     )
 

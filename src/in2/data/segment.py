@@ -66,9 +66,10 @@ class TokenCounter:
         return [n - self._nl for n in self._raw(["\n" + t for t in texts])]
 
     def joiner(self, sep: str) -> int:
-        """Tokens a separator adds after a segment's text."""
-        probe = "end of a segment."
-        return self._raw([probe + sep])[0] - self._raw([probe])[0]
+        """Tokens a separator adds between two segments, measured with text on both sides: a byte-level
+        BPE (SmolLM2's) merges "\n\n" into one token at the end of a text but not before a word."""
+        before, after = "end of a segment.", "The next segment"
+        return self._raw([before + sep + after])[0] - self._raw([before])[0] - self.after_newline([after])[0]
 
 
 class Segmenter:

@@ -54,7 +54,7 @@ def canned_answer(body: dict) -> str:
     answer = " ".join(words[3:15])
     reply = f"Question: {question}\nAnswer: {answer}"
     if integration:
-        reply += "\nPieces: 1, 2"
+        reply += "\nPieces: [Piece 1], [Piece 2]"
     messages = body.get("messages", [])
     prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
     if prefix:  # continue_final_message: return the rest of the current line only

@@ -145,3 +145,15 @@ def test_cache_version_is_part_of_the_key(tmp_path, monkeypatch):
         engine = Engine(_cfg(s.url, tmp_path))
         engine.generate(_requests(2))
     assert engine.usage.sent == 2 and sum(s.answered.values()) == 4
+
+
+def test_the_local_repetition_penalty_spares_the_prompt():
+    """The penalty covers the reply's tokens only: a grounded answer may reuse its passage's words."""
+    import torch
+
+    from in2.llm.local_backend import _reply_repetition_penalty
+
+    input_ids = torch.tensor([[5, 6, 7, 8]])  # prompt 5, 6, 7; reply so far 8
+    scores = torch.tensor([[0.0, 0, 0, 0, 0, 2.0, 2.0, -1.0, 2.0, 1.0]])
+    out = _reply_repetition_penalty(2.0, start=3)(input_ids, scores.clone())
+    assert out[0, 5:8].tolist() == [2.0, 2.0, -1.0] and out[0, 8].item() == 1.0 and out[0, 9].item() == 1.0

@@ -105,8 +105,15 @@ class QAConfig:
     expected_reject_rate: float = 0.2
     """The reject budget: share of replies expected to be rejected (take `rejected` / `planned` of a
     pilot run's manifest). Only the dry run uses it, to count the waves the run will need."""
+    oversample_integration: float | None = None
+    """`oversample` for integration rows (None: the same); type (b) replies are rejected more often."""
+    expected_reject_rate_integration: float | None = None
+    """`expected_reject_rate` for integration rows (None: the same)."""
     max_integration_pieces: int = 12
     """Type (b) uses texts with 2..this many segments."""
+    question_start: str = ""
+    """With generator.prefill: the words every question starts with, e.g. `What` (ours, for small
+    generators: asked freely, they write "How to ..." questions and repeat them as the answer)."""
 
 
 @dataclass
@@ -239,6 +246,17 @@ class SynthConfig:
             (c.length_margin_tokens < 0, "context.length_margin_tokens", "must be >= 0"),
             *generator_checks(g, "generator"),
             (not 0 < self.qa.oversample <= 10, "qa.oversample", "must be in (0, 10]"),
+            (
+                self.qa.oversample_integration is not None and not 0 < self.qa.oversample_integration <= 20,
+                "qa.oversample_integration",
+                "must be in (0, 20]",
+            ),
+            (
+                self.qa.expected_reject_rate_integration is not None
+                and not 0 <= self.qa.expected_reject_rate_integration < 1,
+                "qa.expected_reject_rate_integration",
+                "must be in [0, 1)",
+            ),
             (not 0 <= self.qa.min_answer_grounding <= 1, "qa.min_answer_grounding", "must be in [0, 1]"),
             (not 0 <= self.qa.expected_reject_rate < 1, "qa.expected_reject_rate", "must be in [0, 1)"),
             (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),

@@ -21,7 +21,7 @@ from in2.data import templates
 from in2.data.assemble import Assembler, FillerPool, verify
 from in2.data.corpus import Text, iter_texts
 from in2.data.mixture import counts, general_rows, mix
-from in2.data.qa import ROLES, QAGenerator, expected_waves, planned
+from in2.data.qa import ROLES, QAGenerator, expected_waves, oversample, planned, reject_rate
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
 from in2.llm.openai_backend import sanitize
@@ -76,7 +76,7 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
 def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     """Estimate the run's requests, tokens and cost without sending anything.
 
-    Each wave plans `qa.oversample` x the missing rows of each part; waves repeat for what rejects
+    Each wave plans `qa.oversample` (`qa.oversample_integration`) x the missing rows of each part; waves repeat for what rejects
     leave missing, and with `qa.expected_reject_rate` (the reject budget) the expected waves are
     counted. With `generator.prefill` an item costs one request per field (2; 3 for integration),
     each resending the prompt. Prompts are built for a sample of at most `sample` items of the first
@@ -88,7 +88,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     gen = QAGenerator(cfg, engine, Assembler(tok, cfg.context, cfg.seed).source_tokens)
     q, g = cfg.qa, cfg.generator
     need = {r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards) for r in ROLES}
-    waves = {r: expected_waves(n, q.oversample, q.expected_reject_rate) for r, n in need.items()}
+    waves = {r: expected_waves(n, oversample(q, r), reject_rate(q, r)) for r, n in need.items()}
     first_wave = sum(w[0] for w in waves.values() if w)
     scale = min(1.0, sample / max(1, first_wave))
     sampled_need = {r: math.ceil(n * scale) for r, n in need.items()}
@@ -132,12 +132,13 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
             (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 2
         ),
         "texts_read": dict(stats),
-        "note": f"qa.oversample={q.oversample}, qa.expected_reject_rate={q.expected_reject_rate} (the reject budget: "
-        "set it from a pilot run's rejected / planned), generator.prefill="
-        f"{g.prefill}; prompt tokens counted with the target tokenizer on the sample and scaled; identical "
-        "requests answered once and decontamination are not counted",
+        "oversample": {r: oversample(q, r) for r in ROLES},
+        "expected_reject_rate": {r: reject_rate(q, r) for r in ROLES},
+        "note": "waves expected from qa.expected_reject_rate (the reject budget: set it from a pilot run's "
+        "rejected / planned); with generator.prefill one request per field; prompt tokens counted with the target "
+        "tokenizer on the sample and scaled; identical requests answered once and decontamination are not counted",
     }
-    if len(wave) < sum(planned(n, q.oversample) for n in sampled_need.values()):
+    if len(wave) < sum(planned(n, oversample(q, r)) for r, n in sampled_need.items()):
         report["warning"] = "the corpus ran out before the sample was planned: the run will be short of rows"
     engine.close()
     return report

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from in2.config import SynthConfig
+from in2.config import QAConfig, SynthConfig
 from in2.data import templates
 from in2.data.segment import Source
 from in2.llm import Engine, Request
@@ -26,9 +26,11 @@ _ANSWER = re.compile(r"^\s*\**\s*answer\s*\**\s*:\s*\**(.*)$", re.I)
 _PIECES = re.compile(r"^\s*\**\s*pieces?\s*\**\s*:\s*(.*)$", re.I)
 _CONTEXT_REF = re.compile(
     r"\b(according to|based on|from|in|within) (the|this|these|given|provided|above) "
-    r"(given |provided |above )?(context|text|passage|article|document|pieces?|excerpt|snippet)s?\b"
+    r"(given |provided |above )?(context|text|passage|article|document|pieces?|excerpt|snippet|sentence|paragraph)s?\b"
     r"|\b(the|this) (context|passage|text|article|excerpt) (says?|states?|mentions?|describes?|above)\b"
-    r"|\bpieces? \d",
+    r"|\b(the|this|that|above|given) (passage|excerpt)\b"
+    r"|\bpieces? \d"
+    r"|\b(this|that|the above|the following) question\b|\bthe answer to the question\b",  # points at itself
     re.I,
 )
 _REFUSAL = re.compile(r"^(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|as an ai)", re.I)
@@ -44,6 +46,18 @@ _STOP = frozenset(
 def planned(missing: int, oversample: float) -> int:
     """Requests planned for `missing` rows (rounded up, immune to float noise such as 300000 * 1.15)."""
     return math.ceil(round(missing * oversample, 6)) if missing > 0 else 0
+
+
+def oversample(q: QAConfig, role: str) -> float:
+    """Requests planned per missing row of `role`."""
+    return q.oversample_integration if role == "integration" and q.oversample_integration is not None else q.oversample
+
+
+def reject_rate(q: QAConfig, role: str) -> float:
+    """The share of `role`'s replies the dry run expects to be rejected."""
+    if role == "integration" and q.expected_reject_rate_integration is not None:
+        return q.expected_reject_rate_integration
+    return q.expected_reject_rate
 
 
 def expected_waves(missing: int, oversample: float, reject_rate: float, max_waves: int = 100) -> list[int]:
@@ -84,12 +98,13 @@ def content_words(text: str) -> list[str]:
 
 def restates(question: str, answer: str) -> bool:
     """The answer repeats the question instead of answering it: it opens with the question's first
-    three words, or it has no word (content words; all words when it has none) the question lacks."""
+    three words, or, four words or longer, it has no content word the question lacks (a shorter
+    answer may pick one of the options the question names: "False", "the second one")."""
     q, a = words(question), words(answer)
     if len(a) >= 3 and a[:3] == q[:3]:
         return True
     asked = set(q)
-    return all(w in asked for w in content_words(answer) or a)
+    return len(a) >= 4 and all(w in asked for w in content_words(answer))
 
 
 def grounding(answer: str, source_text: str) -> float:
@@ -142,9 +157,18 @@ def check(qa: QA, source_text: str, min_grounding: float) -> str | None:
         return "question_shaped_answer"
     if restates(qa.question, qa.answer):
         return "answer_restates_question"
+    if not set(content_words(qa.question)) & set(content_words(source_text)):
+        return "off_topic_question"  # not one of its content words is the source's
     if grounding(qa.answer, source_text) < min_grounding:
         return "ungrounded"
     return None
+
+
+def join(prefix: str, text: str) -> str:
+    """A prefilled field and its continuation, with one space between them where the backend dropped
+    it (the local one strips the leading whitespace of a continuation)."""
+    space = prefix and text and not prefix[-1].isspace() and not text[0].isspace() and text[0] not in ".,;:!?)]}'\""
+    return prefix + (" " if space else "") + text
 
 
 class QAGenerator:
@@ -184,7 +208,7 @@ class QAGenerator:
         return QAItem(id=short_id(seed, role, src.id), role=role, qa_type=qa_type, source=src, key=key)
 
     def plan_wave(self, sources: Iterator[Source], missing: dict[str, int]) -> list[QAItem]:
-        quota = {r: planned(n, self.cfg.qa.oversample) for r, n in missing.items() if n > 0}
+        quota = {r: planned(n, oversample(self.cfg.qa, r)) for r, n in missing.items() if n > 0}
         wave: list[QAItem] = []
         while any(quota.values()):
             src = next(sources, None)
@@ -236,7 +260,10 @@ class QAGenerator:
         return qa, reason
 
     def fields(self, item: QAItem) -> list[str]:
-        return ["Question:", "Answer:"] + (["Pieces:"] if item.qa_type == "integration" else [])
+        """The prefilled start of each reply line: the question's with `qa.question_start`, the pieces'
+        with the label the pieces carry in the prompt (`[Piece 1]`), which small models then repeat."""
+        question = f"Question: {self.cfg.qa.question_start}".rstrip(" ") if self.cfg.qa.question_start else "Question:"
+        return [question, "Answer:"] + (["Pieces: [Piece"] if item.qa_type == "integration" else [])
 
     def first_request(self, item: QAItem) -> Request:
         """The first request the run sends for `item` (with prefill: the one for its first field)."""
@@ -270,7 +297,7 @@ class QAGenerator:
                 elif not rs.text.strip():
                     results[i] = (None, "empty")
                 else:
-                    texts[i] = rq.prefix + rs.text + "\n"
+                    texts[i] = join(rq.prefix, rs.text) + "\n"
         return [r if r is not None else self._judge(items[i], texts[i], last[i]) for i, r in enumerate(results)]
 
     # -- the loop -----------------------------------------------------------------------------

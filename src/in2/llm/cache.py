@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Bump when a backend changes what the same request returns (e.g. how stop strings apply), so
 # caches written by an older in2 are not replayed as if they were answers to today's requests.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the local backend's repetition penalty covers the reply only
 
 
 def request_key(model: str, messages: list[dict], prefix: str, sampling: dict) -> str:

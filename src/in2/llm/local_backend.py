@@ -24,6 +24,24 @@ def _stop_after_text(tok, start: int, stops: list[str]):
     return StopAfterText()
 
 
+def _reply_repetition_penalty(penalty: float, start: int):
+    """transformers' repetition penalty over the reply's tokens only. Its own processor also penalizes
+    every prompt token, which steers a grounded answer away from the very words of its passage."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class ReplyRepetitionPenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            reply = input_ids[:, start:]
+            if reply.shape[1] == 0:
+                return scores
+            seen = torch.gather(scores, 1, reply)
+            seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+            return scores.scatter(1, reply, seen)
+
+    return ReplyRepetitionPenalty()
+
+
 class LocalBackend:
     """Stop strings count only after some non-whitespace text: a reply that opens with a newline
     continues to its first line of content (small models often start an answer on a new line)."""
@@ -68,8 +86,6 @@ class LocalBackend:
             gen_kwargs.update(do_sample=True, temperature=sampling["temperature"], top_p=sampling["top_p"])
         else:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if "repetition_penalty" in sampling:
-            gen_kwargs["repetition_penalty"] = sampling["repetition_penalty"]
         with tqdm(total=len(requests), desc=desc, unit="req") as bar:
             for idx in self.batches(requests, texts):
                 stop = list(requests[idx[0]].stop)
@@ -78,6 +94,8 @@ class LocalBackend:
                 enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=raw)
                 width = enc["input_ids"].shape[1]
                 extra = {"stopping_criteria": [_stop_after_text(self.tok, width, stop)]} if stop else {}
+                if sampling.get("repetition_penalty") is not None:
+                    extra["logits_processor"] = [_reply_repetition_penalty(sampling["repetition_penalty"], width)]
                 with torch.no_grad():
                     out = self.model.generate(**enc, **{**gen_kwargs, "max_new_tokens": limit}, **extra)
                 new = out[:, enc["input_ids"].shape[1] :]

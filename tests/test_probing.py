@@ -442,6 +442,7 @@ def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
                 "tasks": ["document", "database"],
                 "lengths": [1024],
                 "sets": 2,
+                "span_size": 5,
                 "output_dir": str(tmp_path / f"{name}-probes"),
             },
             "models": [

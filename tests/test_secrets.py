@@ -48,7 +48,13 @@ def test_no_key_or_token_reaches_files_or_logs(tmp_path, monkeypatch, capsys, se
                     "gguf_file": None,
                     "chat_template": "mistral-instruct",
                 },
-                "probes": {"tasks": ["database"], "lengths": [512], "sets": 1, "output_dir": str(tmp_path / "probes")},
+                "probes": {
+                    "tasks": ["database"],
+                    "lengths": [512],
+                    "sets": 1,
+                    "span_size": 5,
+                    "output_dir": str(tmp_path / "probes"),
+                },
                 "models": [
                     {
                         "name": "server",

@@ -22,6 +22,12 @@ MISTRAL = {
     "chat_template": "mistral-instruct",
 }
 
+TEKKEN = {  # Mistral-Nemo-Instruct-2407's tokenizer (128K window)
+    "name_or_path": "pkg://mistral_common/data/tekken_240718.json",
+    "gguf_file": None,
+    "chat_template": "mistral-tekken",
+}
+
 
 @pytest.fixture(scope="session")
 def mistral_tokenizer():
@@ -29,6 +35,34 @@ def mistral_tokenizer():
     from in2.tokenizer import load_tokenizer
 
     return load_tokenizer(TokenizerConfig(**MISTRAL))
+
+
+@pytest.fixture(scope="session")
+def tekken_tokenizer():
+    from in2.config import TokenizerConfig
+    from in2.tokenizer import load_tokenizer
+
+    return load_tokenizer(TokenizerConfig(**TEKKEN))
+
+
+@pytest.fixture(scope="session")
+def stdlib_corpus(tmp_path_factory) -> Path:
+    """An offline corpus big enough for 128K-token contexts: the Python standard library's own modules as
+    .txt files (about 1.5 MB, 0.4M tokens; the pydoc corpus has 0.1M)."""
+    return write_stdlib_corpus(tmp_path_factory.mktemp("stdlib-corpus"))
+
+
+def write_stdlib_corpus(folder: Path, max_bytes: int = 1_500_000) -> Path:
+    import sysconfig
+
+    total = 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        (folder / f"{path.stem}.txt").write_text(text)
+        total += len(text)
+        if total >= max_bytes:
+            break
+    return folder
 
 
 @pytest.fixture

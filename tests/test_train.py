@@ -80,11 +80,11 @@ def test_accelerate_configs_use_only_keys_accelerate_launch_knows():
 
     known = {a.dest for a in launch_command_parser()._actions}
     configs = {p.stem: p for p in (ROOT / "accelerate_configs").glob("*.yaml")}
-    assert set(configs) == {"fsdp", "fsdp_offload", "deepspeed_zero3", "multi_gpu"}
+    assert set(configs) == {"fsdp", "fsdp_offload", "deepspeed_zero3", "deepspeed_zero3_sp8", "multi_gpu"}
     for path in configs.values():
         cfg = load_config_from_file(str(path))  # accelerate's own loader: valid enum values and fields
         raw = yaml.safe_load(path.read_text())
-        for section in ("fsdp_config", "deepspeed_config"):
+        for section in ("fsdp_config", "deepspeed_config", "parallelism_config"):
             unknown = set(raw.get(section, {})) - known
             assert not unknown, f"{path.name}: {unknown}"
         assert cfg.mixed_precision == "bf16"

@@ -1,8 +1,9 @@
-"""Load the model to train: GGUF staging, RoPE base, attention kernel with an SDPA fallback, QLoRA."""
+"""Load the model to train: GGUF staging, RoPE base and scaling, attention kernel with an SDPA fallback, QLoRA."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from in2.assets import loading, resolve
+from in2.config import ConfigError
 from in2.train.args import In2ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,31 @@ def set_rope_theta(config, rope_theta: float) -> None:
     config.rope_parameters = {**params, "rope_theta": float(rope_theta)}
 
 
+def rope_scaling(value: dict | str | None) -> dict | None:
+    """The recipe's rope_scaling as a mapping (the command line passes JSON)."""
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"rope_scaling: not a mapping or JSON object: {value!r} ({e})") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"rope_scaling: must be a mapping such as {{'rope_type': 'yarn', ...}}, got {value!r}")
+    return parsed
+
+
+def set_rope_scaling(config, scaling: dict) -> None:
+    """Merge RoPE scaling into the config's rope_parameters (the RoPE base stays) and let transformers check it."""
+    params = getattr(config, "rope_parameters", None)
+    if params is None:
+        raise ConfigError(f"rope_scaling: {type(config).__name__} has no rope_parameters to scale")
+    config.rope_parameters = {**params, **scaling}
+    try:
+        config.validate_rope()
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"rope_scaling: {scaling} is not valid for {type(config).__name__}: {e}") from None
+
+
 def model_path(args: In2ModelConfig) -> str:
     """Where the weights load from: `pkg://` resolved and GGUF staged."""
     if not args.model_name_or_path:
@@ -81,6 +108,8 @@ def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
         config = AutoConfig.from_pretrained(path, revision=args.model_revision, trust_remote_code=trust_remote_code)
     if args.rope_theta is not None:
         set_rope_theta(config, args.rope_theta)
+    if args.rope_scaling:
+        set_rope_scaling(config, rope_scaling(args.rope_scaling))
     config.use_cache = False
     attn = attention_implementation(args.attn_implementation)
     dtype = args.dtype if args.dtype in (None, "auto") else getattr(torch, args.dtype)

@@ -21,10 +21,10 @@ from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from in2.assets import CHAT_TEMPLATES_DIR, loading
 from in2.config import ConfigError
 from in2.cpu import keep_freed_memory
-from in2.train import model_card
+from in2.train import model_card, optim, parallel
 from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
 from in2.train.hub import HubPublisher, check_token
-from in2.train.model import FLASH, load_model
+from in2.train.model import FLASH, load_model, rope_scaling
 
 logger = logging.getLogger("in2.train")
 RECIPE_COPY = "in2_recipe.yaml"
@@ -120,7 +120,7 @@ def _fmt(value) -> str:
 def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
     """What the card reports about the optimisation, read back from the trainer."""
     a = trainer.args
-    world = a.world_size
+    world = a.world_size // parallel.degree(trainer)  # data-parallel processes
     rows = [
         (
             "global batch",
@@ -137,7 +137,7 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         ("epochs", f"{a.num_train_epochs:g}" if a.max_steps <= 0 else f"max {a.max_steps} steps"),
         (
             "optimizer",
-            f"{a.optim.value if hasattr(a.optim, 'value') else a.optim}, weight decay {a.weight_decay:g}, "
+            f"{optim.describe(a, trainer.optimizer_cls_and_kwargs)}, weight decay {a.weight_decay:g}, "
             f"grad clip {a.max_grad_norm:g}",
         ),
         ("max length", str(a.max_length)),
@@ -155,6 +155,8 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
     rope = trainer.card.get("rope_theta")
     if rope is not None:
         rows.append(("RoPE base (rope_theta)", f"{rope:g}"))
+    if trainer.card.get("rope_scaling"):
+        rows.append(("RoPE scaling", str(trainer.card["rope_scaling"])))
     if trainer.card["lora"]:
         rows.append(("LoRA", trainer.card["lora"]))
     return rows
@@ -166,6 +168,8 @@ def distributed(trainer: SFTTrainer) -> str:
     kind = getattr(state.distributed_type, "value", str(state.distributed_type))
     if state.deepspeed_plugin is not None:
         kind += f", ZeRO stage {state.deepspeed_plugin.zero_stage}"
+    if parallel.degree(trainer) > 1:
+        kind += f", Ulysses sequence parallel over {parallel.degree(trainer)} GPUs"
     if getattr(state, "fsdp_plugin", None) is not None:
         plugin = state.fsdp_plugin
         offload = plugin.cpu_offload  # FSDP1: CPUOffload(offload_params=...); FSDP2: (CPU)OffloadPolicy
@@ -234,10 +238,12 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
 
     _check(script_args, training_args)
     _resolve_chat_template(training_args)
+    optim.check(script_args, training_args, model_args)
+    sp = parallel.check(script_args, training_args)
     if script_args.global_batch_size:
         try:
             training_args.gradient_accumulation_steps = gradient_accumulation(
-                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size
+                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size // sp
             )
         except ValueError as e:
             raise ConfigError(f"global_batch_size: {e}") from None
@@ -259,6 +265,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
         logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
         training_args.packing = training_args.padding_free = False
+    parallel.configure(training_args, sp, model.config, attention)
 
     peft_config = get_peft_config(model_args)
     method = "full fine-tune" if peft_config is None else "QLoRA (4-bit base)" if model_args.load_in_4bit else "LoRA"
@@ -279,6 +286,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         "lora": lora,
         "attention": attention,
         "rope_theta": model_args.rope_theta,
+        "rope_scaling": rope_scaling(model_args.rope_scaling),
         "max_length": training_args.max_length,
         "license": script_args.license,
         "prompt_template": load(FILM_CONTEXT),
@@ -292,6 +300,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[publisher] if publisher else None,
+        optimizer_cls_and_kwargs=optim.optimizer_cls_and_kwargs(script_args, training_args),
         card=card,
     )
     resume = training_args.resume_from_checkpoint

@@ -45,6 +45,16 @@ def _tekken_dir(vocab_file: Path) -> Path:
     return folder
 
 
+def staged(path: Path) -> Path:
+    """What AutoTokenizer loads for `path`: a folder converted once from a SentencePiece `.model` or a Tekken
+    `.json` file; any other path as it is."""
+    if path.suffix == ".model" or path.name.startswith("tokenizer.model"):
+        return _sentencepiece_dir(path)
+    if is_tekken(path) and path.is_file():
+        return _tekken_dir(path)
+    return path
+
+
 def read_chat_template(ref: str) -> str:
     """A built-in template name (file under data/chat_templates/) or a path to a .jinja file."""
     path = Path(ref)
@@ -62,12 +72,10 @@ def load_tokenizer(cfg: TokenizerConfig):
 
     path = Path(resolve(cfg.name_or_path))
     kwargs = {}
-    if path.suffix == ".model" or path.name.startswith("tokenizer.model"):
-        path = _sentencepiece_dir(path)
-    elif is_tekken(path) and path.is_file():
-        path = _tekken_dir(path)
-    elif cfg.gguf_file:
+    folder = staged(path)
+    if folder == path and cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
+    path = folder
     with loading("tokenizer.name_or_path", repr(cfg.name_or_path)):
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:

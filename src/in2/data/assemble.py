@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from in2.config import ContextConfig
 from in2.data import templates
 from in2.data.qa import QA, QAItem
-from in2.data.segment import Source, TokenCounter
+from in2.data.segment import TAIL_CHARS, Source, TokenCounter
 from in2.seeding import rng
 
 PROBE = "word"  # a one-word context, to measure a row's tokens besides its context
@@ -162,7 +162,7 @@ class Assembler:
         """Rows in TRL's conversational prompt-completion format, plus metadata columns."""
         c = self.cfg
         self.pool_joiners = self.counter.joiners(pool.texts, c.separator)
-        laid = []
+        out, ends = [], []
         k = 0
         overheads = self.overheads([qa for _, qa in accepted])
         joiners = self.unit_joiners([item for item, _ in accepted])
@@ -178,10 +178,7 @@ class Assembler:
             if lay is None:
                 self.stats["dropped_over_max_length"] += 1
                 continue
-            laid.append((item, qa, overhead, lay))
-        tails = self.counter.joiners([lay.context for *_, lay in laid], self.tail)
-        out = []
-        for (item, qa, overhead, lay), tail in zip(laid, tails, strict=True):
+            ends.append(lay.context[-TAIL_CHARS:])
             out.append(
                 {
                     "id": item.id,
@@ -190,10 +187,12 @@ class Assembler:
                     "completion": [{"role": "assistant", "content": qa.answer}],
                     "source_ids": lay.source_ids,
                     "context_tokens": lay.context_tokens,
-                    "num_tokens": overhead + lay.context_tokens + tail,
+                    "num_tokens": overhead + lay.context_tokens,
                     "key_positions": lay.key_positions,
                 }
             )
+        for row, tail in zip(out, self.counter.joiners(ends, self.tail), strict=True):
+            row["num_tokens"] += tail  # the newlines after the context, tokenized with its end
         return out
 
 

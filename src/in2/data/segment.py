@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from in2.data.corpus import Text
 
-TAIL_CHARS = 256
+TAIL_CHARS = 64  # longer than any last pre-token of real text; tokenizing more costs time
 
 
 @dataclass

@@ -207,3 +207,36 @@ def test_rope_scaling_is_a_config_field_applied_on_top_of_the_rope_base(tiny_mod
         load_model(In2ModelConfig(model_name_or_path=str(tiny_model), rope_scaling={"rope_type": "yarn"}))
     with pytest.raises(ConfigError, match="^rope_scaling: not a mapping"):
         load_model(In2ModelConfig(model_name_or_path=str(tiny_model), rope_scaling="yarn x4"))
+
+
+def test_training_loads_a_fast_tokenizer_from_a_mistral_repo_that_also_ships_tekken_json(tmp_path, tekken_tokenizer):
+    """Mistral's Hub repos carry tokenizer.json and tekken.json; transformers would pick mistral-common's
+    backend for them, whose encoding ignores the chat template that synthesis counted tokens with."""
+    import shutil
+
+    from transformers import MistralConfig, MistralForCausalLM, TokenizersBackend
+
+    from in2.assets import resolve
+    from in2.train.args import In2ModelConfig
+    from in2.train.model import load_model
+
+    config = MistralConfig(
+        vocab_size=len(tekken_tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tekken_tokenizer.save_pretrained(tmp_path)
+    shutil.copyfile(resolve(TEKKEN["name_or_path"]), tmp_path / "tekken.json")
+    settings = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    settings["tokenizer_class"] = "LlamaTokenizerFast"  # what Mistral-Nemo-Instruct-2407's repo declares
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings))
+    _, tokenizer, _ = load_model(In2ModelConfig(model_name_or_path=str(tmp_path)))
+    assert isinstance(tokenizer, TokenizersBackend)
+    row = [CONVERSATIONS[1][0], CONVERSATIONS[1][1]]
+    assert tokenizer.apply_chat_template(row, tokenize=True, return_dict=False) == tekken_tokenizer.apply_chat_template(
+        row, tokenize=True, return_dict=False
+    )

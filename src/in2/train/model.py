@@ -121,7 +121,9 @@ def load_model(args: In2ModelConfig, trust_remote_code: bool = False):
         kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
     with loading("model_name_or_path", repr(args.model_name_or_path)):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        # mistral_format=False: a fast tokenizer from tokenizer.json even where a Mistral repo also ships
+        # tekken.json, so training applies the chat template synthesis counted tokens with
         tokenizer = AutoTokenizer.from_pretrained(
-            path, revision=args.model_revision, trust_remote_code=trust_remote_code
+            path, revision=args.model_revision, trust_remote_code=trust_remote_code, mistral_format=False
         )
     return model, tokenizer, attn or model.config._attn_implementation

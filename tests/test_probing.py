@@ -466,3 +466,21 @@ def test_film_pools_download_over_http_once(tmp_path, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_pool_too_short_for_the_length_is_flagged(tmp_path, caplog):
+    """A context cannot be longer than its whole pool: the build says so instead of naming a 1K file after
+    a shorter context (in2's offline document and database pools fill ~40K tokens, FILM's 128K)."""
+    from in2.evaluation.probing import build
+
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    rows = [
+        {"sentence": f"Sentence number {i} is about rivers and stones.", "piece": f"number {i} is"} for i in range(6)
+    ]
+    (pieces / pools.FILM_FILES["document"]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _eval_config(tmp_path, [], tasks=["document"], lengths=[1024], sets=1, pools=str(pieces))
+    out, names = build.build_all(cfg)
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["document_bi_1k"]["pool_too_short"] and files["document_bi_1k"]["items_per_set"] == 6
+    assert "document_bi_1k: the whole document pool (6 items) is shorter than 1024 tokens" in caplog.text

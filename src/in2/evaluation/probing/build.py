@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from in2.data.templates import film_user
 from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
+logger = logging.getLogger(__name__)
 NAMES = {"document": "document_bi", "code": "code_backward", "database": "database_forward"}
 # The paper's question formats (paper-notes section 5), spacing included
 QUESTIONS = {
@@ -263,12 +265,22 @@ def build_all(cfg) -> tuple[Path, list[str]]:
                 rows += set_rows
             write(out, name, rows, skipped)
             names.append(name)
+            if rows[0]["num_items"] == len(pool):
+                logger.warning(
+                    "%s: the whole %s pool (%d items) is shorter than %d tokens, so its contexts are too; "
+                    "FILM's pools (probes.pools: film) fill 128K",
+                    name,
+                    task,
+                    len(pool),
+                    length,
+                )
             files[name] = {
                 "rows": len(rows),
                 "skipped": len(skipped),
                 "items_per_set": rows[0]["num_items"],
                 "pool": described,
                 "pool_items": len(pool),
+                "pool_too_short": rows[0]["num_items"] == len(pool),
                 "pool_hash": pool_hash(pool),
             }
     manifest = {"spec": spec, "names": names, "files": files}

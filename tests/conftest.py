@@ -77,23 +77,29 @@ WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, mistral_tokenizer):
     """A 2-layer Mistral with the real Mistral tokenizer and the FILM chat template, saved as a model folder."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-mistral")
+    model = tiny_mistral(len(mistral_tokenizer), hidden_size=32, layers=2, heads=4, kv_heads=2)
+    model.save_pretrained(folder)
+    mistral_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_mistral(vocab_size: int, hidden_size: int = 16, layers: int = 1, heads: int = 2, kv_heads: int = 1):
+    """A randomly initialised Mistral small enough for CPU tests (MLP twice the hidden size, no sliding window)."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    torch.manual_seed(0)
     config = MistralConfig(
-        vocab_size=len(mistral_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=4096,
         sliding_window=None,
     )
-    folder = tmp_path_factory.mktemp("tiny-mistral")
-    MistralForCausalLM(config).save_pretrained(folder)
-    mistral_tokenizer.save_pretrained(folder)
-    return folder
+    return MistralForCausalLM(config)
 
 
 def _row(rng: random.Random, i: int) -> dict:

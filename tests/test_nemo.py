@@ -15,7 +15,7 @@ from in2.data.corpus import iter_texts
 from in2.data.qa import QA, QAItem
 from in2.data.segment import Segmenter
 from in2.train import sft
-from tests.conftest import TEKKEN
+from tests.conftest import TEKKEN, tiny_mistral
 
 ROOT = Path(__file__).resolve().parents[1]
 NEMO = ROOT / "recipes" / "mistral-nemo-12b"
@@ -90,20 +90,9 @@ def test_chat_template_matches_mistral_commons_instruct_encoding(template, tekke
 def test_loss_mask_covers_exactly_the_answer_tokens(tmp_path, tekken_tokenizer, dataset_folder):
     """As for mistral-instruct: a tiny Mistral with the Tekken tokenizer, TRL's completion-only loss."""
     from datasets import load_dataset
-    from transformers import MistralConfig, MistralForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    model = MistralForCausalLM(
-        MistralConfig(
-            vocab_size=len(tekken_tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            sliding_window=None,
-        )
-    )
+    model = tiny_mistral(len(tekken_tokenizer))
     args = SFTConfig(
         output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=None, dataset_num_proc=1
     )
@@ -148,15 +137,9 @@ def test_nemo_data_and_eval_recipes():
     assert ev.tokenizer.name_or_path == TEKKEN["name_or_path"] and "[INST]{prompt}[/INST]" == ev.probes.raw_template
 
 
-def test_nemo_recipe_dry_run_offline(tmp_path, capsys, monkeypatch):
+def test_nemo_recipe_dry_run_offline(tmp_path, capsys, monkeypatch, stdlib_corpus):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    from pydoc_data import topics
-
-    for i, (_name, text) in enumerate(sorted(topics.topics.items())[:40]):
-        (corpus / f"{i:03d}.txt").write_text(text)
-    args = ["--dry-run", f"corpus.source={corpus}", f"generator.cache_dir={tmp_path / 'cache'}"]
+    args = ["--dry-run", f"corpus.source={stdlib_corpus}", f"generator.cache_dir={tmp_path / 'cache'}"]
     assert main(["synth", "--config", str(NEMO / "in2_data.yaml"), *args]) == 0
     out = capsys.readouterr().out
     report = json.loads(out[: out.rindex("}") + 1])
@@ -214,21 +197,13 @@ def test_training_loads_a_fast_tokenizer_from_a_mistral_repo_that_also_ships_tek
     backend for them, whose encoding ignores the chat template that synthesis counted tokens with."""
     import shutil
 
-    from transformers import MistralConfig, MistralForCausalLM, TokenizersBackend
+    from transformers import TokenizersBackend
 
     from in2.assets import resolve
     from in2.train.args import In2ModelConfig
     from in2.train.model import load_model
 
-    config = MistralConfig(
-        vocab_size=len(tekken_tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tiny_mistral(len(tekken_tokenizer)).save_pretrained(tmp_path)
     tekken_tokenizer.save_pretrained(tmp_path)
     shutil.copyfile(resolve(TEKKEN["name_or_path"]), tmp_path / "tekken.json")
     settings = json.loads((tmp_path / "tokenizer_config.json").read_text())

@@ -10,25 +10,14 @@ import torch
 from in2.cli import main
 from in2.config import ConfigError
 from in2.train import optim
-from tests.conftest import write_recipe
+from tests.conftest import tiny_mistral, write_recipe
 
 STEPS, LR = 100, 1e-6
 
 
 def _tiny():
-    from transformers import MistralConfig, MistralForCausalLM
-
     torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=256,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=None,
-    )
-    return MistralForCausalLM(config).to(torch.bfloat16)
+    return tiny_mistral(256, hidden_size=32, heads=4, kv_heads=2).to(torch.bfloat16)
 
 
 def _backward(model, batch):

@@ -75,6 +75,7 @@ run lora12b_offload_128k 180 "${LORA12B[@]}" --seq-len 131072 --steps 0
 CAPACITY=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory / 2**30)")
 for setup in full7b lora12b; do
   n=$(python3 benchmarks/long_context_fit.py "$R" --predict "$setup" --capacity "$CAPACITY" 2>> "$LOGS") || continue
+  (( n >= 1024 )) || continue
   if [ "$setup" = full7b ]; then args=("${FULL7B[@]}"); else args=("${LORA12B[@]}" --activation_offloading false); fi
   run "${setup}_longest_${n}" 120 "${args[@]}" --seq-len "$n" --steps 0
 done

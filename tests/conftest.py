@@ -37,6 +37,31 @@ def server():
         yield s
 
 
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving the folder `served` (returned with the base URL and the
+    list of paths asked for)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            asked.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield served, f"http://127.0.0.1:{httpd.server_address[1]}/", asked
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow ember".split()
 
 

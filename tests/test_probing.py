@@ -431,38 +431,20 @@ def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
     assert {n: r["avg"] for n, r in result["probes"].items()} == {n: r["avg"] for n, r in reference["probes"].items()}
 
 
-def test_film_pools_download_over_http_once(tmp_path, monkeypatch):
+def test_film_pools_download_over_http_once(tmp_path, file_server):
     """The `film` pool source fetches the three files over HTTP (a local server with FILM's files here),
     then reads them from disk; an unreachable source is one clear error."""
-    import functools
-    import http.server
-    import threading
-
     if not FILM.is_dir():
         pytest.skip("FILM's pools live in the shared folder beside the checkout")
-    served = tmp_path / "served"
-    served.mkdir()
+    served, url, asked = file_server
     for name in pools.FILM_FILES.values():  # a 50-line slice of each of FILM's real files
         lines = (FILM / "pieces" / name).read_text(encoding="utf-8").splitlines()[:50]
         (served / name).write_text("\n".join(lines) + "\n")
-    asked = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            asked.append(self.path)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    try:
-        folder = pools.download_film(tmp_path / "cache", url)
-        assert len(asked) == 3 and not list(folder.glob("*.partial"))
-        pools.download_film(tmp_path / "cache", url)  # already there: nothing asked
-        assert len(asked) == 3
-        db = pools.load_film(folder, "database")
-        assert len(db) == 50 and set(db[0]) == {"id", "label", "description"}
-        with pytest.raises(FileNotFoundError, match=r"cannot download FILM's pool .*set probes.pools"):
-            pools.download_film(tmp_path / "other", url + "missing/")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    folder = pools.download_film(tmp_path / "cache", url)
+    assert len(asked) == 3 and not list(folder.glob("*.partial"))
+    pools.download_film(tmp_path / "cache", url)  # already there: nothing asked
+    assert len(asked) == 3
+    db = pools.load_film(folder, "database")
+    assert len(db) == 50 and set(db[0]) == {"id", "label", "description"}
+    with pytest.raises(FileNotFoundError, match=r"cannot download FILM's pool .*set probes.pools"):
+        pools.download_film(tmp_path / "other", url + "missing/")

@@ -31,8 +31,9 @@ def read_chat_template(ref: str) -> str:
     return path.read_text()
 
 
-def load_tokenizer(cfg: TokenizerConfig):
-    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available."""
+def load_tokenizer(cfg: TokenizerConfig, field: str = "tokenizer", chat: bool = True):
+    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available (unless not `chat`).
+    Errors name the config `field` that holds `cfg`."""
     from transformers import AutoTokenizer
 
     path = Path(resolve(cfg.name_or_path))
@@ -41,13 +42,13 @@ def load_tokenizer(cfg: TokenizerConfig):
         path = _sentencepiece_dir(path)
     elif cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
-    with loading("tokenizer.name_or_path", repr(cfg.name_or_path)):
+    with loading(f"{field}.name_or_path", repr(cfg.name_or_path)):
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)
-    if not tok.chat_template:
+    if chat and not tok.chat_template:
         raise ConfigError(
-            f"tokenizer.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
+            f"{field}.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
             "set a built-in name such as 'mistral-instruct' or a .jinja path"
         )
     if tok.pad_token is None:

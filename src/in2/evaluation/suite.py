@@ -9,7 +9,7 @@ from pathlib import Path
 
 from in2.assets import resolve
 from in2.config import ConfigError, EvalConfig, to_dict
-from in2.evaluation import tables
+from in2.evaluation import longbench, tables
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
 
@@ -56,11 +56,18 @@ def _probing(cfg: EvalConfig, out: Path) -> tuple[dict, list[Path], str]:
 
 
 def _longbench(cfg: EvalConfig, out: Path) -> tuple[dict, str]:
-    from in2.evaluation import longbench
-
-    results = {m.name: longbench.run(cfg, m.generator, out / "predictions" / slug(m.name)) for m in cfg.models}
-    data = {m: {"tasks": per, "average": longbench.average(per)} for m, per in results.items()}
-    return data, "### LongBench\n\n" + tables.longbench(results)
+    lb = cfg.longbench
+    prompts, source = longbench.load_prompts(lb)
+    results = {
+        m.name: longbench.run(cfg, i, out / "predictions" / slug(m.name), prompts) for i, m in enumerate(cfg.models)
+    }
+    data = {
+        "scoring": lb.scoring,
+        "prompts": source,
+        "not_comparable_with_paper": longbench.not_comparable(lb.scoring, source),
+        "models": {m: {"tasks": per, "average": longbench.average(per)} for m, per in results.items()},
+    }
+    return data, "### LongBench\n\n" + tables.longbench(results, lb.scoring, source)
 
 
 def _short(cfg: EvalConfig) -> tuple[dict, str]:
@@ -108,11 +115,14 @@ def card_rows(data: dict, model: str) -> list[dict]:
             rows.append(
                 {"task": f"VaL All {length}", "metric": "Avg / Gap", "value": f"{r['avg']:.1f} / {r['gap']:.1f}"}
             )
-    lb = data.get("longbench", {}).get(model)
-    if lb:
-        for task, r in lb["tasks"].items():
-            rows.append({"task": f"LongBench {task}", "metric": r["metric"], "value": round(r["score"], 1)})
-        rows.append({"task": "LongBench average", "metric": "score", "value": round(lb["average"], 1)})
+    lb = data.get("longbench", {})
+    if model in lb.get("models", {}):
+        how = longbench.describe(lb["scoring"], lb["prompts"])
+        for task, r in lb["models"][model]["tasks"].items():
+            rows.append({"task": f"LongBench {task}", "metric": f"{r['metric']}; {how}", "value": round(r["score"], 1)})
+        rows.append(
+            {"task": "LongBench average", "metric": f"score; {how}", "value": round(lb["models"][model]["average"], 1)}
+        )
     short = data.get("short", {})
     for task, value in short.get("scores", {}).get(model, {}).items():
         delta = short.get("deltas", {}).get(model, {}).get(task)

@@ -392,7 +392,8 @@ class EvalModelConfig:
         default_factory=lambda: GeneratorConfig(temperature=0.0, max_tokens=128, gguf_file=None)
     )
     tokenizer: TokenizerConfig | None = None
-    """The model's own tokenizer, for LongBench's truncation; None: loaded from generator.model and gguf_file."""
+    """The model's own tokenizer, for LongBench's truncation (give `gguf_file: null` unless it is a GGUF
+    file); None: loaded from generator.model and gguf_file."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""LongBench's 9 English tasks as the paper reports them (arXiv 2404.16811, section 4.3), run and scored
+"""LongBench's 9 English tasks as the paper (arXiv 2404.16811) reports them, run and scored
 the way LongBench's own scripts do, so the numbers compare with LongBench's and the paper's.
 
 - Prompts: LongBench's config/dataset2prompt.json at a pinned revision, downloaded once and checked

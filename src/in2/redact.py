@@ -40,9 +40,12 @@ _PAIR = re.compile(
 )
 
 
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_SPLIT = re.compile(r"[\s_.\-]+")
+
+
 def _words(name: str) -> list[str]:
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    return [w for w in re.split(r"[\s_.\-]+", spaced.lower()) if w]
+    return [w for w in _SPLIT.split(_CAMEL.sub(r"\1 \2", name).lower()) if w]
 
 
 def secret_name(name: str, query: bool = False) -> bool:
@@ -134,9 +137,9 @@ def scrub_logs() -> None:
         record = previous(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record: leave it to logging's own error handling
+            clean = text(message)
+        except Exception:  # a malformed record (or the interpreter shutting down): leave it to logging
             return record
-        clean = text(message)
         if clean != message:
             record.msg, record.args = clean, None
         return record

@@ -514,6 +514,22 @@ def test_a_checkpoint_torn_at_any_file_is_skipped_and_moved_aside(tmp_path, unin
         checkpoints.resume_point(tmp_path, str(out / checkpoints.ASIDE / "checkpoint-3"), main_process=True)
 
 
+def test_whole_run_loss_weights_each_log_by_its_steps():
+    from in2.train.checkpoints import whole_run_loss
+
+    # logs at steps 2 (mean of 1-2) and 3, resumed at 3, then 2 more steps averaging 1.0
+    history = [
+        {"loss": 4.0, "step": 2},
+        {"eval_loss": 9.0, "step": 2},
+        {"loss": 1.0, "step": 3},
+        {"loss": 7, "step": 4},
+    ]
+    assert whole_run_loss(history, resumed_at=3, global_step=5, session_loss=1.0) == pytest.approx((8 + 1 + 2) / 5)
+    assert whole_run_loss([], resumed_at=0, global_step=5, session_loss=2.5) == 2.5  # a fresh run: its own mean
+    # history short of the resume step (a checkpoint not written by in2): the mean of the steps it knows
+    assert whole_run_loss(history[:2], resumed_at=3, global_step=5, session_loss=1.0) == pytest.approx(10 / 4)
+
+
 def _card_without_resume_line(folder: Path, run_dir: Path, reference_dir: Path) -> str:
     card = (folder / "README.md").read_text().replace(str(run_dir), str(reference_dir))
     lines = re.findall(r"\n\*\*Resumed\*\* from the checkpoint at step \d+ on [^\n]+\n", card)

@@ -74,7 +74,7 @@ def move_aside(folders: list[Path]) -> list[Path]:
 
 def resume_point(output_dir: Path, requested: str | None, main_process: bool) -> Path | None:
     """The checkpoint to resume from: `requested` when given (it must be complete), else the newest
-    complete one in `output_dir`. Torn ones are named in a warning and, on the main process, moved aside."""
+    complete one in `output_dir`. The main process names it and the torn ones, and moves those aside."""
     if requested:
         if not complete(Path(requested)):
             raise ConfigError(
@@ -94,7 +94,7 @@ def resume_point(output_dir: Path, requested: str | None, main_process: bool) ->
             STATE,
             moved[0].parent,
         )
-    if newest is not None:
+    if newest is not None and main_process:
         logger.warning(
             "resuming from %s (step %d); to start over instead, train into a new output_dir", newest, step(newest)
         )

@@ -408,9 +408,15 @@ def test_short_guard_runs_lm_eval_and_reports_changes_against_the_base(tmp_path,
 
 def test_short_guard_model_mapping_and_errors():
     hf = short.lm_eval_model(GeneratorConfig(backend="transformers", model="ckpt", gguf_file=None, dtype="bfloat16"))
-    assert hf == ("hf", "pretrained=ckpt,dtype=bfloat16")
+    assert hf == ("hf", {"pretrained": "ckpt", "dtype": "bfloat16"})
     server = short.lm_eval_model(GeneratorConfig(backend="openai", model="m", base_url="http://h:8000/v1/"))
-    assert server[0] == "local-completions" and "base_url=http://h:8000/v1/completions" in server[1]
+    assert server == (
+        "local-completions",
+        {"model": "m", "base_url": "http://h:8000/v1/completions", "num_concurrent": 32},
+    )
+    # a login in the URL travels as a basic-auth header, never inside the URL lm-eval logs
+    _, args = short.lm_eval_model(GeneratorConfig(backend="openai", model="m", base_url="https://u:p%40ss@h/v1?x=1"))
+    assert args["base_url"] == "https://h/v1/completions?x=1" and args["header"] == {"Authorization": "Basic dTpwQHNz"}
     with pytest.raises(ConfigError, match="GGUF"):
         short.lm_eval_model(GeneratorConfig(backend="transformers", model="x", gguf_file="m.gguf"))
     task = from_dict(EvalConfig, {}).short.tasks[0]

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from in2 import redact
 from in2.assets import resolve
 from in2.config import ConfigError, EvalConfig, to_dict
 from in2.evaluation import longbench, tables
@@ -84,7 +85,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         raise ConfigError("models: list at least one model to evaluate")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data: dict = {"config": to_dict(cfg)}
+    data: dict = {"config": redact.data(to_dict(cfg))}
     sections, plots = [], []
     if "probing" in cfg.suites:
         data["probing"], plots, text = _probing(cfg, out)
@@ -96,7 +97,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         data["short"], text = _short(cfg)
         sections.append(text)
     data["plots"] = [str(p.relative_to(out)) for p in plots]
-    summary = "\n".join(sections)
+    data, summary = redact.data(data), redact.text("\n".join(sections))
     (out / TABLE).write_text(summary)
     (out / RESULTS).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if cfg.model_card:

@@ -23,6 +23,7 @@ from in2.config import ConfigError
 from in2.cpu import keep_freed_memory
 from in2.train import model_card
 from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
+from in2.train.fsdp import FinishPartialForwards
 from in2.train.hub import HubPublisher, check_token
 from in2.train.model import FLASH, load_model
 
@@ -291,7 +292,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[publisher] if publisher else None,
+        callbacks=[FinishPartialForwards(), *([publisher] if publisher else [])],
         card=card,
     )
     resume = training_args.resume_from_checkpoint

@@ -18,7 +18,7 @@ def test_fsdp2_survives_evaluation_and_a_checkpoint_on_one_step_and_resumes_from
     losses = [v for s, k, v in runs["first"] if k == "loss"]
     assert losses[-1] < losses[0]  # learning rate 1e-3: the weights move
     card = (tmp_path / "resumed" / "README.md").read_text()
-    assert "| distributed | FSDP, FSDP2, CPU offload off |" in card
+    assert "| distributed | FSDP, FSDP2, CPU offload off |" in card and "| Liger kernels | off |" in card
 
 
 class _Backbone(nn.Module):

@@ -101,8 +101,9 @@ def test_liger_kernels_give_the_loss_of_the_eager_model(bf16, rel, tmp_path, tin
 
 
 def test_probing_local_backend_generates_on_the_gpu(tmp_path, tiny_model):
-    from in2.evaluation import suite
-    from in2.evaluation.probing import build, score
+    """Probes built, answered by the transformers backend and scored (the suite minus its plots)."""
+    from in2.evaluation.probing import build, run, score
+    from in2.evaluation.suite import score_folder
     from in2.llm.local_backend import LocalBackend
     from tests.test_probing import _eval_config
 
@@ -120,11 +121,15 @@ def test_probing_local_backend_generates_on_the_gpu(tmp_path, tiny_model):
         },
     }
     cfg = _eval_config(tmp_path, [local], tasks=["database"], lengths=[512], prompt_format="raw")
-    assert LocalBackend(cfg.models[0].generator).model.device.type == "cuda"
-    out = suite.evaluate(cfg)
-    rows, _ = build.read(tmp_path / "probes", "database_forward_512")
-    preds = score.read_predictions(out / "predictions" / "tiny" / "sample_database_forward_512.jsonl")
-    assert len(preds) == len(rows)
+    generator = cfg.models[0].generator
+    assert LocalBackend(generator).model.device.type == "cuda"
+    probe_dir, names = build.build_all(cfg)
+    torch.cuda.reset_peak_memory_stats()
+    run.run(probe_dir, names, generator, tmp_path / "pred", cfg.probes.prompt_format, cfg.probes.raw_template)
+    assert torch.cuda.max_memory_allocated() > 0  # generated on the GPU
+    rows, _ = build.read(probe_dir, "database_forward_512")
+    assert len(score.read_predictions(tmp_path / "pred" / "sample_database_forward_512.jsonl")) == len(rows)
+    assert score_folder(probe_dir, tmp_path / "pred", names, cfg.probes.span_size, cfg.probes.parity)
 
 
 def test_train_throughput_benchmark_runs_mistral_7b_at_8k(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import local_generator
 from tests.launch import eval_save_resume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,19 +108,7 @@ def test_probing_local_backend_generates_on_the_gpu(tmp_path, tiny_model):
     from in2.llm.local_backend import LocalBackend
     from tests.test_probing import _eval_config
 
-    local = {
-        "name": "tiny",
-        "generator": {
-            "backend": "transformers",
-            "model": str(tiny_model),
-            "gguf_file": None,
-            "dtype": "bfloat16",
-            "batch_size": 8,
-            "temperature": 0.0,
-            "max_tokens": 8,
-            "cache_dir": str(tmp_path / "cache"),
-        },
-    }
+    local = local_generator("tiny", tiny_model, tmp_path / "cache", dtype="bfloat16", batch_size=8, max_tokens=8)
     cfg = _eval_config(tmp_path, [local], tasks=["database"], lengths=[512], prompt_format="raw")
     generator = cfg.models[0].generator
     assert LocalBackend(generator).model.device.type == "cuda"

@@ -9,6 +9,7 @@
 # .whl/ is gitignored: carry it to the GPU machine (the device tool: carry [".whl"], about 40 MB). There,
 # from the repository root:
 #   bash benchmarks/gpu_check.sh            # sources .whl/env.sh when it is there
+#   bash benchmarks/gpu_check.sh tests      # only make test-gpu; `bench`: only the throughput rows
 # Writes the test log, one JSON per row and results.md into $OUT (or /tmp/in2-gpu-check).
 set -u
 cd "$(dirname "$0")/.."
@@ -38,14 +39,18 @@ print('python', __import__('sys').version.split()[0], {x.__name__: x.__version__
       'liger-kernel', m.version('liger-kernel') if __import__('importlib.util').util.find_spec('liger_kernel') else None)" \
   | tee "$OUT/versions.txt"
 
+part=${1:-all}
 # 1. the GPU test suite (under 5 minutes on one GPU)
-start=$SECONDS
-if command -v make > /dev/null; then
-  make test-gpu PY=python3 ARGS="-rs --durations=10" 2>&1 | tee "$OUT/test-gpu.log"
-else
-  python3 -m pytest -q -m gpu tests/gpu -rs --durations=10 2>&1 | tee "$OUT/test-gpu.log"
+if [ "$part" != bench ]; then
+  start=$SECONDS
+  if command -v make > /dev/null; then
+    make test-gpu PY=python3 ARGS="-rs --durations=10" 2>&1 | tee "$OUT/test-gpu.log"
+  else
+    python3 -m pytest -q -m gpu tests/gpu -rs --durations=10 2>&1 | tee "$OUT/test-gpu.log"
+  fi
+  echo "make test-gpu: $((SECONDS - start)) s" | tee -a "$OUT/test-gpu.log"
 fi
-echo "make test-gpu: $((SECONDS - start)) s" | tee -a "$OUT/test-gpu.log"
+[ "$part" = tests ] && exit
 
 # 2. throughput rows: the goals of issue 11 (full recipe at 32K with Liger, LoRA at 32K) and the full
 # recipe without Liger as the same-machine baseline. Full rows use bf16 weights: one GPU stands in for a

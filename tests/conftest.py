@@ -71,6 +71,31 @@ def server():
         yield s
 
 
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving the folder `served` (returned with the base URL and the
+    list of paths asked for)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            asked.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield served, f"http://127.0.0.1:{httpd.server_address[1]}/", asked
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow ember".split()
 
 
@@ -160,3 +185,9 @@ def write_recipe(tmp_path, tiny_model, dataset_folder, **fields) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def local_generator(name: str, model: Path, cache: Path, **fields) -> dict:
+    """An evaluation model entry for the transformers (local) backend, greedy."""
+    generator = {"backend": "transformers", "model": str(model), "gguf_file": None, "temperature": 0.0}
+    return {"name": name, "generator": {**generator, "cache_dir": str(cache), **fields}}

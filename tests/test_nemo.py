@@ -117,10 +117,10 @@ def test_nemo_training_recipes_target_128k_with_tekken_and_config_fields_for_rop
         script_args, training_args, model_args, _ = sft.parse(["--config", str(path), "--use_cpu", "true"])
         assert model_args.model_name_or_path == "mistralai/Mistral-Nemo-Instruct-2407"
         assert training_args.max_length == 131072 and training_args.chat_template_path == "mistral-tekken"
-        sft._resolve_chat_template(training_args)
+        assert training_args.activation_checkpointing and training_args.bf16 and training_args.use_liger_kernel
+        sft.resolve_recipe(training_args)  # as in2 train settles it: the built-in template's path
         assert Path(training_args.chat_template_path).read_text().count("'[INST]'") == 1
         assert model_args.rope_theta == 1e6 and model_args.rope_scaling is None  # fields, kept at the model's
-        assert training_args.activation_checkpointing and training_args.bf16 and training_args.use_liger_kernel
         assert script_args.global_batch_size == 128 and training_args.learning_rate > 0
     full = sft.parse(["--config", str(recipes["sft_full.yaml"]), "--use_cpu", "true"])
     assert full[0].sequence_parallel_size == 8 and not full[2].use_peft

@@ -55,19 +55,24 @@ def staged(path: Path) -> Path:
     return path
 
 
+def chat_template_path(ref: str) -> str:
+    """The .jinja file of a built-in template name (under data/chat_templates/); any other `ref` unchanged."""
+    builtin = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    return str(builtin) if not Path(ref).is_file() and builtin.is_file() else ref
+
+
 def read_chat_template(ref: str) -> str:
     """A built-in template name (file under data/chat_templates/) or a path to a .jinja file."""
-    path = Path(ref)
-    if not path.is_file():
-        path = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    path = Path(chat_template_path(ref))
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES_DIR.glob("*.jinja")))
         raise ConfigError(f"tokenizer.chat_template: {ref!r} is neither a file nor a built-in template ({known})")
     return path.read_text()
 
 
-def load_tokenizer(cfg: TokenizerConfig):
-    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available."""
+def load_tokenizer(cfg: TokenizerConfig, field: str = "tokenizer", chat: bool = True):
+    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available (unless not `chat`).
+    Errors name the config `field` that holds `cfg`."""
     from transformers import AutoTokenizer
 
     path = Path(resolve(cfg.name_or_path))
@@ -76,13 +81,13 @@ def load_tokenizer(cfg: TokenizerConfig):
     if folder == path and cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
     path = folder
-    with loading("tokenizer.name_or_path", repr(cfg.name_or_path)):
+    with loading(f"{field}.name_or_path", repr(cfg.name_or_path)):
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)
-    if not tok.chat_template:
+    if chat and not tok.chat_template:
         raise ConfigError(
-            f"tokenizer.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
+            f"{field}.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
             "set a built-in name such as 'mistral-instruct' or a .jinja path"
         )
     if tok.pad_token is None:

@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from in2 import redact
 from in2.data.templates import film_user
 from in2.jsonl import read_jsonl
 from in2.seeding import rng
@@ -241,11 +242,13 @@ def build_all(cfg) -> tuple[Path, list[str]]:
             task_of_name(name)
         return folder, names
     out = Path(p.output_dir)
-    spec = {
-        "probes": {k: v for k, v in to_dict(p).items() if k not in ("output_dir", "prompt_format", "parity")},
-        "tokenizer": to_dict(cfg.tokenizer),
-        "seed": cfg.seed,
-    }
+    spec = redact.data(  # as stored: a pool or tokenizer URL may carry credentials
+        {
+            "probes": {k: v for k, v in to_dict(p).items() if k not in ("output_dir", "prompt_format", "parity")},
+            "tokenizer": to_dict(cfg.tokenizer),
+            "seed": cfg.seed,
+        }
+    )
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())

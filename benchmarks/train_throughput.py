@@ -188,11 +188,13 @@ def main() -> None:
         report["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
     report["command"] = " ".join(sys.argv)
     print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     if args.out:
         with open(args.out, "a") as f:
             f.write(json.dumps(report) + "\n")
+    if report["oom"]:
+        sys.exit(1)  # no --json report: a run that did not fit has no throughput to read
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 class Timer(TrainerCallback):

@@ -12,7 +12,7 @@ DEMO_CKPT := checkpoints/in2-demo
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install synth synth-dry-run merge publish train eval test quality format clean
+.PHONY: install synth synth-dry-run merge publish train eval test test-gpu quality format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ merge: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(ARGS)
+
+# make test-gpu [PY=python3]: the tests marked gpu (tests/gpu/, skipped without CUDA). Given PY, that Python's
+# environment is used as it is (no .venv is built) with src/ first on the path, e.g. on a CUDA machine
+# without network: `. .whl/env.sh && make test-gpu PY=python3` (see benchmarks/gpu_check.sh)
+test-gpu: $(if $(filter command line,$(origin PY)),,$(STAMP))
+	PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest -q -m gpu tests/gpu $(ARGS)
 
 quality: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

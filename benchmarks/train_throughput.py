@@ -3,10 +3,19 @@
     python benchmarks/train_throughput.py --config recipes/film-7b/sft_lora.yaml --seq-len 32768 --steps 4
     python benchmarks/train_throughput.py --config recipes/demo/sft.yaml --seq-len 1024 --steps 2   # CPU
 
-The recipe supplies everything TrlParser reads (precision, checkpointing, LoRA, attention); the
-architecture comes from the model's config.json (or `--arch mistral-7b`, built in, for machines
-without the Hub), the weights are random, and each row is exactly `--seq-len` tokens with a
-64-token answer. Prints tokens/s per device and peak accelerator memory: figures, not asserts.
+The recipe supplies everything TrlParser reads (precision, checkpointing, LoRA, attention, Liger
+kernels), settled as `in2 train` settles it (in2.train.sft.resolve_recipe); the architecture comes
+from the model's config.json, or is built in (`--arch mistral-7b` for machines without the Hub,
+`--arch tiny-mistral` for a quick check on CPU), the weights are random, and each row is exactly
+`--seq-len` tokens with a 64-token answer. Prints tokens/s per device, peak accelerator memory and,
+for full fine-tunes on CUDA, model FLOPs utilisation by llm-foundry's formula:
+
+    MFU = tokens/s x (6 N + 12 L d S) / peak,  N parameters, L layers, d hidden size, S = --seq-len,
+    peak = --peak-tflops (989 TFLOP/s: H100/H200 SXM dense bf16)
+
+(LoRA computes no weight gradients for the base, so 6 N overstates its work: no MFU for LoRA.) A
+QLoRA recipe is measured on an unquantized base: bitsandbytes quantizes weights only when it loads
+them. Figures, not asserts.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ MISTRAL_7B = dict(
     rope_theta=1e6,
     sliding_window=None,
 )
+# Mistral's layout at toy size, with its 32K vocabulary (the Mistral tokenizer pads the batches)
+TINY_MISTRAL = dict(MISTRAL_7B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+TINY_MISTRAL.update(num_key_value_heads=2)
+ARCHS = {"mistral-7b": MISTRAL_7B, "tiny-mistral": TINY_MISTRAL}
 
 
 def rows(n: int, seq_len: int, vocab: int, answer: int = 64) -> list[dict]:
@@ -47,10 +60,12 @@ def rows(n: int, seq_len: int, vocab: int, answer: int = 64) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="recipe YAML")
-    parser.add_argument("--arch", choices=["from-config", "mistral-7b"], default="from-config")
+    parser.add_argument("--arch", choices=["from-config", *ARCHS], default="from-config")
     parser.add_argument("--seq-len", type=int, default=8192)
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps measured after one warm-up step")
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument("--json", help="also write the report to this file")
     args, rest = parser.parse_known_args()
 
     from datasets import Dataset
@@ -61,8 +76,11 @@ def main() -> None:
     from in2.train.model import attention_implementation, model_path, set_rope_theta
 
     script_args, training_args, model_args, _ = sft.parse(["--config", args.config, *rest])
-    if args.arch == "mistral-7b":
-        config = MistralConfig(**MISTRAL_7B)
+    sft.resolve_recipe(training_args)
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        print("random weights are not quantized: measuring on an unquantized base", file=sys.stderr)
+    if args.arch in ARCHS:
+        config = MistralConfig(**ARCHS[args.arch])
     else:
         config = AutoConfig.from_pretrained(model_path(model_args))
     if model_args.rope_theta is not None:
@@ -74,6 +92,7 @@ def main() -> None:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    params = model.num_parameters()  # before LoRA adds its adapters to the same modules
 
     training_args.max_steps = args.steps + 1
     training_args.gradient_accumulation_steps = args.accumulation
@@ -104,20 +123,27 @@ def main() -> None:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - timer.started
     tokens = args.steps * args.accumulation * args.seq_len
+    flops_per_token = 6 * params + 12 * config.num_hidden_layers * config.hidden_size * args.seq_len
+    mfu = tokens / elapsed * flops_per_token / (args.peak_tflops * 1e12)
     report = {
         "recipe": args.config,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "attention": attn,
         "seq_len": args.seq_len,
-        "params": model.num_parameters(),
+        "params": params,
+        "dtype": str(model.dtype).removeprefix("torch."),
         "lora": bool(model_args.use_peft),
+        "liger_kernels": bool(training_args.use_liger_kernel),
         "activation_checkpointing": bool(training_args.activation_checkpointing),
         "tokens_per_s_per_device": round(tokens / elapsed, 1),
         "s_per_micro_step": round(elapsed / (args.steps * args.accumulation), 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+        "mfu": round(mfu, 4) if device == "cuda" and not model_args.use_peft else None,
         "command": " ".join(sys.argv),
     }
     print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 class Timer(TrainerCallback):

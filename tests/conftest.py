@@ -145,3 +145,9 @@ def write_recipe(tmp_path, tiny_model, dataset_folder, **fields) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def local_generator(name: str, model: Path, cache: Path, **fields) -> dict:
+    """An evaluation model entry for the transformers (local) backend, greedy."""
+    generator = {"backend": "transformers", "model": str(model), "gguf_file": None, "temperature": 0.0}
+    return {"name": name, "generator": {**generator, "cache_dir": str(cache), **fields}}

@@ -22,7 +22,7 @@ from in2.config import ConfigError
 from in2.train import model_card, sft
 from in2.train.args import gradient_accumulation
 from in2.train.hub import IGNORE
-from in2.train.model import attention_implementation, load_model
+from in2.train.model import attention_implementation, liger_kernels, load_model
 from tests.conftest import write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +48,10 @@ def test_every_recipe_parses_into_trl_configs(path):
         assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 0.03
         assert training_args.num_train_epochs == 1 and training_args.max_length == 32768
         assert model_args.attn_implementation == "flash_attention_2" and model_args.rope_theta == 1e6
-        assert training_args.bf16 and training_args.activation_checkpointing
-        sft._resolve_chat_template(training_args)  # the built-in FILM template, shipped with the package
+        assert training_args.bf16 and training_args.activation_checkpointing and training_args.use_liger_kernel
+        sft.resolve_recipe(training_args)  # the built-in FILM template, shipped with the package
         assert "[/INST]" in Path(training_args.chat_template_path).read_text()
+        assert not training_args.use_liger_kernel  # no CUDA here: Liger falls back
         if path.name == "sft_full.yaml":
             assert training_args.learning_rate == 1e-6 and not model_args.use_peft
             assert model_args.dtype == "float32"  # fp32 master weights: 1e-6 updates vanish in bf16 weights
@@ -147,6 +148,14 @@ def test_attention_implementation_keeps_non_flash_choices():
     assert attention_implementation("eager") == "eager"
     assert attention_implementation(None) is None
     assert attention_implementation("flash_attention_3") == "sdpa"
+
+
+def test_liger_kernels_fall_back_with_one_warning_where_they_cannot_run(caplog):
+    assert liger_kernels(False) is False and not caplog.records
+    assert liger_kernels(True) is False  # this machine has no CUDA
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.getMessage().startswith("use_liger_kernel: no CUDA")
+    assert record.getMessage().endswith("; training without Liger kernels")
 
 
 # --- what training sees ---------------------------------------------------------------------------

@@ -20,11 +20,15 @@ def _sentencepiece_dir(model_file: Path) -> Path:
     return folder
 
 
+def chat_template_path(ref: str) -> str:
+    """The .jinja file of a built-in template name (under data/chat_templates/); any other `ref` unchanged."""
+    builtin = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    return str(builtin) if not Path(ref).is_file() and builtin.is_file() else ref
+
+
 def read_chat_template(ref: str) -> str:
     """A built-in template name (file under data/chat_templates/) or a path to a .jinja file."""
-    path = Path(ref)
-    if not path.is_file():
-        path = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    path = Path(chat_template_path(ref))
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES_DIR.glob("*.jinja")))
         raise ConfigError(f"tokenizer.chat_template: {ref!r} is neither a file nor a built-in template ({known})")

@@ -1,10 +1,11 @@
-"""Load the model to train: GGUF staging, RoPE base, attention kernel with an SDPA fallback, QLoRA."""
+"""Load the model to train: GGUF staging, RoPE base, attention and Liger kernels with fallbacks, QLoRA."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,6 +29,29 @@ def attention_implementation(requested: str | None) -> str | None:
         return requested
     logger.warning("%s is not available on this machine (no CUDA or no flash-attn); using sdpa", requested)
     return "sdpa"
+
+
+def liger_kernels(requested: bool) -> bool:
+    """`requested`, or False with one warning where Liger's Triton kernels cannot run (no CUDA, triton or liger-kernel)."""
+    if not requested:
+        return False
+    from importlib.util import find_spec
+
+    from transformers.utils import is_liger_kernel_available
+
+    needs = {
+        "CUDA": torch.cuda.is_available(),
+        "triton": find_spec("triton"),
+        "liger-kernel": is_liger_kernel_available(),
+    }
+    missing = [name for name, present in needs.items() if not present]
+    if missing:
+        logger.warning("use_liger_kernel: no %s on this machine; training without Liger kernels", ", no ".join(missing))
+        return False
+    # TRL 1.16 deprecates use_liger_kernel for Hub kernels, which are fetched from the Hub at run time; in2 keeps
+    # Liger's (RMSNorm, SwiGLU, RoPE; TRL's own fused LM head computes the loss) so that training runs offline
+    warnings.filterwarnings("ignore", message="`use_liger_kernel=True` is deprecated", category=FutureWarning)
+    return True
 
 
 def stage_gguf(folder: str | Path, gguf_file: str) -> Path:

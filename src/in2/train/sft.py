@@ -20,13 +20,15 @@ import torch
 from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from in2 import redact
-from in2.assets import CHAT_TEMPLATES_DIR, loading
+from in2.assets import loading
 from in2.config import ConfigError
 from in2.cpu import keep_freed_memory
+from in2.tokenizer import chat_template_path
 from in2.train import checkpoints, model_card
 from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
+from in2.train.fsdp import FinishPartialForwards
 from in2.train.hub import HubPublisher, check_token
-from in2.train.model import FLASH, load_model
+from in2.train.model import FLASH, liger_kernels, load_model
 
 logger = logging.getLogger("in2.train")
 RECIPE_COPY = "in2_recipe.yaml"
@@ -164,6 +166,7 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         ("activation checkpointing", str(bool(a.activation_checkpointing))),
         ("distributed", distributed(trainer)),
         ("attention", trainer.card["attention"]),
+        ("Liger kernels", "on" if a.use_liger_kernel else "off"),
         ("seed", str(a.seed)),
     ]
     rope = trainer.card.get("rope_theta")
@@ -188,11 +191,13 @@ def distributed(trainer: SFTTrainer) -> str:
     return kind
 
 
-def _resolve_chat_template(training_args: SFTConfig) -> None:
-    """Let recipes name a built-in template (`mistral-instruct`) where TRL expects a .jinja path."""
-    ref = training_args.chat_template_path
-    if ref and not Path(ref).is_file() and (CHAT_TEMPLATES_DIR / f"{ref}.jinja").is_file():
-        training_args.chat_template_path = str(CHAT_TEMPLATES_DIR / f"{ref}.jinja")
+def resolve_recipe(training_args: SFTConfig) -> None:
+    """What `in2 train` and benchmarks/train_throughput.py both settle before TRL reads the recipe: a built-in
+    chat template name (`mistral-instruct`) becomes its .jinja path, and Liger kernels turn off where they
+    cannot run."""
+    if training_args.chat_template_path:
+        training_args.chat_template_path = chat_template_path(training_args.chat_template_path)
+    training_args.use_liger_kernel = liger_kernels(training_args.use_liger_kernel)
 
 
 def _check(script_args: In2ScriptArguments, training_args: SFTConfig) -> None:
@@ -245,7 +250,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     from in2.data.templates import FILM_CONTEXT, load
 
     _check(script_args, training_args)
-    _resolve_chat_template(training_args)
+    resolve_recipe(training_args)
     if script_args.global_batch_size:
         try:
             training_args.gradient_accumulation_steps = gradient_accumulation(
@@ -304,7 +309,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[publisher] if publisher else None,
+        callbacks=[FinishPartialForwards(), *([publisher] if publisher else [])],
         card=card,
     )
     resume = checkpoints.resume_point(output_dir, training_args.resume_from_checkpoint, trainer.args.should_save)

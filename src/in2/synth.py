@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from in2 import redact
 from in2 import tokenizer as tokenizers
 from in2.config import ConfigError, SynthConfig, from_dict, to_dict
 from in2.data import templates
@@ -24,7 +25,6 @@ from in2.data.mixture import counts, general_rows, mix
 from in2.data.qa import ROLES, QAGenerator, expected_waves, oversample, planned, reject_rate
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
-from in2.llm.openai_backend import sanitize
 from in2.release import decontam, folder
 from in2.release.decontam import Decontaminator
 
@@ -67,7 +67,7 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
     return {
         "backend": g.backend,
         "model": g.model,
-        "base_url": sanitize(g.base_url),
+        "base_url": redact.url(g.base_url),
         "sampling": engine.sampling,
         "prefill": g.prefill,
     }
@@ -235,7 +235,7 @@ def synth(cfg: SynthConfig) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     folder.write_parquet(rows, tmp / "rows.parquet")
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(redact.data(manifest), indent=2, ensure_ascii=False) + "\n")
     if out.exists():
         import shutil
 

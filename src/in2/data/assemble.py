@@ -14,7 +14,9 @@ over the room it could start in, not a slot among a handful of fillers (the slot
 alone or first at exactly 0.0 whenever few fillers fit).
 
 Token counts are added from per-segment (and per-line) counts measured once (see
-segment.TokenCounter); a cut filler is counted exactly; `verify` re-tokenizes a sample exactly.
+segment.TokenCounter) plus the tokens each separator adds after its segment (BPE tokenizers such as
+Tekken merge a segment's final punctuation with the newlines after it); a cut filler is counted
+exactly; `verify` re-tokenizes a sample exactly.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from dataclasses import dataclass
 from in2.config import ContextConfig
 from in2.data import templates
 from in2.data.qa import QA, QAItem
-from in2.data.segment import Source, TokenCounter
+from in2.data.segment import TAIL_CHARS, Source, TokenCounter
 from in2.seeding import rng
 
-Unit = tuple[str, int, str, bool]  # text, tokens, source id, is_key
+Unit = tuple[str, int, str, bool, int]  # text, tokens, source id, is_key, tokens the separator adds after it
+PROBE = "word"  # a one-word context, to measure a row's tokens besides its context
 
 
 @dataclass
@@ -58,18 +61,18 @@ class FillerPool:
         return len(self.texts)
 
 
-def layout(units: list[Unit], joiner_tokens: int, sep: str) -> Layout:
-    """Join (text, tokens, source id, is_key) units; a key's position is its start offset over the
-    room it could start in (0: at the very start, 1: at the very end)."""
-    total = sum(u[1] for u in units) + joiner_tokens * max(0, len(units) - 1)
+def layout(units: list[Unit], sep: str) -> Layout:
+    """Join units; a key's position is its start offset over the room it could start in (0: at the
+    very start, 1: at the very end)."""
+    total = sum(u[1] + u[4] for u in units) - (units[-1][4] if units else 0)
     positions, offset, ids = [], 0, []
-    for _text, tokens, sid, is_key in units:
+    for _text, tokens, sid, is_key, joiner in units:
         if is_key:
             room = total - tokens
             positions.append(round(offset / room, 6) if room > 0 else 0.0)
         if sid not in ids:
             ids.append(sid)
-        offset += tokens + joiner_tokens
+        offset += tokens + joiner
     return Layout(sep.join(u[0] for u in units), total, positions, ids)
 
 
@@ -88,8 +91,10 @@ class Assembler:
         self.cfg = cfg
         self.seed = seed
         self.counter = TokenCounter(tokenizer)
-        self.joiner = self.counter.joiner(cfg.separator)
         self.newline_joiner = self.counter.joiner("\n")
+        after = templates.load(templates.FILM_CONTEXT).split("{context}", 1)[1]
+        self.tail = after[: len(after) - len(after.lstrip("\n"))]  # what follows the context in the prompt
+        self.pool_joiners: list[int] = []
         self.stats: Counter = Counter()
 
     # -- lengths --------------------------------------------------------------------------------
@@ -120,10 +125,13 @@ class Assembler:
 
     # -- rows -----------------------------------------------------------------------------------
     def overheads(self, qas: list[QA]) -> list[int]:
-        """Exact tokens of each row with an empty context: template, question, answer, chat markup."""
+        """Exact tokens of each row besides its context: template, question, answer, chat markup. Measured
+        around a one-word context and less that word's own count, so that the newlines around a context
+        are tokenized as they are in a row."""
+        word = self.counter.after_newline([PROBE])[0] + self.counter.joiners([PROBE], self.tail)[0]
         convs = [
             [
-                {"role": "user", "content": templates.film_user("", qa.question)},
+                {"role": "user", "content": templates.film_user(PROBE, qa.question)},
                 {"role": "assistant", "content": qa.answer},
             ]
             for qa in qas
@@ -131,7 +139,25 @@ class Assembler:
         if not convs:
             return []
         ids = self.tok.apply_chat_template(convs, tokenize=True, return_dict=False)
-        return [len(x) for x in ids]
+        return [len(x) - word for x in ids]
+
+    def unit_joiners(self, items: list[QAItem]) -> list[list[int]]:
+        """Per item, the tokens the separator adds after each of its units (key segments of a long row,
+        every segment of a short one). BPE tokenizers such as Tekken merge trailing punctuation with
+        the newlines that follow, so this depends on each segment's end."""
+        texts: dict[str, list[str]] = {self.cfg.separator: [], "\n": []}
+        for item in items:
+            short = item.role == "short"
+            texts["\n" if short else self.cfg.separator] += [
+                item.source.segments[i] for i in (range(len(item.source.segments)) if short else item.key)
+            ]
+        counts = {sep: iter(self.counter.joiners(t, sep)) for sep, t in texts.items()}
+        out = []
+        for item in items:
+            short = item.role == "short"
+            n = len(item.source.segments) if short else len(item.key)
+            out.append([next(counts["\n" if short else self.cfg.separator]) for _ in range(n)])
+        return out
 
     def _lines(self, pool: FillerPool, j: int) -> list[int]:
         if pool.line_tokens[j] is None:
@@ -140,10 +166,10 @@ class Assembler:
 
     def _cut(self, pool: FillerPool, j: int, budget: int) -> tuple[int, int, int]:
         """(first line, end line, estimated tokens) of the run of whole lines of filler j that fills
-        most of `budget` with its joiner; (0, 0, 0) when no single line fits."""
+        most of `budget` with a separator after it; (0, 0, 0) when no single line fits."""
         counts = self._lines(pool, j)
         best = (0, 0, 0)
-        room = budget - self.joiner
+        room = budget - self.pool_joiners[j]
         for a in range(len(counts)):
             est = -self.newline_joiner
             for b in range(a, len(counts)):
@@ -155,21 +181,21 @@ class Assembler:
         return best
 
     def _fill(self, budget: int, r, pool: FillerPool, taken: set[int], owner: str) -> tuple[list[Unit], int]:
-        """Fillers for one gap of `budget` tokens (each filler costs its tokens plus a joiner): random
-        whole fillers while they fit, then the run of whole lines, from the fillers that did not fit,
-        that fills the rest best. Returns the units and the tokens they use."""
+        """Fillers for one gap of `budget` tokens (each filler costs its tokens plus its separator's):
+        random whole fillers while they fit, then the run of whole lines, from the fillers that did not
+        fit, that fills the rest best. Returns the units and the tokens they use."""
         units: list[Unit] = []
         used, misses = 0, 0
         best = (0, -1, 0, 0)  # estimated tokens, filler, its line run [a, b)
-        while budget - used > self.joiner and misses < self.cfg.max_filler_tries:
+        while budget - used > 1 and misses < self.cfg.max_filler_tries:
             j = r.randrange(len(pool))
             if j in taken or pool.owner[j] == owner:
                 misses += 1
                 continue
-            cost = pool.tokens[j] + self.joiner
+            cost = pool.tokens[j] + self.pool_joiners[j]
             if cost <= budget - used:
                 taken.add(j)
-                units.append((pool.texts[j], pool.tokens[j], pool.owner[j], False))
+                units.append((pool.texts[j], pool.tokens[j], pool.owner[j], False, self.pool_joiners[j]))
                 used += cost
                 misses, best = 0, (0, -1, 0, 0)  # cuts chosen for a larger rest may not fit now
                 continue
@@ -177,27 +203,31 @@ class Assembler:
             a, b, est = self._cut(pool, j, budget - used)
             if est > best[0]:
                 best = (est, j, a, b)
-            if budget - used - self.joiner - best[0] <= self.cfg.length_tolerance_tokens // 2:
+            if budget - used - self.pool_joiners[j] - best[0] <= self.cfg.length_tolerance_tokens // 2:
                 break  # close enough: no need to look further
         est, j, a, b = best
-        while j >= 0 and b > a and budget - used > self.joiner:
+        while j >= 0 and b > a:
             text = "\n".join(pool.texts[j].split("\n")[a:b])
             exact = self.counter.after_newline([text])[0]
-            if exact + self.joiner <= budget - used:
+            joiner = self.counter.joiners([text], self.cfg.separator)[0]
+            if exact + joiner <= budget - used:
                 taken.add(j)
-                units.append((text, exact, pool.owner[j], False))
-                used += exact + self.joiner
+                units.append((text, exact, pool.owner[j], False, joiner))
+                used += exact + joiner
                 self.stats["fillers_cut"] += 1
                 break
             b -= 1  # the per-line estimate was short: one line less
         return units, used
 
-    def long_layout(self, item: QAItem, target: int, room: int, pool: FillerPool) -> Layout | None:
+    def long_layout(self, item: QAItem, target: int, room: int, pool: FillerPool, joiners: list[int]) -> Layout | None:
         """The context of a long row: keys at uniform random offsets, filled to `target` tokens (or
-        `room`, when the row's question and answer leave less); None if the keys alone do not fit."""
+        `room`, when the row's question and answer leave less); None if the keys alone do not fit.
+        `joiners`: the tokens the separator adds after each key."""
         src = item.source
-        keys: list[Unit] = [(src.segments[i], src.tokens[i], src.id, True) for i in item.key]
-        used = sum(k[1] for k in keys) + self.joiner * (len(keys) - 1)
+        keys: list[Unit] = [
+            (src.segments[i], src.tokens[i], src.id, True, j) for i, j in zip(item.key, joiners, strict=True)
+        ]
+        used = sum(k[1] + k[4] for k in keys)  # units cost their tokens and their separator's; the last has none
         if used > room:
             return None
         if target > room:
@@ -205,7 +235,7 @@ class Assembler:
             target = room
         r = rng(self.seed, "fill", item.id)
         r.shuffle(keys)
-        free = target - used  # every filler costs its tokens plus one joiner
+        free = target - used
         cuts = sorted(r.random() * free for _ in keys)
         gaps = [b - a for a, b in zip([0.0, *cuts], [*cuts, float(free)], strict=True)]
         units: list[Unit] = []
@@ -220,30 +250,33 @@ class Assembler:
                 spent += n
             if g < len(keys):
                 units.append(keys[g])
-        out = layout(units, self.joiner, self.cfg.separator)
+        out = layout(units, self.cfg.separator)
         ok = target - self.cfg.length_tolerance_tokens <= out.context_tokens <= target
         self.stats["length_within_tolerance" if ok else "length_outside_tolerance"] += 1
         return out
 
-    def short_layout(self, item: QAItem) -> Layout:
+    def short_layout(self, item: QAItem, joiners: list[int]) -> Layout:
         src = item.source
         key = set(item.key)
-        units = [(s, t, src.id, i in key) for i, (s, t) in enumerate(zip(src.segments, src.tokens, strict=True))]
-        return layout(units, self.newline_joiner, "\n")
+        parts = zip(src.segments, src.tokens, joiners, strict=True)
+        return layout([(s, t, src.id, i in key, j) for i, (s, t, j) in enumerate(parts)], "\n")
 
     def rows(self, accepted: list[tuple[QAItem, QA]], pool: FillerPool) -> list[dict]:
         """Rows in TRL's conversational prompt-completion format, plus metadata columns."""
         c = self.cfg
-        out = []
+        self.pool_joiners = self.counter.joiners(pool.texts, c.separator)
+        out, ends = [], []
         k = 0
-        for (item, qa), overhead in zip(accepted, self.overheads([qa for _, qa in accepted]), strict=True):
+        overheads = self.overheads([qa for _, qa in accepted])
+        joiners = self.unit_joiners([item for item, _ in accepted])
+        for (item, qa), overhead, item_joiners in zip(accepted, overheads, joiners, strict=True):
             room = c.max_length - overhead - c.length_margin_tokens
             if item.role == "short":
-                lay = self.short_layout(item)
+                lay = self.short_layout(item, item_joiners)
                 if lay.context_tokens > room:
                     lay = None
             else:
-                lay = self.long_layout(item, self.target(k), room, pool)
+                lay = self.long_layout(item, self.target(k), room, pool, item_joiners)
                 k += 1
             if lay is None:
                 self.stats["dropped_over_max_length"] += 1
@@ -251,6 +284,7 @@ class Assembler:
             if item.role != "short" and not c.min_context_tokens <= lay.context_tokens <= c.max_context_tokens:
                 self.stats["dropped_length_out_of_range"] += 1  # too little filler, or no room for the minimum
                 continue
+            ends.append(lay.context[-TAIL_CHARS:])
             out.append(
                 {
                     "id": item.id,
@@ -263,6 +297,8 @@ class Assembler:
                     "key_positions": lay.key_positions,
                 }
             )
+        for row, tail in zip(out, self.counter.joiners(ends, self.tail), strict=True):
+            row["num_tokens"] += tail  # the newlines after the context, tokenized with its end
         return out
 
 

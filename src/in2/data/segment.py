@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from in2.data.corpus import Text
 
+TAIL_CHARS = 64  # longer than any last pre-token of real text; tokenizing more costs time
+NEXT = "The"  # a word after a separator, for measuring it
+
 
 @dataclass
 class Source:
@@ -65,11 +68,18 @@ class TokenCounter:
     def after_newline(self, texts: list[str]) -> list[int]:
         return [n - self._nl for n in self._raw(["\n" + t for t in texts])]
 
+    def joiners(self, texts: list[str], sep: str) -> list[int]:
+        """Tokens `sep` adds after each text, with text after it: merges happen within a text's last
+        pre-token, so its tail is enough, and a byte-level BPE (SmolLM2's) merges "\n\n" into one
+        token at the end of a text but not before a word, so a word follows."""
+        tails = [t[-TAIL_CHARS:] for t in texts]
+        after = self.after_newline([NEXT])[0]
+        joined = self._raw([t + sep + NEXT for t in tails])
+        return [a - b - after for a, b in zip(joined, self._raw(tails), strict=True)]
+
     def joiner(self, sep: str) -> int:
-        """Tokens a separator adds between two segments, measured with text on both sides: a byte-level
-        BPE (SmolLM2's) merges "\n\n" into one token at the end of a text but not before a word."""
-        before, after = "end of a segment.", "The next segment"
-        return self._raw([before + sep + after])[0] - self._raw([before])[0] - self.after_newline([after])[0]
+        """Tokens a separator adds between two segments of plain text."""
+        return self.joiners(["end of a segment."], sep)[0]
 
 
 class Segmenter:

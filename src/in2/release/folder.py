@@ -76,9 +76,11 @@ def read_parquet(path: Path) -> list[dict]:
 def write_folder(out_dir: str | Path, splits: dict[str, list[dict]], manifest: dict, rows_per_file: int) -> Path:
     """Write atomically (a sibling temp folder, then swapped in): per-part parquet files, plots,
     the resolved config, the manifest and the rendered card."""
+    from in2 import redact
     from in2.data.mixture import PARTS
     from in2.release import card
 
+    manifest = redact.data(manifest)  # a config or generator URL may carry credentials
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

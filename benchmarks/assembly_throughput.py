@@ -51,7 +51,7 @@ def main() -> None:
         item = QAItem(f"a{k}", "fine_grained", "fine_grained", src, [k % len(src.segments)])
         items.append((item, QA(f"Which detail is number {k}?", f"Detail {k} is described there.")))
     start = time.perf_counter()
-    rows = asm.rows(items, FillerPool(sources))
+    rows = list(asm.rows(items, FillerPool(sources)))
     assemble_s = time.perf_counter() - start
     tokens = sum(r["context_tokens"] for r in rows)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

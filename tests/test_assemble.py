@@ -27,7 +27,7 @@ def built(mistral_tokenizer):
         else:
             item = QAItem(f"a{k}", "fine_grained", "fine_grained", src, [k % len(src.segments)])
         items.append((item, QA(f"Which detail is number {k}?", f"Detail {k} is described there.")))
-    rows = asm.rows(items, FillerPool(sources))
+    rows = list(asm.rows(items, FillerPool(sources)))
     return asm, cfg, sources, items, rows
 
 

@@ -136,6 +136,11 @@ class MixtureConfig:
     """A text longer than this is not used as a short context."""
     validation_rows: int = 8
     rows_per_file: int = 100_000
+    max_file_mb: float = 500.0
+    """A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."""
+    sort_buffer_mb: float = 256.0
+    """Row text a shard holds before sorting it into a run file on disk (the shard's main memory cost:
+    about 1.5x this in RSS at the peak; see recipes/film-7b/README.md)."""
 
 
 @dataclass
@@ -226,6 +231,8 @@ class SynthConfig:
             (not 0 <= self.qa.min_answer_grounding <= 1, "qa.min_answer_grounding", "must be in [0, 1]"),
             (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),
             (m.rows_per_file < 1, "mixture.rows_per_file", "must be >= 1"),
+            (m.max_file_mb <= 0, "mixture.max_file_mb", "must be > 0"),
+            (m.sort_buffer_mb <= 0, "mixture.sort_buffer_mb", "must be > 0"),
             (self.decontam.ngram < 1, "decontam.ngram", "must be >= 1"),
             (self.num_shards < 1, "num_shards", "must be >= 1"),
             (

@@ -8,14 +8,17 @@ measured once (see segment.TokenCounter); `verify` re-tokenizes a sample exactly
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from in2.config import ContextConfig
 from in2.data import templates
 from in2.data.qa import QA, QAItem
 from in2.data.segment import Source, TokenCounter
-from in2.seeding import rng
+from in2.seeding import rng, unit
 
 
 @dataclass
@@ -131,10 +134,9 @@ class Assembler:
         units = [(s, t, src.id, i in key) for i, (s, t) in enumerate(zip(src.segments, src.tokens, strict=True))]
         return layout(units, self.newline_joiner, "\n")
 
-    def rows(self, accepted: list[tuple[QAItem, QA]], pool: FillerPool) -> list[dict]:
-        """Rows in TRL's conversational prompt-completion format, plus metadata columns."""
+    def rows(self, accepted: list[tuple[QAItem, QA]], pool: FillerPool) -> Iterator[dict]:
+        """Rows in TRL's conversational prompt-completion format, plus metadata columns, one at a time."""
         c = self.cfg
-        out = []
         k = 0
         for (item, qa), overhead in zip(accepted, self.overheads([qa for _, qa in accepted]), strict=True):
             room = c.max_length - overhead - c.length_margin_tokens
@@ -148,19 +150,16 @@ class Assembler:
             if lay is None:
                 self.stats["dropped_over_max_length"] += 1
                 continue
-            out.append(
-                {
-                    "id": item.id,
-                    "type": item.role,
-                    "prompt": [{"role": "user", "content": templates.film_user(lay.context, qa.question)}],
-                    "completion": [{"role": "assistant", "content": qa.answer}],
-                    "source_ids": lay.source_ids,
-                    "context_tokens": lay.context_tokens,
-                    "num_tokens": overhead + lay.context_tokens,
-                    "key_positions": lay.key_positions,
-                }
-            )
-        return out
+            yield {
+                "id": item.id,
+                "type": item.role,
+                "prompt": [{"role": "user", "content": templates.film_user(lay.context, qa.question)}],
+                "completion": [{"role": "assistant", "content": qa.answer}],
+                "source_ids": lay.source_ids,
+                "context_tokens": lay.context_tokens,
+                "num_tokens": overhead + lay.context_tokens,
+                "key_positions": lay.key_positions,
+            }
 
 
 def exact_tokens(tokenizer, rows: list[dict]) -> list[int]:
@@ -169,6 +168,27 @@ def exact_tokens(tokenizer, rows: list[dict]) -> list[int]:
     if not convs:
         return []
     return [len(x) for x in tokenizer.apply_chat_template(convs, tokenize=True, return_dict=False)]
+
+
+class Sample:
+    """The `size` rows with the smallest seeded hash of their id, picked while rows stream by:
+    the same rows whatever their order, and never more than `size` of them held."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.heap: list[tuple[float, int, dict]] = []  # (-hash, tie-breaker, row): the largest hash on top
+        self.seen = itertools.count()
+
+    def add(self, row: dict) -> None:
+        item = (-unit(self.seed, "verify", row["id"]), next(self.seen), row)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, item)
+        elif self.size and item[0] > self.heap[0][0]:
+            heapq.heapreplace(self.heap, item)
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for _, _, row in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
 
 
 def verify(tokenizer, rows: list[dict], max_length: int, sample: int, seed: int) -> dict:

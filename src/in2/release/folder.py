@@ -48,6 +48,9 @@ READ_ROWS = 16
 READ_BUFFER = 1 << 20
 """Bytes read at a time from a column chunk (so a reader never holds a whole row group)."""
 
+DICTIONARY_COLUMNS = ["type", "prompt.list.element.role", "completion.list.element.role"]
+"""Columns of few distinct values; dictionary pages of unique long texts would be held whole by readers."""
+
 Key = tuple[bytes, bytes]
 """A row's place in the release: (order key, sha256 of its canonical JSON)."""
 
@@ -95,7 +98,9 @@ class ParquetSink:
 
         self.path = path
         self.file = pa.OSFile(str(path), "wb")
-        self.writer = pq.ParquetWriter(self.file, schema())
+        self.writer = pq.ParquetWriter(
+            self.file, schema(), use_dictionary=DICTIONARY_COLUMNS, write_batch_size=READ_ROWS
+        )  # pages of a few rows: a reader holds one page per column, not a row group
         self.group_bytes = group_bytes
         self.buffer: list[dict] = []
         self.buffered = 0
@@ -135,8 +140,8 @@ def read_rows(path: Path) -> Iterator[dict]:
     """The rows of a parquet file, READ_ROWS at a time."""
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path, buffer_size=READ_BUFFER) as f:
-        for batch in f.iter_batches(batch_size=READ_ROWS):
+    with pq.ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False) as f:  # pre_buffer reads ahead
+        for batch in f.iter_batches(batch_size=READ_ROWS, use_threads=False):  # threads read ahead
             yield from batch.to_pylist()
 
 

@@ -105,8 +105,9 @@ class ParquetSink:
         self.buffer: list[dict] = []
         self.buffered = 0
         self.rows = 0
-        self.largest_group = 0
-        """Bytes on disk of the largest row group written."""
+        self.groups = 0
+        self.flushed = 0
+        """Row text written so far (`text_bytes`)."""
 
     @property
     def size(self) -> int:
@@ -124,11 +125,16 @@ class ParquetSink:
 
         if not self.buffer:
             return
-        start = self.size
         table = pa.Table.from_pylist(self.buffer, schema=schema())
         self.writer.write_table(table, row_group_size=len(self.buffer))
-        self.largest_group = max(self.largest_group, self.size - start)
+        self.groups += 1
+        self.flushed += self.buffered
         self.buffer, self.buffered = [], 0
+
+    def projected(self, more: int, ratio: float) -> float:
+        """Bytes the file would have, closed, with `more` bytes of row text added, written at `ratio`
+        bytes per byte of text; the footer takes about 2 KB per row group plus the schema."""
+        return self.size + (self.buffered + more) * ratio + 4096 + 2048 * (self.groups + 2)
 
     def close(self) -> None:
         self.flush()
@@ -219,7 +225,8 @@ class SortedRows:
 
 class SplitFiles:
     """The files of one part's split, `<split>-0000i-of-0000N.parquet`: a new file once one holds
-    `rows_per_file` rows or its next row group could take it past `max_bytes`."""
+    `rows_per_file` rows or the next row would take it past `max_bytes` (estimated from the bytes per
+    byte of text written so far; a single row larger than that gets a file of its own)."""
 
     def __init__(self, folder: Path, split: str, rows_per_file: int, max_bytes: int):
         self.folder, self.split = folder, split
@@ -227,11 +234,15 @@ class SplitFiles:
         self.group_bytes = max(1, min(GROUP_BYTES, max_bytes // 4))
         self.sink: ParquetSink | None = None
         self.done: list[Path] = []
+        self.ratio = 1.0  # file bytes per byte of row text, measured on what was written
 
     def add(self, row: dict) -> None:
         s = self.sink
-        if s is not None and (s.rows >= self.rows_per_file or s.size + s.largest_group > self.max_bytes):
-            self._close()
+        if s is not None:
+            if s.flushed:
+                self.ratio = s.size / s.flushed
+            if s.rows >= self.rows_per_file or s.projected(text_bytes(row), self.ratio) > self.max_bytes:
+                self._close()
         if self.sink is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.sink = ParquetSink(self.folder / f"{self.split}-{len(self.done):05d}.part", self.group_bytes)

@@ -119,6 +119,14 @@ def disk(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def uncompressed(path: Path) -> int:
+    """Bytes of a parquet file's data before compression (from its footer)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+
+
 def long_context_mean(files: list[Path]) -> float:
     """Mean context tokens of the long rows (one column read, not the rows)."""
     import pyarrow.compute as pc
@@ -132,8 +140,8 @@ def long_context_mean(files: list[Path]) -> float:
     return round(sum(pc.sum(c).as_py() or 0 for c in lengths) / max(1, sum(len(c) for c in lengths)))
 
 
-def rehearse(rows: int, shards: int, workdir: Path) -> dict:
-    """One size: every shard, then the merge; figures per stage."""
+def rehearse(rows: int, shards: int, workdir: Path, overrides: tuple[str, ...] = ()) -> dict:
+    """One size: every shard, then the merge; figures per stage. `overrides` go to every shard."""
     in2 = [sys.executable, "-m", "in2.cli"]
     with CannedServer() as server:
         config = write_inputs(workdir, rows, shards, server.url)
@@ -141,7 +149,19 @@ def rehearse(rows: int, shards: int, workdir: Path) -> dict:
         shard_runs = []
         for i in range(shards):
             shard_runs.append(
-                run([*in2, "synth", "--config", str(config), "--num-shards", str(shards), "--shard-index", str(i)])
+                run(
+                    [
+                        *in2,
+                        "synth",
+                        "--config",
+                        str(config),
+                        "--num-shards",
+                        str(shards),
+                        "--shard-index",
+                        str(i),
+                        *overrides,
+                    ]
+                )
             )
             loads.append(os.getloadavg()[0])
         shard_bytes = disk(workdir / "release.shards")
@@ -166,6 +186,7 @@ def rehearse(rows: int, shards: int, workdir: Path) -> dict:
             "shards": shard_bytes,
             "release": disk(workdir / "release"),
         },
+        "release_uncompressed": sum(uncompressed(f) for f in files),
         "files": len(files),
         "largest_file": max((f.stat().st_size for f in files), default=0),
         "long_context_tokens_mean": long_context_mean(files),
@@ -187,8 +208,9 @@ def report(results: list[dict]) -> list[str]:
             f"| {r['rows']:,} | {r['shards']} | {sum(x['wall_s'] for x in s):.0f} s | {sum(x['cpu_s'] for x in s):.0f} s | "
             + ", ".join(f"{x['rss_mib']:,.0f} MiB ({n:,})" for x, n in zip(s, r["shard_rows"], strict=True))
             + f" | {r['merge']['wall_s']:.0f} s | {r['merge']['cpu_s']:.0f} s | {r['merge']['rss_mib']:,.0f} MiB | "
-            f"{r['disk']['shards'] / mib:,.0f} MiB | {r['disk']['release'] / mib:,.0f} MiB ({r['files']} files, "
-            f"largest {r['largest_file'] / mib:,.0f} MiB) | {min(r['load'])}-{max(r['load'])} |"
+            f"{r['disk']['shards'] / mib:,.0f} MiB | {r['disk']['release'] / mib:,.0f} MiB, "
+            f"{r['release_uncompressed'] / mib:,.0f} MiB uncompressed ({r['files']} files, largest "
+            f"{r['largest_file'] / mib:,.0f} MiB) | {min(r['load'])}-{max(r['load'])} |"
         )
     big = results[-1]
     per_row = {
@@ -196,6 +218,7 @@ def report(results: list[dict]) -> list[str]:
         "merge_wall": big["merge"]["wall_s"] / big["rows"],
         "shards_disk": big["disk"]["shards"] / big["rows"],
         "release_disk": big["disk"]["release"] / big["rows"],
+        "release_raw": big["release_uncompressed"] / big["rows"],
     }
     lines += [
         "",
@@ -203,7 +226,8 @@ def report(results: list[dict]) -> list[str]:
         f"{per_row['shard_cpu'] * FILM_ROWS / 3600:,.0f} CPU-hours of in2 itself (the generator's own time not "
         f"included: the server here answers at once), merge {per_row['merge_wall'] * FILM_ROWS / 3600:.1f} h on one "
         f"core, shards {per_row['shards_disk'] * FILM_ROWS / 1e9:,.0f} GB and release "
-        f"{per_row['release_disk'] * FILM_ROWS / 1e9:,.0f} GB on disk; merge peak RSS "
+        f"{per_row['release_disk'] * FILM_ROWS / 1e9:,.0f} GB on disk (this corpus, recombined paragraphs, "
+        f"compresses well; {per_row['release_raw'] * FILM_ROWS / 1e9:,.0f} GB uncompressed); merge peak RSS "
         f"{max(r['merge']['rss_mib'] for r in results):,.0f} MiB at most over all sizes.",
     ]
     return lines
@@ -214,6 +238,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10_000, 50_000])
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--workdir", help="where to build (default: a temporary folder, removed after each size)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="overrides for every shard, e.g. mixture.sort_buffer_mb=64"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     results = []
@@ -221,17 +248,24 @@ def main() -> None:
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="in2-rehearsal-")) / f"rows-{rows}"
         if workdir.exists():
             shutil.rmtree(workdir)
-        results.append(rehearse(rows, args.shards, workdir))
+        results.append(rehearse(rows, args.shards, workdir, tuple(args.set)))
         print(json.dumps(results[-1]), flush=True)
         shutil.rmtree(workdir)
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     lines = report(results)
     print("\n".join(lines))
     if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+        results_md = ROOT / "benchmarks" / "RESULTS.md"
+        if "## Scale rehearsal" not in results_md.read_text():
+            results_md.write_text(
+                results_md.read_text() + "\n## Scale rehearsal (rows appended by `benchmarks/scale_rehearsal.py`)\n"
+            )
+        with open(results_md, "a") as f:
             f.write(
                 f"\n{machine}: `python benchmarks/scale_rehearsal.py --rows {' '.join(map(str, args.rows))} "
-                f"--shards {args.shards}`\n\n" + "\n".join(lines) + "\n"
+                f"--shards {args.shards}{' --set ' + ' '.join(args.set) if args.set else ''}`\n\n"
+                + "\n".join(lines)
+                + "\n"
             )
 
 

@@ -139,8 +139,8 @@ class MixtureConfig:
     max_file_mb: float = 500.0
     """A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."""
     sort_buffer_mb: float = 256.0
-    """Row text a shard holds before sorting it into a run file on disk (the shard's main memory cost:
-    about 1.5x this in RSS at the peak; see recipes/film-7b/README.md)."""
+    """Memory of the rows a shard holds before sorting them into a run file on disk (an external sort:
+    any shard size fits); see recipes/film-7b/README.md for a shard's whole memory."""
 
 
 @dataclass

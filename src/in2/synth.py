@@ -225,13 +225,13 @@ SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})(\.tmp)?")
 
 def synth(cfg: SynthConfig) -> Path:
     """Run this config's shard; with one shard, write the release folder."""
+    import pyarrow.parquet as pq
+
     out = shards_dir(cfg.output_dir) / shard_name(cfg.shard_index, cfg.num_shards)
     tmp = out.with_name(out.name + ".tmp")  # a shard killed on the way leaves only this
     if tmp.exists():
         shutil.rmtree(tmp)
     manifest = synth_shard(cfg, tmp / ROWS_FILE)
-    import pyarrow.parquet as pq
-
     rows_file = tmp / ROWS_FILE
     manifest["rows_file"] = {"rows": pq.ParquetFile(rows_file).metadata.num_rows, "bytes": rows_file.stat().st_size}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -279,7 +279,7 @@ def check_shard(path: Path) -> dict:
         raise incomplete(f"{ROWS_FILE} has {rows.stat().st_size} bytes, its manifest says {expected['bytes']}")
     try:
         n = pq.ParquetFile(rows).metadata.num_rows
-    except Exception as e:  # pyarrow raises several kinds for a damaged footer
+    except (OSError, ValueError) as e:  # pyarrow's errors for a damaged footer derive from these
         raise incomplete(f"{ROWS_FILE} cannot be read: {e}") from None
     if n != expected["rows"] or n != sum(manifest["counts"]["rows"].values()):
         raise incomplete(f"{ROWS_FILE} has {n} rows, its manifest says {expected['rows']}")

@@ -18,6 +18,7 @@ import heapq
 import json
 import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from importlib import metadata
@@ -87,6 +88,12 @@ def canonical(row: dict) -> bytes:
 def text_bytes(row: dict) -> int:
     """About how much text a row holds (its messages, plus a little for the other columns)."""
     return 256 + sum(len(m["content"]) for m in (*row["prompt"], *row["completion"]))
+
+
+def memory_bytes(row: dict) -> int:
+    """About how much memory a row takes in Python: its messages as stored (1, 2 or 4 bytes per
+    character: one curly quote in a context doubles it), plus its other objects."""
+    return 2048 + sum(sys.getsizeof(m["content"]) for m in (*row["prompt"], *row["completion"]))
 
 
 class ParquetSink:
@@ -177,8 +184,8 @@ def in_release_order(paths: Iterable[Path], seed: int) -> Iterator[tuple[Key, di
 
 class SortedRows:
     """A shard's rows, written to one parquet file in release order while holding at most
-    `buffer_bytes` of row text: a full buffer is sorted into a run file beside `path`, and `close`
-    merges the runs."""
+    `buffer_bytes` of rows (`memory_bytes`): a full buffer is sorted into a run file beside `path`,
+    and `close` merges the runs."""
 
     def __init__(self, path: Path, seed: int, buffer_bytes: int):
         self.path, self.seed, self.buffer_bytes = path, seed, buffer_bytes
@@ -190,19 +197,19 @@ class SortedRows:
 
     def add(self, row: dict) -> None:
         self.buffer.append((order_key(self.seed, row["id"]), row))
-        self.buffered += text_bytes(row)
+        self.buffered += memory_bytes(row)
         self.types[row["type"]] += 1
         if self.buffered >= self.buffer_bytes:
             self._spill()
 
     def _write_buffer(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.buffer.sort(key=lambda t: t[0])
+        self.buffer.sort(key=lambda t: t[0], reverse=True)
         sink = ParquetSink(path)
-        for _, row in self.buffer:
-            sink.add(row)
+        while self.buffer:  # each row freed once written: Arrow leaves a UTF-8 copy in non-ASCII strings
+            sink.add(self.buffer.pop()[1])
         sink.close()
-        self.buffer, self.buffered = [], 0
+        self.buffered = 0
 
     def _spill(self) -> None:
         self.runs.append(self.runs_dir / f"run-{len(self.runs):05d}.parquet")

@@ -271,7 +271,7 @@ def check_shard(path: Path) -> dict:
     except FileNotFoundError:
         raise incomplete("no manifest.json") from None
     except (ValueError, KeyError):
-        raise incomplete("manifest.json is cut short or not a shard manifest") from None
+        raise incomplete("manifest.json is cut short, or written by an in2 older than the streaming merge") from None
     rows = path / ROWS_FILE
     if not rows.is_file():
         raise incomplete(f"no {ROWS_FILE}")

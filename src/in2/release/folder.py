@@ -278,7 +278,11 @@ def write_folder(
 
     The content hash is sha256 over the released rows in release order, each as its split's name and
     the sha256 of its canonical JSON: equal hashes mean the same rows in the same splits and order.
-    The order depends on the seed and the rows only, so any number of shards gives the same hash."""
+    The order depends on the seed and the rows only, so any number of shards gives the same hash.
+
+    Memory: what `in_release_order` reads (READ_ROWS rows and a page per column of each input file)
+    plus one row group (GROUP_BYTES of text) per part being written; the only thing that grows with
+    the rows is the context-length histogram, one entry per distinct token count."""
     from in2.release import card
 
     out = Path(out_dir)

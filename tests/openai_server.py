@@ -41,6 +41,8 @@ def probe_answer(prompt: str) -> str | None:
 def canned_answer(body: dict) -> str:
     """A well-formed, grounded reply for the in2 QA prompts and VaL probes (or a fixed string otherwise)."""
     prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+    if not isinstance(prompt, str):  # token ids (lm-eval's tokenized requests)
+        return "ok"
     probe = probe_answer(prompt)
     if probe is not None:
         return probe

@@ -1,5 +1,7 @@
 """The engine and the OpenAI-compatible backend over real HTTP on 127.0.0.1."""
 
+import os
+
 import pytest
 
 from in2.config import ConfigError, GeneratorConfig
@@ -123,3 +125,87 @@ def test_cache_version_is_part_of_the_key(tmp_path, monkeypatch):
         engine = Engine(_cfg(s.url, tmp_path))
         engine.generate(_requests(2))
     assert engine.usage.sent == 2 and sum(s.answered.values()) == 4
+
+
+# --- what a local model's cache keys carry ---------------------------------------------------------
+
+
+def _local(model, tmp_path, **kw):
+    return GeneratorConfig(**{"backend": "transformers", "model": str(model), "gguf_file": None, **kw})
+
+
+def test_weights_fingerprint_follows_what_changes_answers(tmp_path):
+    import shutil
+
+    from in2.llm.cache import Cache
+    from in2.llm.weights import fingerprint
+
+    model, cache = tmp_path / "model", Cache(tmp_path / "cache")
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"a" * 1000)
+    (model / "config.json").write_text('{"rope_theta": 10000}')
+    (model / "tokenizer.json").write_text("{}")
+    base = fingerprint(_local(model, tmp_path), cache)
+    assert base.startswith("weights-sha256:")
+    assert fingerprint(_local(model, tmp_path, backend="openai"), cache) == str(model)  # a server: its model name
+    # what training and evaluation write beside the weights changes no answer
+    for name in ("README.md", "eval_results.json", "in2_card.json", "trainer_state.json", "optimizer.pt"):
+        (model / name).write_text("x")
+    (model / "checkpoint-1").mkdir()
+    (model / "checkpoint-1" / "model.safetensors").write_bytes(b"other")
+    assert fingerprint(_local(model, tmp_path), cache) == base
+    # content, not path: a copy elsewhere is the same model
+    copy = shutil.copytree(model, tmp_path / "copy")
+    assert fingerprint(_local(copy, tmp_path), cache) == base
+    # new weights of the same size, another config or tokenizer, another dtype: another model
+    (copy / "model.safetensors").write_bytes(b"b" * 1000)
+    assert fingerprint(_local(copy, tmp_path), cache) != base
+    for name, text in (("config.json", '{"rope_theta": 1000000}'), ("tokenizer.json", '{"x": 1}')):
+        changed = shutil.copytree(model, tmp_path / f"changed-{name}")
+        (changed / name).write_text(text)
+        assert fingerprint(_local(changed, tmp_path), cache) != base, name
+    assert fingerprint(_local(model, tmp_path, dtype="bfloat16"), cache) != base
+    # a file is hashed once per version (size, mtime, ctime): a stale row is used until the file changes
+    cache._db.execute("UPDATE files SET sha256 = 'stale'")
+    assert fingerprint(_local(model, tmp_path), cache) != base
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):  # rewritten: a new version, hashed again
+        st = (model / name).stat()
+        os.utime(model / name, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fingerprint(_local(model, tmp_path), cache) == base
+
+
+def test_gguf_adapter_and_hub_fingerprints(tmp_path, monkeypatch):
+    import json
+
+    from huggingface_hub import constants
+
+    from in2.llm.cache import Cache
+    from in2.llm.weights import fingerprint
+
+    cache = Cache(tmp_path / "cache")
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    (folder / "m.Q4.gguf").write_bytes(b"q4")
+    (folder / "m.Q8.gguf").write_bytes(b"q8")
+    q4 = fingerprint(_local(folder, tmp_path, gguf_file="m.Q4.gguf"), cache)
+    assert q4 != fingerprint(_local(folder, tmp_path, gguf_file="m.Q8.gguf"), cache)
+    (folder / "m.Q8.gguf").write_bytes(b"q8 retrained")  # the other file changes nothing for Q4
+    assert fingerprint(_local(folder, tmp_path, gguf_file="m.Q4.gguf"), cache) == q4
+    # a PEFT adapter answers with its base model too
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    for d in (base, adapter):
+        d.mkdir()
+    (base / "model.safetensors").write_bytes(b"base")
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    before = fingerprint(_local(adapter, tmp_path), cache)
+    (base / "model.safetensors").write_bytes(b"base retrained")
+    assert fingerprint(_local(adapter, tmp_path), cache) != before
+    # a Hub id: the commit its cache (offline here) holds for main
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    ref = tmp_path / "hub" / "models--org--tiny" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("1111111111111111111111111111111111111111")
+    first = fingerprint(_local("org/tiny", tmp_path), cache)
+    ref.write_text("2222222222222222222222222222222222222222")
+    assert fingerprint(_local("org/tiny", tmp_path), cache) != first

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from in2.evaluation.probing import build, pools, score
@@ -255,8 +256,9 @@ def test_eval_resumes_after_the_last_written_prediction(tmp_path, server):
     assert len(server.bodies) - sent == resent
 
 
-def test_tiny_model_runs_locally_and_refreshes_its_card(tmp_path, tiny_model, dataset_folder, server):
-    """transformers backend on a trained (tiny, random) checkpoint; its card gets the results and plots."""
+def test_tiny_model_runs_locally_and_refreshes_its_card(tmp_path, tiny_model, dataset_folder, server, monkeypatch):
+    """transformers backend on a trained (tiny, random) checkpoint; its card gets the results and plots.
+    Rerun unchanged, nothing is loaded; with other weights at the same path, it is evaluated afresh."""
     from in2.evaluation import suite
     from in2.train import sft
     from tests.conftest import write_recipe
@@ -295,6 +297,30 @@ def test_tiny_model_runs_locally_and_refreshes_its_card(tmp_path, tiny_model, da
     assert (checkpoint / "plots" / "val_database_forward_512.png").is_file()
     results = json.loads((checkpoint / "eval_results.json").read_text())["results"]
     assert {r["model"] for r in results} == {"tiny"}
+
+    from in2.llm.local_backend import LocalBackend
+
+    loads, load = [], LocalBackend.__init__
+    monkeypatch.setattr(LocalBackend, "__init__", lambda self, g: (loads.append(g.model), load(self, g))[-1])
+    pred = out / "predictions" / "tiny" / "sample_database_forward_512.jsonl"
+    first = pred.read_text()
+    suite.evaluate(cfg)  # unchanged (its card and eval results rewritten beside it): nothing to compute
+    assert loads == [] and pred.read_text() == first
+
+    # retrained in place: other weights at the same path are loaded and answer every row again
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint)).save_pretrained(checkpoint)
+    suite.evaluate(cfg)
+    assert loads == [str(checkpoint)] and pred.read_text() != first
+    # ... and the numbers follow the new weights: the same as evaluating them with no history at all
+    cfg.model_card, cfg.output_dir = None, str(tmp_path / "fresh")
+    cfg.models[0].generator.cache_dir = str(tmp_path / "fresh-cache")
+    suite.evaluate(cfg)
+    assert (tmp_path / "fresh" / pred.relative_to(out)).read_text() == pred.read_text()
+    swapped, fresh = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "fresh"))
+    assert swapped["probing"]["models"]["tiny"] == fresh["probing"]["models"]["tiny"]
 
 
 def test_probe_score_cli_rescoring_film_format_files(tmp_path, capsys):
@@ -431,38 +457,38 @@ def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
     assert {n: r["avg"] for n, r in result["probes"].items()} == {n: r["avg"] for n, r in reference["probes"].items()}
 
 
-def test_film_pools_download_over_http_once(tmp_path, monkeypatch):
+def test_film_pools_download_over_http_once(tmp_path, file_server):
     """The `film` pool source fetches the three files over HTTP (a local server with FILM's files here),
     then reads them from disk; an unreachable source is one clear error."""
-    import functools
-    import http.server
-    import threading
-
     if not FILM.is_dir():
         pytest.skip("FILM's pools live in the shared folder beside the checkout")
-    served = tmp_path / "served"
-    served.mkdir()
+    served, url, asked = file_server
     for name in pools.FILM_FILES.values():  # a 50-line slice of each of FILM's real files
         lines = (FILM / "pieces" / name).read_text(encoding="utf-8").splitlines()[:50]
         (served / name).write_text("\n".join(lines) + "\n")
-    asked = []
+    folder = pools.download_film(tmp_path / "cache", url)
+    assert len(asked) == 3 and not list(folder.glob("*.partial"))
+    pools.download_film(tmp_path / "cache", url)  # already there: nothing asked
+    assert len(asked) == 3
+    db = pools.load_film(folder, "database")
+    assert len(db) == 50 and set(db[0]) == {"id", "label", "description"}
+    with pytest.raises(FileNotFoundError, match=r"cannot download FILM's pool .*set probes.pools"):
+        pools.download_film(tmp_path / "other", url + "missing/")
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            asked.append(self.path)
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    try:
-        folder = pools.download_film(tmp_path / "cache", url)
-        assert len(asked) == 3 and not list(folder.glob("*.partial"))
-        pools.download_film(tmp_path / "cache", url)  # already there: nothing asked
-        assert len(asked) == 3
-        db = pools.load_film(folder, "database")
-        assert len(db) == 50 and set(db[0]) == {"id", "label", "description"}
-        with pytest.raises(FileNotFoundError, match=r"cannot download FILM's pool .*set probes.pools"):
-            pools.download_film(tmp_path / "other", url + "missing/")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_a_pool_too_short_for_the_length_is_flagged(tmp_path, caplog):
+    """A context cannot be longer than its whole pool: the build says so instead of naming a 1K file after
+    a shorter context (in2's offline document and database pools fill ~40K tokens, FILM's 128K)."""
+    from in2.evaluation.probing import build
+
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    rows = [
+        {"sentence": f"Sentence number {i} is about rivers and stones.", "piece": f"number {i} is"} for i in range(6)
+    ]
+    (pieces / pools.FILM_FILES["document"]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _eval_config(tmp_path, [], tasks=["document"], lengths=[1024], sets=1, pools=str(pieces))
+    out, names = build.build_all(cfg)
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["document_bi_1k"]["pool_too_short"] and files["document_bi_1k"]["items_per_set"] == 6
+    assert "document_bi_1k: the whole document pool (6 items) is shorter than 1024 tokens" in caplog.text

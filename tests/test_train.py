@@ -2,6 +2,10 @@
 
 import json
 import os
+import random
+import re
+import shutil
+import signal
 import subprocess
 import sys
 from fnmatch import fnmatch
@@ -12,11 +16,13 @@ import pytest
 import torch
 import yaml
 
+from in2 import redact
 from in2.cli import main
+from in2.config import ConfigError
 from in2.train import model_card, sft
 from in2.train.args import gradient_accumulation
 from in2.train.hub import IGNORE
-from in2.train.model import attention_implementation, load_model
+from in2.train.model import attention_implementation, liger_kernels, load_model
 from tests.conftest import write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +48,10 @@ def test_every_recipe_parses_into_trl_configs(path):
         assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 0.03
         assert training_args.num_train_epochs == 1 and training_args.max_length == 32768
         assert model_args.attn_implementation == "flash_attention_2" and model_args.rope_theta == 1e6
-        assert training_args.bf16 and training_args.activation_checkpointing
-        sft._resolve_chat_template(training_args)  # the built-in FILM template, shipped with the package
+        assert training_args.bf16 and training_args.activation_checkpointing and training_args.use_liger_kernel
+        sft.resolve_recipe(training_args)  # the built-in FILM template, shipped with the package
         assert "[/INST]" in Path(training_args.chat_template_path).read_text()
+        assert not training_args.use_liger_kernel  # no CUDA here: Liger falls back
         if path.name == "sft_full.yaml":
             assert training_args.learning_rate == 1e-6 and not model_args.use_peft
             assert model_args.dtype == "float32"  # fp32 master weights: 1e-6 updates vanish in bf16 weights
@@ -80,11 +87,11 @@ def test_accelerate_configs_use_only_keys_accelerate_launch_knows():
 
     known = {a.dest for a in launch_command_parser()._actions}
     configs = {p.stem: p for p in (ROOT / "accelerate_configs").glob("*.yaml")}
-    assert set(configs) == {"fsdp", "fsdp_offload", "deepspeed_zero3", "multi_gpu"}
+    assert set(configs) == {"fsdp", "fsdp_offload", "deepspeed_zero3", "deepspeed_zero3_sp8", "multi_gpu"}
     for path in configs.values():
         cfg = load_config_from_file(str(path))  # accelerate's own loader: valid enum values and fields
         raw = yaml.safe_load(path.read_text())
-        for section in ("fsdp_config", "deepspeed_config"):
+        for section in ("fsdp_config", "deepspeed_config", "parallelism_config"):
             unknown = set(raw.get(section, {})) - known
             assert not unknown, f"{path.name}: {unknown}"
         assert cfg.mixed_precision == "bf16"
@@ -141,6 +148,14 @@ def test_attention_implementation_keeps_non_flash_choices():
     assert attention_implementation("eager") == "eager"
     assert attention_implementation(None) is None
     assert attention_implementation("flash_attention_3") == "sdpa"
+
+
+def test_liger_kernels_fall_back_with_one_warning_where_they_cannot_run(caplog):
+    assert liger_kernels(False) is False and not caplog.records
+    assert liger_kernels(True) is False  # this machine has no CUDA
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.getMessage().startswith("use_liger_kernel: no CUDA")
+    assert record.getMessage().endswith("; training without Liger kernels")
 
 
 # --- what training sees ---------------------------------------------------------------------------
@@ -366,7 +381,7 @@ def test_tokens_never_reach_recipes_or_cards(tmp_path, tiny_model, dataset_folde
     err = capsys.readouterr().err
     assert "hub_token" in err and "hf_very_secret" not in err
     text = "hub_token: hf_abc\n  wandb_api_key: k123\nlearning_rate: 1e-6\n- my_secret: s\n"
-    red = model_card.redact(text)
+    red = redact.text(text)
     assert "hf_abc" not in red and "k123" not in red and " s\n" not in red and "learning_rate: 1e-6" in red
 
 
@@ -455,3 +470,110 @@ def test_demo_recipe_trains_smollm2_from_its_gguf_weights(tmp_path, dataset_fold
 
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000
+
+
+# --- interrupted runs ------------------------------------------------------------------------------
+
+
+def _three_steps(tmp_path, tiny_model, dataset_folder):
+    """3 steps, a checkpoint after each; loss logged by logging_steps only at the end (in2 adds a log
+    entry at every checkpoint, which the card's whole-run figures rely on)."""
+    return write_recipe(tmp_path, tiny_model, dataset_folder, max_steps=3, logging_steps=3)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model, dataset_folder):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    assert main(["train", "--config", str(_three_steps(tmp, tiny_model, dataset_folder))]) == 0
+    return tmp / "out"
+
+
+def test_trainer_state_is_the_last_file_of_every_checkpoint(uninterrupted):
+    for step in (1, 2, 3):
+        folder = uninterrupted / f"checkpoint-{step}"
+        mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+        assert {"model.safetensors", "optimizer.pt", "rng_state.pth", "README.md"} <= set(mtimes)
+        assert mtimes["trainer_state.json"] == max(mtimes.values()), sorted(mtimes, key=mtimes.get)
+        state = json.loads((folder / "trainer_state.json").read_text())
+        assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, step + 1))
+
+
+def test_a_checkpoint_torn_at_any_file_is_skipped_and_moved_aside(tmp_path, uninterrupted, caplog):
+    """For each file of a save (in write order), a checkpoint-3 holding the files before it and that one
+    cut in half: resuming picks checkpoint-2 and moves checkpoint-3 aside, deleting nothing."""
+    from in2.train import checkpoints
+
+    files = sorted((uninterrupted / "checkpoint-3").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    for i, cut in enumerate(files):
+        out = tmp_path / f"torn-at-{cut.name}"
+        for step in (1, 2):
+            shutil.copytree(uninterrupted / f"checkpoint-{step}", out / f"checkpoint-{step}", copy_function=os.link)
+        torn = out / "checkpoint-3"
+        torn.mkdir()
+        for done in files[:i]:
+            os.link(done, torn / done.name)
+        (torn / cut.name).write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+        caplog.clear()
+        assert checkpoints.resume_point(out, None, main_process=True) == out / "checkpoint-2", cut.name
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "checkpoint-2", checkpoints.ASIDE]
+        assert (out / checkpoints.ASIDE / "checkpoint-3" / cut.name).stat().st_size == cut.stat().st_size // 2
+        assert "skipped incomplete checkpoint(s) checkpoint-3" in caplog.text
+    # an explicit resume_from_checkpoint must be complete too
+    with pytest.raises(ConfigError, match="resume_from_checkpoint: .* not a complete checkpoint"):
+        checkpoints.resume_point(tmp_path, str(out / checkpoints.ASIDE / "checkpoint-3"), main_process=True)
+
+
+def test_whole_run_loss_weights_each_log_by_its_steps():
+    from in2.train.checkpoints import whole_run_loss
+
+    # logs at steps 2 (mean of 1-2) and 3, resumed at 3, then 2 more steps averaging 1.0
+    history = [
+        {"loss": 4.0, "step": 2},
+        {"eval_loss": 9.0, "step": 2},
+        {"loss": 1.0, "step": 3},
+        {"loss": 7, "step": 4},
+    ]
+    assert whole_run_loss(history, resumed_at=3, global_step=5, session_loss=1.0) == pytest.approx((8 + 1 + 2) / 5)
+    assert whole_run_loss([], resumed_at=0, global_step=5, session_loss=2.5) == 2.5  # a fresh run: its own mean
+    # history short of the resume step (a checkpoint not written by in2): the mean of the steps it knows
+    assert whole_run_loss(history[:2], resumed_at=3, global_step=5, session_loss=1.0) == pytest.approx(10 / 4)
+
+
+def _card_without_resume_line(folder: Path, run_dir: Path, reference_dir: Path) -> str:
+    card = (folder / "README.md").read_text().replace(str(run_dir), str(reference_dir))
+    lines = re.findall(r"\n\*\*Resumed\*\* from the checkpoint at step \d+ on [^\n]+\n", card)
+    assert len(lines) == 1, lines
+    return card.replace(lines[0], "")
+
+
+def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
+    tmp_path, uninterrupted, tiny_model, dataset_folder, caplog
+):
+    """kill -9 at a seeded file of checkpoint-3's save; the rerun resumes from checkpoint-2 and ends with
+    the uninterrupted run's weights and, apart from the line saying it resumed, its model card."""
+    from safetensors.torch import load_file
+
+    from in2.train import checkpoints
+    from tests.kill_in_save import kill_in_save
+
+    recipe = _three_steps(tmp_path, tiny_model, dataset_folder)
+    out = tmp_path / "out"
+    writes = [p.name for p in (uninterrupted / "checkpoint-3").iterdir() if p.name != "tokenizer.json"]  # Rust-written
+    point = random.Random(16).randint(1, len(writes))  # seeded
+    proc = kill_in_save(3, point, "train", "--config", str(recipe))
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == -signal.SIGKILL, log[-3000:]
+    assert checkpoints.complete(out / "checkpoint-2") and not checkpoints.complete(out / "checkpoint-3")
+
+    assert main(["train", "--config", str(recipe)]) == 0
+    assert f"resuming from {out / 'checkpoint-2'} (step 2)" in caplog.text
+    assert "skipped incomplete checkpoint(s) checkpoint-3" in caplog.text
+    assert (out / checkpoints.ASIDE / "checkpoint-3").is_dir() and checkpoints.complete(out / "checkpoint-3")
+    final, reference = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
+    assert final.keys() == reference.keys()
+    for name in final:
+        assert torch.equal(final[name], reference[name]), name
+    card = (out / "README.md").read_text()
+    assert "**Resumed** from the checkpoint at step 2 on " in card
+    assert _card_without_resume_line(out, out, uninterrupted) == (uninterrupted / "README.md").read_text()
+    assert "| training tokens |" in card and "| mean training loss |" in card

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from in2 import redact
 from in2.config import ConfigError, load_config
 from in2.jsonl import BadFileError
 from in2.llm.engine import BudgetExceeded
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    redact.scrub_logs()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":  # TrlParser reads the rest: --config recipe.yaml and any field as --name value
@@ -207,13 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, BadFileError, PublishError) as e:
-        print(f"in2: error: {e}", file=sys.stderr)
+        print(f"in2: error: {redact.text(str(e))}", file=sys.stderr)
         return 2
     except BudgetExceeded as e:
         print(f"in2: stopped: {e}. Everything so far is saved; rerun with a higher limit to continue.", file=sys.stderr)
         return 4
     except FatalRequestError as e:
-        print(f"in2: error: {e}. Answers so far are cached; rerun to resume.", file=sys.stderr)
+        print(f"in2: error: {redact.text(str(e))}. Answers so far are cached; rerun to resume.", file=sys.stderr)
         return 3
 
 

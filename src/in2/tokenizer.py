@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -20,34 +21,73 @@ def _sentencepiece_dir(model_file: Path) -> Path:
     return folder
 
 
+def is_tekken(path: Path) -> bool:
+    """A Mistral Tekken vocabulary (`tekken.json`, `tekken_240718.json`): tiktoken-style BPE in JSON."""
+    return path.suffix == ".json" and "tekken" in path.name
+
+
+def _tekken_dir(vocab_file: Path) -> Path:
+    """Convert a Tekken vocabulary once into a fast-tokenizer folder (tokenizer.json), so counts come from
+    the same `tokenizers` BPE as for every other model; the conversion takes ~10 s, loading the folder ~3 s."""
+    import transformers
+    from transformers.integrations.mistral.tokenizer import convert_tekken_tokenizer
+
+    digest = hashlib.sha256(vocab_file.read_bytes() + transformers.__version__.encode()).hexdigest()[:16]
+    folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"tekken-{digest}"
+    if not (folder / "tokenizer.json").is_file():
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        # chat_template=None: transformers attaches the template mistral-common generates for this vocabulary
+        convert_tekken_tokenizer(str(vocab_file), chat_template=None).save_pretrained(partial)
+        try:
+            partial.rename(folder)  # a folder with tokenizer.json is complete
+        except OSError:  # another process finished first
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def staged(path: Path) -> Path:
+    """What AutoTokenizer loads for `path`: a folder converted once from a SentencePiece `.model` or a Tekken
+    `.json` file; any other path as it is."""
+    if path.suffix == ".model" or path.name.startswith("tokenizer.model"):
+        return _sentencepiece_dir(path)
+    if is_tekken(path) and path.is_file():
+        return _tekken_dir(path)
+    return path
+
+
+def chat_template_path(ref: str) -> str:
+    """The .jinja file of a built-in template name (under data/chat_templates/); any other `ref` unchanged."""
+    builtin = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    return str(builtin) if not Path(ref).is_file() and builtin.is_file() else ref
+
+
 def read_chat_template(ref: str) -> str:
     """A built-in template name (file under data/chat_templates/) or a path to a .jinja file."""
-    path = Path(ref)
-    if not path.is_file():
-        path = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    path = Path(chat_template_path(ref))
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES_DIR.glob("*.jinja")))
         raise ConfigError(f"tokenizer.chat_template: {ref!r} is neither a file nor a built-in template ({known})")
     return path.read_text()
 
 
-def load_tokenizer(cfg: TokenizerConfig):
-    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available."""
+def load_tokenizer(cfg: TokenizerConfig, field: str = "tokenizer", chat: bool = True):
+    """AutoTokenizer for `cfg`, with the chat template set; fails if none is available (unless not `chat`).
+    Errors name the config `field` that holds `cfg`."""
     from transformers import AutoTokenizer
 
     path = Path(resolve(cfg.name_or_path))
     kwargs = {}
-    if path.suffix == ".model" or path.name.startswith("tokenizer.model"):
-        path = _sentencepiece_dir(path)
-    elif cfg.gguf_file:
+    folder = staged(path)
+    if folder == path and cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
-    with loading("tokenizer.name_or_path", repr(cfg.name_or_path)):
+    path = folder
+    with loading(f"{field}.name_or_path", repr(cfg.name_or_path)):
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)
-    if not tok.chat_template:
+    if chat and not tok.chat_template:
         raise ConfigError(
-            f"tokenizer.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
+            f"{field}.chat_template: tokenizer {cfg.name_or_path!r} has no chat template; "
             "set a built-in name such as 'mistral-instruct' or a .jinja path"
         )
     if tok.pad_token is None:

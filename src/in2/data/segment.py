@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from in2.data.corpus import Text
 
+TAIL_CHARS = 64  # longer than any last pre-token of real text; tokenizing more costs time
+
 
 @dataclass
 class Source:
@@ -61,6 +63,12 @@ class TokenCounter:
 
     def after_newline(self, texts: list[str]) -> list[int]:
         return [n - self._nl for n in self._raw(["\n" + t for t in texts])]
+
+    def joiners(self, texts: list[str], sep: str) -> list[int]:
+        """Tokens `sep` adds after each text; merges happen within a text's last pre-token, so its tail
+        is enough to measure them."""
+        tails = [t[-TAIL_CHARS:] for t in texts]
+        return [a - b for a, b in zip(self._raw([t + sep for t in tails]), self._raw(tails), strict=True)]
 
     def joiner(self, sep: str) -> int:
         """Tokens a separator adds after a segment's text."""

@@ -1,13 +1,18 @@
 """Send requests to a model and append the answers to FILM-format prediction files, resumably.
 
 Every evaluation (probing, LongBench) writes `sample_<name>.jsonl`, one `{"samples": [text]}` line per
-row in row order, a chunk at a time. A rerun continues after the last complete line (a line cut short
-by a crash is dropped), and in2's engine cache answers anything already asked.
+row in row order, a chunk at a time. Beside it, `sample_<name>.fingerprint` names what the lines answer:
+a hash of every row's request cache key (model weights, prompt, sampling). A rerun with the same
+fingerprint continues after the last complete line (a line cut short by a crash is dropped); any other
+fingerprint (retrained weights, new probes, other sampling) starts the file over, and in2's engine
+cache answers anything already asked of those weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 from in2.llm import Engine, Request
@@ -15,6 +20,26 @@ from in2.llm import Engine, Request
 
 def predictions_path(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / f"sample_{name}.jsonl"
+
+
+def fingerprint(engine: Engine, requests: list[Request | None]) -> str:
+    """sha256 over the cache keys of a job's rows in order (a skipped row counts as such)."""
+    h = hashlib.sha256()
+    for r in requests:
+        h.update(b"skip" if r is None else engine.key(r).encode())
+    return h.hexdigest()
+
+
+def start(path: Path, fingerprint: str) -> None:
+    """Keep `path` only when it answers the same requests; otherwise remove it, then record the new
+    fingerprint (in that order, so a crash between them never pairs old lines with a new fingerprint)."""
+    stamp = path.with_suffix(".fingerprint")
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return
+    path.unlink(missing_ok=True)
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(fingerprint + "\n")
+    os.replace(tmp, stamp)
 
 
 def written(path: Path) -> int:
@@ -37,6 +62,8 @@ def run_named(jobs: dict[str, list[Request | None]], out_dir: str | Path, engine
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: predictions_path(out, name) for name in jobs}
+    for name, requests in jobs.items():
+        start(paths[name], fingerprint(engine, requests))
     todo = [(name, i) for name, reqs in jobs.items() for i in range(written(paths[name]), len(reqs))]
     handles = {name: open(paths[name], "a", encoding="utf-8") for name in jobs}  # noqa: SIM115
     try:

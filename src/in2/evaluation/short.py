@@ -8,20 +8,49 @@ the base model.
 
 from __future__ import annotations
 
+import base64
+import os
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+from in2 import redact
 from in2.assets import resolve
 from in2.config import ConfigError, EvalConfig, GeneratorConfig
 
 
-def lm_eval_model(generator: GeneratorConfig) -> tuple[str, str]:
-    """(lm-eval model type, model_args string) for a generator section."""
+def lm_eval_model(generator: GeneratorConfig) -> tuple[str, dict]:
+    """(lm-eval model type, model arguments) for a generator section. A login in `base_url` goes into
+    an Authorization header, never into the URL that lm-eval logs; the key is handed over in
+    OPENAI_API_KEY (see `_api_key`), never as an argument."""
     if generator.backend == "transformers":
         if generator.gguf_file:
             raise ConfigError("short: lm-eval needs regular weights, not a GGUF file (train or convert first)")
-        return "hf", f"pretrained={resolve(generator.model)},dtype={generator.dtype}"
+        return "hf", {"pretrained": resolve(generator.model), "dtype": generator.dtype}
     if not generator.base_url:
         raise ConfigError("short: an openai-backend model needs generator.base_url (an OpenAI-compatible server)")
-    url = generator.base_url.rstrip("/") + "/completions"
-    return "local-completions", f"model={generator.model},base_url={url},num_concurrent={generator.concurrency}"
+    base, login = redact.userinfo(generator.base_url)
+    p = urlsplit(base)
+    url = urlunsplit((p.scheme, p.netloc, p.path.rstrip("/") + "/completions", p.query, p.fragment))
+    args = {"model": generator.model, "base_url": url, "num_concurrent": generator.concurrency}
+    if login:  # as the openai client does with a URL login: HTTP basic auth
+        args["header"] = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+    return "local-completions", args
+
+
+@contextmanager
+def _api_key(generator: GeneratorConfig):
+    """lm-eval's API models read their key from OPENAI_API_KEY: lend them in2's `api_key_env`."""
+    key = os.environ.get(generator.api_key_env) if generator.backend == "openai" else None
+    before = os.environ.get("OPENAI_API_KEY")
+    if key:
+        os.environ["OPENAI_API_KEY"] = key
+    try:
+        yield
+    finally:
+        if key and before is None:
+            del os.environ["OPENAI_API_KEY"]
+        elif key:
+            os.environ["OPENAI_API_KEY"] = before
 
 
 def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
@@ -36,18 +65,19 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
     model, model_args = lm_eval_model(generator)
     manager = TaskManager(include_path=cfg.short.include_path)
     scores = {}
-    for shot, tasks in _by_fewshot(cfg).items():
-        out = lm_eval.simple_evaluate(
-            model=model,
-            model_args=model_args,
-            tasks=[t.name for t in tasks],
-            num_fewshot=shot,
-            batch_size=cfg.short.batch_size,
-            limit=cfg.short.limit,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            task_manager=manager,
-        )
-        scores.update(extract(out, tasks))
+    with _api_key(generator):
+        for shot, tasks in _by_fewshot(cfg).items():
+            out = lm_eval.simple_evaluate(
+                model=model,
+                model_args=model_args,
+                tasks=[t.name for t in tasks],
+                num_fewshot=shot,
+                batch_size=cfg.short.batch_size,
+                limit=cfg.short.limit,
+                device="cuda" if torch.cuda.is_available() else "cpu",
+                task_manager=manager,
+            )
+            scores.update(extract(out, tasks))
     return scores
 
 

@@ -7,9 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
+from in2 import redact
 from in2.assets import resolve
 from in2.config import ConfigError, EvalConfig, to_dict
-from in2.evaluation import tables
+from in2.evaluation import longbench, tables
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
 
@@ -56,11 +57,18 @@ def _probing(cfg: EvalConfig, out: Path) -> tuple[dict, list[Path], str]:
 
 
 def _longbench(cfg: EvalConfig, out: Path) -> tuple[dict, str]:
-    from in2.evaluation import longbench
-
-    results = {m.name: longbench.run(cfg, m.generator, out / "predictions" / slug(m.name)) for m in cfg.models}
-    data = {m: {"tasks": per, "average": longbench.average(per)} for m, per in results.items()}
-    return data, "### LongBench\n\n" + tables.longbench(results)
+    lb = cfg.longbench
+    prompts, source = longbench.load_prompts(lb)
+    results = {
+        m.name: longbench.run(cfg, i, out / "predictions" / slug(m.name), prompts) for i, m in enumerate(cfg.models)
+    }
+    data = {
+        "scoring": lb.scoring,
+        "prompts": source,
+        "not_comparable_with_paper": longbench.not_comparable(lb.scoring, source),
+        "models": {m: {"tasks": per, "average": longbench.average(per)} for m, per in results.items()},
+    }
+    return data, "### LongBench\n\n" + tables.longbench(results, lb.scoring, source)
 
 
 def _short(cfg: EvalConfig) -> tuple[dict, str]:
@@ -77,7 +85,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         raise ConfigError("models: list at least one model to evaluate")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data: dict = {"config": to_dict(cfg)}
+    data: dict = {"config": redact.data(to_dict(cfg))}
     sections, plots = [], []
     if "probing" in cfg.suites:
         data["probing"], plots, text = _probing(cfg, out)
@@ -89,7 +97,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         data["short"], text = _short(cfg)
         sections.append(text)
     data["plots"] = [str(p.relative_to(out)) for p in plots]
-    summary = "\n".join(sections)
+    data, summary = redact.data(data), redact.text("\n".join(sections))
     (out / TABLE).write_text(summary)
     (out / RESULTS).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if cfg.model_card:
@@ -108,11 +116,14 @@ def card_rows(data: dict, model: str) -> list[dict]:
             rows.append(
                 {"task": f"VaL All {length}", "metric": "Avg / Gap", "value": f"{r['avg']:.1f} / {r['gap']:.1f}"}
             )
-    lb = data.get("longbench", {}).get(model)
-    if lb:
-        for task, r in lb["tasks"].items():
-            rows.append({"task": f"LongBench {task}", "metric": r["metric"], "value": round(r["score"], 1)})
-        rows.append({"task": "LongBench average", "metric": "score", "value": round(lb["average"], 1)})
+    lb = data.get("longbench", {})
+    if model in lb.get("models", {}):
+        how = longbench.describe(lb["scoring"], lb["prompts"])
+        for task, r in lb["models"][model]["tasks"].items():
+            rows.append({"task": f"LongBench {task}", "metric": f"{r['metric']}; {how}", "value": round(r["score"], 1)})
+        rows.append(
+            {"task": "LongBench average", "metric": f"score; {how}", "value": round(lb["models"][model]["average"], 1)}
+        )
     short = data.get("short", {})
     for task, value in short.get("scores", {}).get(model, {}).items():
         delta = short.get("deltas", {}).get(model, {}).get(task)

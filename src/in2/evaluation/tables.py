@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from in2.evaluation.longbench import TASKS
+from in2.evaluation.longbench import TASKS, describe, not_comparable
 from in2.evaluation.published import LONGBENCH, SHORT
 
 
-def longbench(results: dict[str, dict[str, dict]]) -> str:
-    """`results[model][task]` -> one row per model (ours, then the paper's), columns = tasks + average."""
+def longbench(results: dict[str, dict[str, dict]], scoring: str, prompts: dict) -> str:
+    """`results[model][task]` -> one row per model, columns = tasks + average; the paper's rows below only
+    when the scores are comparable with them (`film` scoring, LongBench's prompts: see longbench.py)."""
     tasks = [t for t in TASKS if any(t in per for per in results.values())]
     lines = ["| model | " + " | ".join(tasks) + " | average |", "|" + "---|" * (len(tasks) + 2)]
     for model, per in results.items():
         scores = [per[t]["score"] for t in tasks if t in per]
         cells = [f"{per[t]['score']:.1f}" if t in per else "" for t in tasks]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {sum(scores) / len(scores):.1f} |")
-    order = list(TASKS)
-    for model, values in LONGBENCH.items():
-        cells = [f"{values[order.index(t)]:.1f}" for t in tasks]
-        lines.append(f"| {model} (paper) | " + " | ".join(cells) + f" | {values[-1]:.1f} |")
-    return "\n".join(lines) + "\n\nLongBench scores in percent: token F1 (QA tasks), ROUGE-L (summaries).\n"
+    why = not_comparable(scoring, prompts)
+    if not why:
+        order = list(TASKS)
+        for model, values in LONGBENCH.items():
+            cells = [f"{values[order.index(t)]:.1f}" for t in tasks]
+            lines.append(f"| {model} (paper) | " + " | ".join(cells) + f" | {values[-1]:.1f} |")
+    notes = [
+        "LongBench scores in percent: token F1 (QA tasks), ROUGE-L F of the `rouge` package (summaries); "
+        + describe(scoring, prompts)
+        + "."
+    ]
+    if why:
+        notes.append(
+            "Not comparable with the paper's LongBench table (" + "; ".join(why) + "): its rows are not shown."
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def short(scores: dict[str, dict[str, float]], deltas: dict[str, dict[str, float]]) -> str:

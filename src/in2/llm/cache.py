@@ -1,4 +1,5 @@
-"""On-disk request cache: answers keyed by what was asked (model, messages, sampling)."""
+"""On-disk request cache: answers keyed by what was asked (model, messages, sampling), and the
+sha256 of weight files, computed once per file version."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 
 # Bump when a backend changes what the same request returns (e.g. how stop strings apply), so
 # caches written by an older in2 are not replayed as if they were answers to today's requests.
+# Keys of local models carry a fingerprint of their weights (in2.llm.weights) where they once carried
+# the model path: such old keys just never match again, and keys of OpenAI-compatible servers did not
+# change, so that needed no bump.
 CACHE_VERSION = 1
+CHUNK = 16 << 20
 
 
 def request_key(model: str, messages: list[dict], prefix: str, sampling: dict) -> str:
@@ -33,6 +38,7 @@ class Cache:
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, version TEXT, sha256 TEXT)")
         self._db.commit()
 
     def get(self, key: str) -> dict | None:
@@ -42,6 +48,30 @@ class Cache:
     def put(self, key: str, value: dict) -> None:
         self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(value)))
         self._db.commit()
+
+    def digest(self, path: str | Path) -> str:
+        """sha256 of a file's content, hashed once per version (size, mtime and ctime) of the file."""
+        from tqdm.auto import tqdm
+
+        path = Path(path).resolve()
+        st = path.stat()
+        version = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        row = self._db.execute("SELECT version, sha256 FROM files WHERE path = ?", (str(path),)).fetchone()
+        if row and row[0] == version:
+            return row[1]
+        h = hashlib.sha256()
+        with (
+            open(path, "rb") as f,
+            tqdm(
+                total=st.st_size, unit="B", unit_scale=True, desc=f"hashing {path.name}", disable=st.st_size < 1 << 30
+            ) as bar,
+        ):
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                bar.update(len(chunk))
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (str(path), version, h.hexdigest()))
+        self._db.commit()
+        return h.hexdigest()
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from in2.config import GeneratorConfig
 from in2.llm.cache import Cache, request_key
+from in2.llm.weights import fingerprint
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,17 @@ class Engine:
             s["repetition_penalty"] = c.repetition_penalty
         return s
 
+    @cached_property
+    def model_id(self) -> str:
+        """What answers (in2.llm.weights): a retrained model at the same path gets new cache keys."""
+        return fingerprint(self.cfg, self.cache)
+
     def key(self, request: Request) -> str:
         sampling = {**self.sampling, "stop": list(request.stop)} if request.stop else dict(self.sampling)
         if request.max_tokens is not None:
             sampling["max_tokens"] = request.max_tokens
         messages = request.as_messages() if request.raw is None else [{"raw": request.raw}]
-        return request_key(self.cfg.model, messages, request.prefix, sampling)
+        return request_key(self.model_id, messages, request.prefix, sampling)
 
     @property
     def backend(self):

@@ -25,8 +25,9 @@ def _stop_after_text(tok, start: int, stops: list[str]):
 
 
 class LocalBackend:
-    """Stop strings count only after some non-whitespace text: a reply that opens with a newline
-    continues to its first line of content (small models often start an answer on a new line)."""
+    """Runs on the GPU where CUDA is available, else on the CPU. Stop strings count only after some
+    non-whitespace text: a reply that opens with a newline continues to its first line of content
+    (small models often start an answer on a new line)."""
 
     def __init__(self, cfg: GeneratorConfig):
         import torch
@@ -38,6 +39,7 @@ class LocalBackend:
         with loading("generator.model", repr(cfg.model)):
             self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
+        self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -76,6 +78,7 @@ class LocalBackend:
                 limit = requests[idx[0]].max_tokens or sampling["max_tokens"]
                 raw = requests[idx[0]].raw is not None  # chat templates carry their own special tokens
                 enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=raw)
+                enc = enc.to(self.model.device)
                 width = enc["input_ids"].shape[1]
                 extra = {"stopping_criteria": [_stop_after_text(self.tok, width, stop)]} if stop else {}
                 with torch.no_grad():

@@ -12,21 +12,12 @@ import json
 import os
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
+from in2 import redact
 from in2.config import ConfigError, GeneratorConfig
 from in2.llm.engine import Request, Response
-
-
-def sanitize(url: str | None) -> str | None:
-    """A URL without credentials or query string, safe to print or store."""
-    if not url:
-        return url
-    p = urlsplit(url)
-    netloc = (p.hostname or "") + (f":{p.port}" if p.port else "")
-    return urlunsplit((p.scheme, netloc, p.path, "", ""))
 
 
 class FatalRequestError(RuntimeError):
@@ -109,12 +100,12 @@ class OpenAIBackend:
                 r = await client.chat.completions.create(messages=messages, extra_body=extra or None, **common)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise FatalRequestError(
-                f"{sanitize(self.cfg.base_url) or 'OpenAI API'} refused the key from ${self.cfg.api_key_env} "
+                f"{redact.url(self.cfg.base_url) or 'OpenAI API'} refused the key from ${self.cfg.api_key_env} "
                 f"(HTTP {e.status_code})"
             ) from None
         except openai.NotFoundError:
             raise FatalRequestError(
-                f"{sanitize(self.cfg.base_url) or 'OpenAI API'}: model {self.cfg.model!r} or endpoint not found (HTTP 404)"
+                f"{redact.url(self.cfg.base_url) or 'OpenAI API'}: model {self.cfg.model!r} or endpoint not found (HTTP 404)"
             ) from None
         except openai.APITimeoutError:
             return Response(text=None, error="timeout")
@@ -157,7 +148,7 @@ class OpenAIBackend:
                 state["conn_errors"] = state["conn_errors"] + 1 if response.error == "connection_error" else 0
                 if state["conn_errors"] >= max(8, self.cfg.concurrency):
                     raise FatalRequestError(
-                        f"cannot reach {sanitize(self.cfg.base_url) or 'the OpenAI API'}: "
+                        f"cannot reach {redact.url(self.cfg.base_url) or 'the OpenAI API'}: "
                         f"{state['conn_errors']} requests in a row failed to connect after retries"
                     )
 

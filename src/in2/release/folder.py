@@ -283,8 +283,10 @@ def write_folder(
     Memory: what `in_release_order` reads (READ_ROWS rows and a page per column of each input file)
     plus one row group (GROUP_BYTES of text) per part being written; the only thing that grows with
     the rows is the context-length histogram, one entry per distinct token count."""
+    from in2 import redact
     from in2.release import card
 
+    manifest = redact.data(manifest)  # a config or generator URL may carry credentials
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

@@ -29,11 +29,28 @@ class In2ScriptArguments(ScriptArguments):
         metadata={"help": "Hub id of the base model for the model card, when model_name_or_path is a local path."},
     )
     license: str | None = field(default=None, metadata={"help": "License of the trained model, for its card."})
+    kahan_summation: bool = field(
+        default=False,
+        metadata={
+            "help": "Train bf16 weights with torch-optimi's Kahan-compensated AdamW instead of `optim` (an AdamW), "
+            "so that updates far below bf16's resolution (the paper's LR 1e-6) are not rounded away. "
+            "See in2.train.optim."
+        },
+    )
+    sequence_parallel_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "GPUs that share each sequence (Ulysses sequence parallelism through DeepSpeed, accelerate's "
+            "ParallelismConfig sp_backend=deepspeed), for sequences longer than one GPU holds. Needs a DeepSpeed "
+            "launch (accelerate_configs/deepspeed_zero3_sp8.yaml); None takes the accelerate config's "
+            "parallelism_config_sp_size, else 1. See in2.train.parallel."
+        },
+    )
 
 
 @dataclass
 class In2ModelConfig(ModelConfig):
-    """TRL's ModelConfig plus GGUF weights and the RoPE base."""
+    """TRL's ModelConfig plus GGUF weights, the RoPE base and RoPE scaling."""
 
     gguf_file: str | None = field(
         default=None,
@@ -43,6 +60,14 @@ class In2ModelConfig(ModelConfig):
         default=None,
         metadata={
             "help": "RoPE base to train with; None keeps the model's. The paper's ablation favours 10x the default."
+        },
+    )
+    rope_scaling: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "RoPE scaling merged into the model config's rope_parameters, as a mapping in the recipe or JSON "
+            'on the command line, e.g. {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": '
+            "32768}; None keeps the model's."
         },
     )
 

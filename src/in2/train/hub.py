@@ -24,6 +24,7 @@ IGNORE = [
     "zero_to_fp32.py",
     "training_args.bin",
     "checkpoint-*",
+    "incomplete-checkpoints*",  # torn checkpoints moved aside on resume (in2.train.checkpoints.ASIDE)
 ]
 
 

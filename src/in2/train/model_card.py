@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -11,7 +10,6 @@ TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 EVAL_RESULTS = "eval_results.json"
 CONTEXT = "in2_card.json"  # what the card was rendered from, so evaluation can render it again
 PACKAGES = ("in2", "trl", "transformers", "torch", "datasets", "peft", "accelerate", "deepspeed")
-_SECRET_KEY = re.compile(r"^(\s*-?\s*[\w.-]*(token|secret|password|api_key)[\w.-]*\s*:).*$", re.I | re.M)
 
 
 def versions() -> dict[str, str]:
@@ -23,11 +21,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def redact(text: str) -> str:
-    """Blank the value of any YAML key that names a token, secret, password or API key."""
-    return _SECRET_KEY.sub(r"\1 <redacted>", text)
 
 
 def read_eval_results(folder: str | Path) -> dict | None:
@@ -72,9 +65,11 @@ def render(ctx: dict) -> str:
 
 def write(folder: str | Path, ctx: dict) -> Path:
     """Render the card into `folder`/README.md and keep its inputs in `folder`/in2_card.json."""
+    from in2 import redact
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = {**ctx, "output_dir": str(folder)}
+    ctx = redact.data({**ctx, "output_dir": str(folder)})
     (folder / CONTEXT).write_text(json.dumps(ctx, indent=2, ensure_ascii=False) + "\n")
     path = folder / "README.md"
     path.write_text(render(ctx))

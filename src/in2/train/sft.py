@@ -13,18 +13,22 @@ import logging
 import os
 import sys
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from in2.assets import CHAT_TEMPLATES_DIR, loading
+from in2 import redact
+from in2.assets import loading
 from in2.config import ConfigError
 from in2.cpu import keep_freed_memory
-from in2.train import model_card
+from in2.tokenizer import chat_template_path
+from in2.train import checkpoints, model_card, optim, parallel
 from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
+from in2.train.fsdp import FinishPartialForwards
 from in2.train.hub import HubPublisher, check_token
-from in2.train.model import FLASH, load_model
+from in2.train.model import FLASH, liger_kernels, load_model, rope_scaling
 
 logger = logging.getLogger("in2.train")
 RECIPE_COPY = "in2_recipe.yaml"
@@ -51,7 +55,7 @@ def parse(argv: list[str] | None = None):
         script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     except ValueError as e:  # unknown recipe keys, invalid TRL/transformers field values
         raise ConfigError(f"{path if recipe else 'arguments'}: {e}") from None
-    return script_args, training_args, model_args, model_card.redact(recipe)
+    return script_args, training_args, model_args, redact.text(recipe)
 
 
 def _check_keys(path: Path, text: str) -> None:
@@ -75,16 +79,21 @@ def _check_keys(path: Path, text: str) -> None:
 
 
 class In2SFTTrainer(SFTTrainer):
-    """SFTTrainer whose model card is in2's, in the output folder and in every checkpoint folder."""
+    """SFTTrainer whose model card is in2's, in the output folder and in every checkpoint folder, with
+    whole-run figures after a resume, and whose checkpoints are complete once trainer_state.json exists."""
 
     def __init__(self, *args, card: dict, **kwargs):
         self.card = card
         super().__init__(*args, **kwargs)
+        self.accounting = checkpoints.RunAccounting(self)
+        self.add_callback(self.accounting)
 
     def card_context(self, status: str, train_loss: float | None = None) -> dict:
         state = self.state
         logs = state.log_history
         last = {k: next((h[k] for h in reversed(logs) if k in h), None) for k in ("loss", "eval_loss", "num_tokens")}
+        if train_loss is not None:  # this session's mean: make it the whole run's
+            train_loss = checkpoints.whole_run_loss(logs, self.accounting.resumed_at, state.global_step, train_loss)
         results = [("optimizer steps", state.global_step), ("epochs", round(state.epoch or 0.0, 3))]
         results += [
             (name, _fmt(v))
@@ -104,11 +113,18 @@ class In2SFTTrainer(SFTTrainer):
             model_card.write(self.args.output_dir, self.card_context(status))
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        if self.is_world_process_zero() and folder.is_dir():
+        # the card first: trainer_state.json, which marks the checkpoint complete, stays the last file
+        if self.is_world_process_zero():
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             status = f"checkpoint at step {self.state.global_step} of {self.state.max_steps}"
             model_card.write(folder, self.card_context(status))
+        super()._save_checkpoint(model, trial)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        # Each process writes its own RNG state (and shards) with no barrier before process 0 writes
+        # trainer_state.json; wait, so that file is written only once every process's files are whole.
+        self.accelerator.wait_for_everyone()
 
 
 def _fmt(value) -> str:
@@ -120,7 +136,7 @@ def _fmt(value) -> str:
 def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
     """What the card reports about the optimisation, read back from the trainer."""
     a = trainer.args
-    world = a.world_size
+    world = a.world_size // parallel.degree(trainer)  # data-parallel processes
     rows = [
         (
             "global batch",
@@ -137,7 +153,7 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         ("epochs", f"{a.num_train_epochs:g}" if a.max_steps <= 0 else f"max {a.max_steps} steps"),
         (
             "optimizer",
-            f"{a.optim.value if hasattr(a.optim, 'value') else a.optim}, weight decay {a.weight_decay:g}, "
+            f"{optim.describe(a, trainer.optimizer_cls_and_kwargs)}, weight decay {a.weight_decay:g}, "
             f"grad clip {a.max_grad_norm:g}",
         ),
         ("max length", str(a.max_length)),
@@ -150,11 +166,14 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         ("activation checkpointing", str(bool(a.activation_checkpointing))),
         ("distributed", distributed(trainer)),
         ("attention", trainer.card["attention"]),
+        ("Liger kernels", "on" if a.use_liger_kernel else "off"),
         ("seed", str(a.seed)),
     ]
     rope = trainer.card.get("rope_theta")
     if rope is not None:
         rows.append(("RoPE base (rope_theta)", f"{rope:g}"))
+    if trainer.card.get("rope_scaling"):
+        rows.append(("RoPE scaling", str(trainer.card["rope_scaling"])))
     if trainer.card["lora"]:
         rows.append(("LoRA", trainer.card["lora"]))
     return rows
@@ -166,6 +185,8 @@ def distributed(trainer: SFTTrainer) -> str:
     kind = getattr(state.distributed_type, "value", str(state.distributed_type))
     if state.deepspeed_plugin is not None:
         kind += f", ZeRO stage {state.deepspeed_plugin.zero_stage}"
+    if parallel.degree(trainer) > 1:
+        kind += f", Ulysses sequence parallel over {parallel.degree(trainer)} GPUs"
     if getattr(state, "fsdp_plugin", None) is not None:
         plugin = state.fsdp_plugin
         offload = plugin.cpu_offload  # FSDP1: CPUOffload(offload_params=...); FSDP2: (CPU)OffloadPolicy
@@ -174,11 +195,13 @@ def distributed(trainer: SFTTrainer) -> str:
     return kind
 
 
-def _resolve_chat_template(training_args: SFTConfig) -> None:
-    """Let recipes name a built-in template (`mistral-instruct`) where TRL expects a .jinja path."""
-    ref = training_args.chat_template_path
-    if ref and not Path(ref).is_file() and (CHAT_TEMPLATES_DIR / f"{ref}.jinja").is_file():
-        training_args.chat_template_path = str(CHAT_TEMPLATES_DIR / f"{ref}.jinja")
+def resolve_recipe(training_args: SFTConfig) -> None:
+    """What `in2 train` and benchmarks/train_throughput.py both settle before TRL reads the recipe: a built-in
+    chat template name (`mistral-instruct`) becomes its .jinja path, and Liger kernels turn off where they
+    cannot run."""
+    if training_args.chat_template_path:
+        training_args.chat_template_path = chat_template_path(training_args.chat_template_path)
+    training_args.use_liger_kernel = liger_kernels(training_args.use_liger_kernel)
 
 
 def _check(script_args: In2ScriptArguments, training_args: SFTConfig) -> None:
@@ -228,16 +251,16 @@ def dataset_info(script_args: In2ScriptArguments, train) -> dict:
 
 def train(script_args, training_args, model_args, recipe: str = "", hub_api=None) -> Path:
     """Train, save the final model with its card and the recipe, publish when asked; returns the output folder."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from in2.data.templates import FILM_CONTEXT, load
 
     _check(script_args, training_args)
-    _resolve_chat_template(training_args)
+    resolve_recipe(training_args)
+    optim.check(script_args, training_args, model_args)
+    sp = parallel.check(script_args, training_args)
     if script_args.global_batch_size:
         try:
             training_args.gradient_accumulation_steps = gradient_accumulation(
-                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size
+                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size // sp
             )
         except ValueError as e:
             raise ConfigError(f"global_batch_size: {e}") from None
@@ -259,6 +282,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
         logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
         training_args.packing = training_args.padding_free = False
+    parallel.configure(training_args, sp, model.config, attention)
 
     peft_config = get_peft_config(model_args)
     method = "full fine-tune" if peft_config is None else "QLoRA (4-bit base)" if model_args.load_in_4bit else "LoRA"
@@ -279,10 +303,12 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         "lora": lora,
         "attention": attention,
         "rope_theta": model_args.rope_theta,
+        "rope_scaling": rope_scaling(model_args.rope_scaling),
         "max_length": training_args.max_length,
         "license": script_args.license,
         "prompt_template": load(FILM_CONTEXT),
         "recipe": recipe.strip() or "# arguments given on the command line only",
+        "resumed": [],
     }
     trainer = In2SFTTrainer(
         model=model,
@@ -291,15 +317,15 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[publisher] if publisher else None,
+        callbacks=[FinishPartialForwards(), *([publisher] if publisher else [])],
+        optimizer_cls_and_kwargs=optim.optimizer_cls_and_kwargs(script_args, training_args),
         card=card,
     )
-    resume = training_args.resume_from_checkpoint
-    if resume is None and output_dir.is_dir():
-        resume = get_last_checkpoint(str(output_dir))
-        if resume:
-            logger.warning("resuming from %s (delete the folder to start over)", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    resume = checkpoints.resume_point(output_dir, training_args.resume_from_checkpoint, trainer.args.should_save)
+    if resume is not None:
+        at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        card["resumed"] = [*checkpoints.earlier_resumes(resume), {"step": checkpoints.saved_step(resume), "at": at}]
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         epochs = trainer.state.epoch or 0.0
@@ -318,6 +344,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
 
 
 def main(argv: list[str] | None = None) -> int:
+    redact.scrub_logs()  # `accelerate launch -m in2.train.sft` starts here, not in in2.cli
     script_args, training_args, model_args, recipe = parse(argv)
     out = train(script_args, training_args, model_args, recipe)
     print(f"model and card written to {out}")

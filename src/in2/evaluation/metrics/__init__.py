@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 MODULES = {"qa_f1": Path(__file__).parent / "qa_f1.py", "rouge_l": Path(__file__).parent / "rouge_l.py"}
 
 
+@functools.cache
 def load(name: str):
     import evaluate
 

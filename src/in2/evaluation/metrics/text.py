@@ -6,6 +6,7 @@ collapse whitespace. A prediction is scored against each reference and the best 
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
@@ -28,11 +29,64 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+@functools.lru_cache(maxsize=8192)  # a summary is scored once per scoring mode
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure on lower-cased word tokens (rouge-score's tokenizer, no stemming)."""
-    from rouge_score import rouge_scorer
+    """ROUGE-L F of the `rouge` package as LongBench scores summaries (`get_scores(...)["rouge-l"]["f"]`):
+    sentences split on '.', case-sensitive words, summary-level union LCS; 0.0 when the package raises
+    (an empty text, or an LCS deeper than Python's recursion limit: long text without a full stop).
+    The package is called at the stack depth of LongBench's script, so where it runs out of recursion
+    does not depend on the caller; its LCS table is computed by `_LcsTable` (same values, much faster)."""
+    import sys
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
+    from rouge import Rouge
+
+    _install_lcs_table()
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + LONGBENCH_RECURSION_LIMIT - LONGBENCH_CALLER_DEPTH)
+    try:
+        return Rouge(metrics=["rouge-l"]).get_scores([prediction], [reference], avg=True)["rouge-l"]["f"]
+    except Exception:  # LongBench: a bare except, scored 0
+        return 0.0
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+# LongBench's eval.py calls the package three frames deep (module, scorer, rouge_score), under Python's
+# default recursion limit
+LONGBENCH_CALLER_DEPTH = 3
+LONGBENCH_RECURSION_LIMIT = 1000
+
+
+class _LcsTable:
+    """The `rouge` package's LCS table (`table[i, j]`: LCS length of x[:i] and y[:j]) without filling
+    all n x m cells: bit-parallel rows (Allison-Dix / Hyyro), a zero bit marking where the row grows."""
+
+    def __init__(self, x: list[str], y: list[str]):
+        masks: dict[str, int] = {}
+        for j, word in enumerate(y):
+            masks[word] = masks.get(word, 0) | (1 << j)
+        full = (1 << len(y)) - 1
+        rows = [full]
+        for word in x:
+            v = rows[-1]
+            u = v & masks.get(word, 0)
+            rows.append(((v + u) | (v - u)) & full)
+        self.rows = rows
+
+    def __getitem__(self, key: tuple[int, int]) -> int:
+        i, j = key
+        return j - (self.rows[i] & ((1 << j) - 1)).bit_count()
+
+
+def _install_lcs_table() -> None:
+    """Make the `rouge` package build `_LcsTable`s instead of its dict of n x m cells (its O(nm) Python
+    loop takes ~0.2 s per summary); tests check that every cell and score is unchanged."""
+    from rouge import rouge_score
+
+    rouge_score._lcs = _LcsTable
 
 
 def best(metric, prediction: str, references: list[str]) -> float:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
+from in2 import redact
 from in2.data.templates import film_user
 from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
+logger = logging.getLogger(__name__)
 NAMES = {"document": "document_bi", "code": "code_backward", "database": "database_forward"}
 # The paper's question formats (paper-notes section 5), spacing included
 QUESTIONS = {
@@ -119,19 +122,34 @@ class Builder:
 
     def fill(self, order: list[int], length: int) -> list[int]:
         """The longest prefix of `order` whose prompts fit in `length` tokens: estimated from per-item
-        counts, then settled with exact counts of the joined context."""
+        counts, then settled with exact counts of the joined context, by galloping from the estimate and
+        bisecting (a dozen exact counts at 128K instead of one per item the estimate is off)."""
         overhead = self.measure(order[:1]) - self.item_tokens[order[0]]
         n, total = 0, overhead
         while n < len(order) and total + self.item_tokens[order[n]] + 1 <= length:
             total += self.item_tokens[order[n]] + 1
             n += 1
-        while n > 1 and self.measure(order[:n]) > length:
-            n -= 1
-        while n < len(order) and self.measure(order[: n + 1]) <= length:
-            n += 1
-        if n == 0 or self.measure(order[:n]) > length:
+
+        def fits(k: int) -> bool:
+            return self.measure(order[:k]) <= length
+
+        lo, hi, step = 0, len(order) + 1, max(1, n // 64)  # order[:lo] fits (0: nothing), order[:hi] does not
+        if n and fits(n):
+            lo = n
+            while lo + step < hi and fits(lo + step):
+                lo, step = lo + step, step * 2
+            hi = min(hi, lo + step)
+        elif n:
+            hi = n
+            while hi - step > 0 and not fits(hi - step):
+                hi, step = hi - step, step * 2
+            lo = max(0, hi - step)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        if lo == 0:
             raise ValueError(f"{self.task}: no item fits in {length} tokens")
-        return order[:n]
+        return order[:lo]
 
     def build_set(
         self, length: int, set_id: int, span_size: int = 50, positions_per_span: int | None = None
@@ -224,11 +242,13 @@ def build_all(cfg) -> tuple[Path, list[str]]:
             task_of_name(name)
         return folder, names
     out = Path(p.output_dir)
-    spec = {
-        "probes": {k: v for k, v in to_dict(p).items() if k not in ("output_dir", "prompt_format", "parity")},
-        "tokenizer": to_dict(cfg.tokenizer),
-        "seed": cfg.seed,
-    }
+    spec = redact.data(  # as stored: a pool or tokenizer URL may carry credentials
+        {
+            "probes": {k: v for k, v in to_dict(p).items() if k not in ("output_dir", "prompt_format", "parity")},
+            "tokenizer": to_dict(cfg.tokenizer),
+            "seed": cfg.seed,
+        }
+    )
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -248,12 +268,22 @@ def build_all(cfg) -> tuple[Path, list[str]]:
                 rows += set_rows
             write(out, name, rows, skipped)
             names.append(name)
+            if rows[0]["num_items"] == len(pool):
+                logger.warning(
+                    "%s: the whole %s pool (%d items) is shorter than %d tokens, so its contexts are too; "
+                    "FILM's pools (probes.pools: film) fill 128K",
+                    name,
+                    task,
+                    len(pool),
+                    length,
+                )
             files[name] = {
                 "rows": len(rows),
                 "skipped": len(skipped),
                 "items_per_set": rows[0]["num_items"],
                 "pool": described,
                 "pool_items": len(pool),
+                "pool_too_short": rows[0]["num_items"] == len(pool),
                 "pool_hash": pool_hash(pool),
             }
     manifest = {"spec": spec, "names": names, "files": files}

@@ -42,27 +42,18 @@ def load_film(folder: str | Path, task: str) -> list[dict]:
 
 
 def download_film(folder: str | Path, url: str = FILM_URL) -> Path:
-    """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there).
-    A file appears only once complete, so an interrupted download starts that file again."""
-    import urllib.request
+    """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there)."""
+    from in2.evaluation.download import fetch
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     for name in FILM_FILES.values():
-        target = folder / name
-        if target.is_file():
-            continue
-        partial = target.with_suffix(".partial")
-        try:
-            with urllib.request.urlopen(url + name, timeout=60) as r:  # noqa: S310 (FILM's https URL; tests: local)
-                partial.write_bytes(r.read())
-        except OSError as e:  # URLError, HTTPError, timeouts, a folder we cannot write
-            raise FileNotFoundError(
-                f"probes.pools: cannot download FILM's pool {url + name} ({getattr(e, 'reason', e)}); "
-                f"put FILM's VaLProbing/pieces files in a folder and set probes.pools to it"
-            ) from None
-        partial.rename(target)
-    return folder
+        fetch(
+            url + name,
+            Path(folder) / name,
+            "probes.pools",
+            "FILM's pool",
+            "put FILM's VaLProbing/pieces files in a folder and set probes.pools to it",
+        )
+    return Path(folder)
 
 
 def sentences(texts: list[str], seed: int = 0, min_words: int = 12, max_words: int = 40) -> list[dict]:

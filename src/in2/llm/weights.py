@@ -1,0 +1,85 @@
+"""What a generator answers with, as one fingerprint: request cache keys and prediction files carry it,
+so a model retrained at the same path is asked afresh while an unchanged one is answered from the cache.
+
+- local folder: name and sha256 of every top-level file that can change an answer (weights, config,
+  generation config, tokenizer, chat template, custom code), skipping what training and evaluation
+  write beside them (cards, eval results, optimizer and trainer states); a PEFT adapter adds its base
+  model's fingerprint. Hashes are computed once per file version (Cache.digest).
+- `gguf_file`: that file's sha256.
+- Hub id: the commit the Hub (or, offline, the local cache) has for it.
+- OpenAI-compatible server: the model name; the server's weights cannot be seen from here, so serve a
+  retrained model under a new name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from fnmatch import fnmatch
+from pathlib import Path
+
+from in2.assets import resolve
+from in2.config import GeneratorConfig
+from in2.llm.cache import Cache
+
+# Files that never change an answer: cards and evaluation output, training and resume states.
+IGNORED = (
+    "*.md",
+    ".*",
+    "LICENSE*",
+    "eval_results.json",
+    "in2_card.json",
+    "in2_recipe.yaml",
+    "trainer_state.json",
+    "training_args.bin",
+    "optimizer*",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*",
+)
+
+
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of a Hub model repo that loading would use: asked from the Hub, or offline the one
+    the local cache's `main` points at; None when neither knows."""
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo_id).sha
+        except Exception:  # unreachable, unknown or gated: fall back to the cache
+            pass
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def describe(ref: str, gguf_file: str | None, cache: Cache) -> dict:
+    """What identifies the weights at `ref` (a folder, a file or a Hub id)."""
+    path = Path(resolve(ref))
+    if path.is_dir() and gguf_file:
+        return {"gguf": gguf_file, "sha256": cache.digest(path / gguf_file) if (path / gguf_file).is_file() else None}
+    if path.is_file():
+        return {"file": path.name, "sha256": cache.digest(path)}
+    if not path.is_dir():
+        return {"hub": ref, "gguf": gguf_file, "revision": hub_revision(ref)}
+    files = {
+        p.name: cache.digest(p)
+        for p in sorted(path.iterdir())
+        if p.is_file() and not any(fnmatch(p.name, pattern) for pattern in IGNORED)
+    }
+    out: dict = {"files": files}
+    adapter = path / "adapter_config.json"
+    if adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if base:
+            out["base"] = describe(base, None, cache)
+    return out
+
+
+def fingerprint(cfg: GeneratorConfig, cache: Cache) -> str:
+    """The model part of a request's cache key: the name for an OpenAI-compatible server, a hash of
+    the weights and the dtype they run in for a local model."""
+    if cfg.backend == "openai":
+        return cfg.model
+    blob = json.dumps({"weights": describe(cfg.model, cfg.gguf_file, cache), "dtype": cfg.dtype}, sort_keys=True)
+    return "weights-sha256:" + hashlib.sha256(blob.encode()).hexdigest()

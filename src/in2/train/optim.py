@@ -1,0 +1,70 @@
+"""AdamW that keeps the paper's 1e-6 updates on bf16 weights: Kahan-compensated AdamW from torch-optimi.
+
+A bf16 weight near 0.02 has a spacing of about 1.2e-4, so an AdamW step of about lr = 1e-6 rounds back
+to the same weight and plain bf16 AdamW does not train at all. torch-optimi's AdamW with Kahan summation
+keeps, per weight, a bf16 compensation buffer holding what rounding took away and adds it back on the
+next step (+2 bytes per parameter; 14.5 GB for 7.24B parameters). `kahan_summation: true` in a recipe
+selects it; `optim` then names the AdamW variant it replaces and AdamW's own fields (learning_rate,
+adam_beta1, adam_beta2, adam_epsilon, weight_decay) carry over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from in2.config import ConfigError
+
+ADAMW = ("adamw_torch", "adamw_torch_fused")
+LOW_PRECISION = ("bfloat16", "float16")
+
+
+def _name(value) -> str:
+    return getattr(value, "value", value)
+
+
+def check(script_args, training_args, model_args) -> None:
+    """Errors that name the recipe field, before any model loads."""
+    if not getattr(script_args, "kahan_summation", False):
+        return
+    if _name(training_args.optim) not in ADAMW:
+        raise ConfigError(
+            f"kahan_summation: replaces AdamW, but optim is {_name(training_args.optim)!r}; set optim to one of "
+            f"{', '.join(ADAMW)}"
+        )
+    if model_args.dtype not in LOW_PRECISION:
+        raise ConfigError(
+            f"kahan_summation: needs bfloat16 or float16 weights, but dtype is {model_args.dtype!r}; with float32 "
+            "weights plain AdamW keeps small updates already"
+        )
+    try:
+        import optimi  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            'kahan_summation: needs torch-optimi (pip install -e ".[kahan]" or pip install torch-optimi)'
+        ) from None
+
+
+def optimizer_cls_and_kwargs(script_args, training_args) -> tuple[type, dict[str, Any]] | None:
+    """What Trainer's `optimizer_cls_and_kwargs` takes for the recipe, or None for `optim` as given."""
+    if not getattr(script_args, "kahan_summation", False):
+        return None
+    from optimi import AdamW
+
+    a = training_args
+    kwargs = {
+        "lr": a.learning_rate,
+        "betas": (a.adam_beta1, a.adam_beta2),
+        "eps": a.adam_epsilon,
+        "weight_decay": a.weight_decay,
+        "kahan_sum": True,
+    }
+    return AdamW, kwargs
+
+
+def describe(training_args, cls_and_kwargs: tuple[type, dict] | None) -> str:
+    """The optimizer as the model card names it."""
+    if cls_and_kwargs is None:
+        return str(_name(training_args.optim))
+    cls, kwargs = cls_and_kwargs
+    kahan = ", Kahan-compensated bf16 weights" if kwargs.get("kahan_sum") else ""
+    return f"{cls.__module__.split('.')[0]}.{cls.__name__}{kahan}"

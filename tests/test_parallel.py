@@ -1,0 +1,148 @@
+"""Ulysses sequence parallelism: recipe validation, the 8-GPU accelerate config, and a 2-process CPU run whose
+loss and update equal one process's on the same batch."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from in2.config import ConfigError
+from in2.train import parallel, sft
+from tests.conftest import write_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SP8 = ROOT / "accelerate_configs" / "deepspeed_zero3_sp8.yaml"
+
+
+def _args(sp=None, world=8, pad=None, deepspeed=None, packing=False):
+    script = SimpleNamespace(sequence_parallel_size=sp)
+    training = SimpleNamespace(world_size=world, pad_to_multiple_of=pad, deepspeed=deepspeed, packing=packing)
+    return script, training
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The environment `accelerate launch` sets for a DeepSpeed config (no parallelism_config section)."""
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.delenv("ACCELERATE_USE_PARALLELISM_CONFIG", raising=False)
+    monkeypatch.delenv(parallel.ACCELERATE_SP, raising=False)
+
+
+def test_sequence_parallel_size_is_validated_with_errors_naming_the_field(launched, monkeypatch):
+    script, training = _args(sp=8, world=8)
+    assert parallel.check(script, training) == 8 and training.pad_to_multiple_of == 8  # padded to 8 equal parts
+    assert parallel.check(*_args(sp=None)) == 1 and parallel.check(*_args(sp=1)) == 1
+    for args, field, words in [
+        (_args(sp=0), "sequence_parallel_size", "must be >= 1"),
+        (_args(sp=8, world=12), "sequence_parallel_size", "must divide the number of processes (12)"),
+        (_args(sp=4, pad=6), "pad_to_multiple_of", "multiple of sequence_parallel_size (4)"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{field}: .*{re.escape(words)}"):
+            parallel.check(*args)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    with pytest.raises(ConfigError, match="^sequence_parallel_size: 8 needs DeepSpeed.*deepspeed_zero3_sp8.yaml"):
+        parallel.check(*_args(sp=8))
+    assert parallel.check(*_args(sp=8, deepspeed="ds.json")) == 8  # a DeepSpeed JSON given to the trainer
+
+
+def test_the_accelerate_configs_sp_size_is_used_or_must_agree(launched, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_PARALLELISM_CONFIG", "true")
+    monkeypatch.setenv(parallel.ACCELERATE_SP, "8")
+    assert parallel.check(*_args(sp=None)) == 8 and parallel.check(*_args(sp=8)) == 8
+    with pytest.raises(ConfigError, match="recipe says 4, the accelerate config's parallelism_config_sp_size says 8"):
+        parallel.check(*_args(sp=4))
+
+
+def test_heads_attention_and_packing_are_checked_once_the_model_is_known():
+    from accelerate import ParallelismConfig
+    from transformers import MistralConfig
+
+    nemo_like = MistralConfig(num_attention_heads=32, num_key_value_heads=8, hidden_size=64, head_dim=8)
+    _, training = _args()
+    training.parallelism_config = None
+    parallel.configure(training, 8, nemo_like, "flash_attention_2")
+    pc = training.parallelism_config
+    assert isinstance(pc, ParallelismConfig) and (pc.sp_size, pc.sp_backend, pc.cp_size) == (8, "deepspeed", 1)
+    assert pc.sp_handler.sp_attn_implementation == "flash_attention_2" and pc.sp_handler.sp_seq_length_is_variable
+    parallel.configure(training, 16, nemo_like, "sdpa")  # 16 GPUs: each KV head is shared by 2 of them
+    for sp, attention, packing, words in [
+        (3, "sdpa", False, "sequence_parallel_size: 3 must divide the model's 32 attention heads"),
+        (8, "eager", False, "attn_implementation: sequence_parallel_size 8 needs one of sdpa"),
+        (8, "sdpa", True, "packing: with sequence_parallel_size > 1, SDPA"),
+    ]:
+        _, training = _args(packing=packing)
+        with pytest.raises(ConfigError, match=f"^{re.escape(words)}"):
+            parallel.configure(training, sp, nemo_like, attention)
+    _, training = _args(packing=True)
+    parallel.configure(training, 8, nemo_like, "flash_attention_2")  # FlashAttention keeps packed rows apart
+
+
+def test_sp8_accelerate_config_parses_and_matches_the_128k_recipe():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    cfg = load_config_from_file(str(SP8))  # accelerate's own loader
+    known = {a.dest for a in launch_command_parser()._actions}
+    raw = yaml.safe_load(SP8.read_text())
+    assert set(raw["parallelism_config"]) <= known and set(raw["deepspeed_config"]) <= known
+    assert cfg.distributed_type == "DEEPSPEED" and raw["deepspeed_config"]["zero_stage"] == 3
+    sp = raw["parallelism_config"]["parallelism_config_sp_size"]
+    assert sp == cfg.num_processes == 8 and raw["parallelism_config"]["parallelism_config_sp_backend"] == "deepspeed"
+    script_args, *_ = sft.parse(["--config", "recipes/mistral-nemo-12b/sft_full.yaml", "--use_cpu", "true"])
+    assert script_args.sequence_parallel_size == sp
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def _final(out: Path) -> tuple[dict, dict]:
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    return state["log_history"][0], _weights(out)
+
+
+def test_two_process_sequence_parallel_step_equals_one_process(tmp_path, tiny_model, dataset_folder):
+    """Two CPU processes (DeepSpeed ZeRO-3, gloo) share one row through Ulysses; the loss, the gradient
+    norm and the weights after one step equal a plain one-process run on that row."""
+    from datasets import load_dataset
+
+    one_row = tmp_path / "one-row"
+    (one_row / "data").mkdir(parents=True)
+    load_dataset(str(dataset_folder), split="train").select([0]).to_parquet(one_row / "data" / "train-0.parquet")
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    common = dict(per_device_train_batch_size=1, max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=1.0)
+    single = write_recipe(tmp_path / "1", tiny_model, one_row, **common)
+    shared = write_recipe(tmp_path / "2", tiny_model, one_row, **common, sequence_parallel_size=2, use_cpu=False)
+    # accelerate only counts DeepSpeed's CPU processes with an explicit backend; gloo is the CPU one
+    shared.write_text(shared.read_text() + "ddp_backend: gloo\n")
+    sft.train(*sft.parse(["--config", str(single)])[:3])
+    env = {**os.environ, "DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(SP8)),
+        *("--num_processes", "2", "--parallelism_config_sp_size", "2", "--mixed_precision", "no"),
+        *("--main_process_port", "29519", "-m", "in2.train.sft", "--config", str(shared)),
+    ]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log_1, weights_1 = _final(tmp_path / "1" / "out")
+    log_2, weights_2 = _final(tmp_path / "2" / "out")
+    assert log_2["loss"] == pytest.approx(log_1["loss"], rel=1e-5)
+    assert log_2["grad_norm"] == pytest.approx(log_1["grad_norm"], rel=1e-4)
+    assert set(weights_1) == set(weights_2)
+    before = _weights(tiny_model)
+    for name, w in weights_1.items():
+        torch.testing.assert_close(weights_2[name], w, rtol=1e-4, atol=1e-6, msg=name)
+    moved = max(float((w - before[name]).abs().max()) for name, w in weights_1.items())
+    assert moved > 1e-3  # the step changed the weights, so equal weights mean equal gradients
+    card = (tmp_path / "2" / "out" / "README.md").read_text()
+    assert "| distributed | DEEPSPEED, ZeRO stage 3, Ulysses sequence parallel over 2 GPUs |" in card

@@ -66,7 +66,7 @@ def main() -> None:
     asm = Assembler(tok, cfg, seed=1)
     items = long_items(asm, sources, args.contexts)
     start = time.perf_counter()
-    rows = asm.rows(items, FillerPool(sources))
+    rows = list(asm.rows(items, FillerPool(sources)))
     assemble_s = time.perf_counter() - start
     tokens = sum(r["context_tokens"] for r in rows)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -243,3 +243,17 @@ def in2_process(*args: str, **env: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def kill_when(start, points: list[int], progress, timeout: float = 300) -> None:
+    """For each value in `points`, start a process with `start()` and kill -9 it as soon as `progress()`
+    (polled every 2 ms) reaches that value: for runs that send no request, such as a merge."""
+    for point in points:
+        proc = start()
+        deadline = time.monotonic() + timeout
+        while progress() < point:
+            assert proc.poll() is None, f"the run ended before progress {point}"
+            assert time.monotonic() < deadline, f"no progress {point} after {timeout} s"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, f"the run ended before progress {point}"

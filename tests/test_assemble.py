@@ -52,7 +52,7 @@ def built(mistral_tokenizer):
     cfg = ContextConfig(min_context_tokens=4096, max_context_tokens=32000, num_length_buckets=8, max_length=32768)
     asm = Assembler(mistral_tokenizer, cfg, seed=1)
     items = long_items(asm, sources, N_ROWS)
-    rows = asm.rows(items, FillerPool(sources))
+    rows = list(asm.rows(items, FillerPool(sources)))
     return asm, cfg, sources, items, rows
 
 
@@ -144,7 +144,7 @@ def test_joins_are_counted_exactly_with_a_byte_level_bpe():
     sources = Segmenter(tok, 128, 512)(texts, Counter())
     cfg = ContextConfig(min_context_tokens=512, max_context_tokens=2048, num_length_buckets=4, max_length=2304)
     asm = Assembler(tok, cfg, seed=0)
-    rows = asm.rows(long_items(asm, sources, 8, integration_every=4), FillerPool(sources))
+    rows = list(asm.rows(long_items(asm, sources, 8, integration_every=4), FillerPool(sources)))
     counter = asm.counter
     for r in rows:
         context = r["prompt"][0]["content"].split("### Context:\n", 1)[1].rsplit("\n\n### Instruction:", 1)[0]

@@ -37,6 +37,8 @@ def test_overrides_are_typed():
         (["corpus.textfield=body"], "corpus.textfield"),
         (["nope=1"], "nope"),
         (["mixture.short=-1"], "mixture.short"),
+        (["mixture.max_file_mb=0"], "mixture.max_file_mb"),
+        (["mixture.sort_buffer_mb=-5"], "mixture.sort_buffer_mb"),
         (["context.min_context_tokens=9000", "context.max_context_tokens=8000"], "context.min_context_tokens"),
         (["context.max_context_tokens=40000"], "context.max_context_tokens"),
         (["generator.backend=foo"], "generator.backend"),

@@ -163,7 +163,7 @@ def test_contexts_up_to_128k_have_exact_token_counts(tekken_tokenizer, stdlib_co
         (QAItem(f"q{k}", "fine_grained", "fine_grained", src, [0]), QA(f"Which detail is {k}?", f"Detail {k}."))
         for k, src in enumerate(sources[: top + 1])
     ]
-    rows = asm.rows(items, pool)
+    rows = list(asm.rows(items, pool))
     longest = max(rows, key=lambda r: r["num_tokens"])
     assert longest["context_tokens"] > cfg.max_context_tokens - 16_000 > 110_000
     sample = [longest, *rows[:3]]

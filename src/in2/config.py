@@ -151,6 +151,11 @@ class MixtureConfig:
     """A text longer than this is not used as a short context."""
     validation_rows: int = 8
     rows_per_file: int = 100_000
+    max_file_mb: float = 500.0
+    """A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."""
+    sort_buffer_mb: float = 256.0
+    """Memory of the rows a shard holds before sorting them into a run file on disk (an external sort:
+    any shard size fits); see recipes/film-7b/README.md for a shard's whole memory."""
 
 
 @dataclass
@@ -262,6 +267,8 @@ class SynthConfig:
             (not 0 <= self.qa.expected_reject_rate < 1, "qa.expected_reject_rate", "must be in [0, 1)"),
             (self.qa.max_integration_pieces < 2, "qa.max_integration_pieces", "must be >= 2"),
             (m.rows_per_file < 1, "mixture.rows_per_file", "must be >= 1"),
+            (m.max_file_mb <= 0, "mixture.max_file_mb", "must be > 0"),
+            (m.sort_buffer_mb <= 0, "mixture.sort_buffer_mb", "must be > 0"),
             (self.decontam.ngram < 1, "decontam.ngram", "must be >= 1"),
             (self.num_shards < 1, "num_shards", "must be >= 1"),
             (

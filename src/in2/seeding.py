@@ -22,3 +22,8 @@ def unit(seed: int, *parts) -> float:
 
 def short_id(seed: int, *parts) -> str:
     return _digest(seed, parts).hex()[:16]
+
+
+def key(seed: int, *parts) -> bytes:
+    """Bytes that sort items in a seeded random order, the same for an item wherever it is."""
+    return _digest(seed, parts)[:16]

@@ -1,7 +1,8 @@
 """`in2 synth`: corpus -> segments -> QA pairs -> long contexts -> mixture -> dataset folder.
 
-One shard (`num_shards == 1`) writes the release folder directly. With several shards, each writes
-`<output_dir>.shards/shard-i-of-n/` and `merge` joins them into the release folder.
+Every shard writes `<output_dir>.shards/shard-i-of-n/` (its rows in release order and its
+manifest, swapped in whole when done). One shard (`num_shards == 1`) then writes the release folder
+from it and removes it; with several, `merge` joins them. Rows are streamed, never all in memory.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +22,9 @@ from in2 import redact
 from in2 import tokenizer as tokenizers
 from in2.config import ConfigError, SynthConfig, from_dict, to_dict
 from in2.data import templates
-from in2.data.assemble import Assembler, FillerPool, verify
+from in2.data.assemble import Assembler, FillerPool, Sample, verify
 from in2.data.corpus import Text, iter_texts
-from in2.data.mixture import counts, general_rows, mix
+from in2.data.mixture import counts, general_rows
 from in2.data.qa import ROLES, QAGenerator, expected_waves, oversample, planned, reject_rate
 from in2.data.segment import Segmenter, Source
 from in2.llm import Engine
@@ -29,6 +32,7 @@ from in2.release import decontam, folder
 from in2.release.decontam import Decontaminator
 
 TEXT_BATCH = 256
+ROWS_FILE = "rows.parquet"
 
 
 def shard_share(total: int, shard_index: int, num_shards: int) -> int:
@@ -144,8 +148,9 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     return report
 
 
-def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
-    """Build this shard's rows and its manifest."""
+def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
+    """Build this shard's rows into `rows_path` (in release order, as they are assembled); returns
+    its manifest."""
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
     pool: list[Source] = []
@@ -176,7 +181,12 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
         cfg.num_shards,
         general_stats,
     )
-    rows = qa_rows + general
+    sink = folder.SortedRows(rows_path, cfg.seed, int(cfg.mixture.sort_buffer_mb * 1e6))
+    checked = Sample(cfg.context.verify_rows, cfg.seed)
+    for row in tqdm(itertools.chain(qa_rows, general), desc="assembling rows", unit="row"):
+        sink.add(row)
+        checked.add(row)
+    types = sink.close()
     manifest = {
         "config": to_dict(cfg),
         "prompts": templates.hashes(prompt_files(cfg)),
@@ -184,7 +194,7 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
         "tokenizer": tokenizers.describe(cfg.tokenizer),
         "corpus": {"source": cfg.corpus.source, "name": cfg.corpus.name, "split": cfg.corpus.split},
         "counts": {
-            "rows": counts(rows),
+            "rows": counts(types),
             "corpus": dict(stats),
             "filler_pool_segments": len(fillers),
             "qa": {k: v for k, v in gen.stats.items() if not k.startswith("rejected_")},
@@ -199,15 +209,15 @@ def synth_shard(cfg: SynthConfig) -> tuple[list[dict], dict]:
         },
         "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
         "usage": engine.usage.to_json(cfg.generator),
-        "token_accounting": verify(tok, rows, cfg.context.max_length, cfg.context.verify_rows, cfg.seed),
+        "token_accounting": verify(tok, checked.rows, cfg.context.max_length, cfg.context.verify_rows, cfg.seed),
     }
     engine.close()
-    return rows, manifest
+    return manifest
 
 
-def _finalize(cfg: SynthConfig, rows: list[dict], manifest: dict) -> Path:
-    splits = mix(rows, cfg.seed, cfg.mixture.validation_rows)
-    have = counts(rows)
+def _finalize(cfg: SynthConfig, shards: list[Path], manifest: dict) -> Path:
+    """Write the release folder from complete shard folders (their rows already in release order)."""
+    have = manifest["counts"]["rows"]
     requested = {part: getattr(cfg.mixture, part) for part in have}
     manifest = {
         "in2_version": folder.versions().get("in2"),
@@ -215,33 +225,48 @@ def _finalize(cfg: SynthConfig, rows: list[dict], manifest: dict) -> Path:
         "requested": requested,
         # rows asked for and not built: the corpus or the instruction data ran out, or too many rejects
         "shortfall": {part: requested[part] - n for part, n in have.items() if n < requested[part]},
-        "splits": {k: len(v) for k, v in splits.items()},
-        "content_hash": folder.content_hash(splits),
+        "splits": None,  # filled by write_folder, with the content hash
+        "content_hash": None,
         "versions": folder.versions(),
     }
-    return folder.write_folder(cfg.output_dir, splits, manifest, cfg.mixture.rows_per_file)
+    rows = folder.in_release_order([s / ROWS_FILE for s in shards], cfg.seed)
+    return folder.write_folder(cfg.output_dir, rows, sum(have.values()), manifest, cfg.mixture)
 
 
 def shards_dir(output_dir: str) -> Path:
     return Path(output_dir + ".shards")
 
 
+def shard_name(shard_index: int, num_shards: int) -> str:
+    return f"shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
+SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})(\.tmp)?")
+
+
 def synth(cfg: SynthConfig) -> Path:
     """Run this config's shard; with one shard, write the release folder."""
-    rows, manifest = synth_shard(cfg)
-    if cfg.num_shards == 1:
-        return _finalize(cfg, rows, manifest)
-    out = shards_dir(cfg.output_dir) / f"shard-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    folder.write_parquet(rows, tmp / "rows.parquet")
+    import pyarrow.parquet as pq
+
+    out = shards_dir(cfg.output_dir) / shard_name(cfg.shard_index, cfg.num_shards)
+    tmp = out.with_name(out.name + ".tmp")  # a shard killed on the way leaves only this
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    manifest = synth_shard(cfg, tmp / ROWS_FILE)
+    rows_file = tmp / ROWS_FILE
+    manifest["rows_file"] = {"rows": pq.ParquetFile(rows_file).metadata.num_rows, "bytes": rows_file.stat().st_size}
     (tmp / "manifest.json").write_text(json.dumps(redact.data(manifest), indent=2, ensure_ascii=False) + "\n")
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.rename(out)
-    return out
+    if cfg.num_shards > 1:
+        return out
+    del manifest["rows_file"]
+    release = _finalize(cfg, [out], manifest)
+    shutil.rmtree(out)
+    if not any(out.parent.iterdir()):
+        out.parent.rmdir()
+    return release
 
 
 def _add(a: dict, b: dict) -> dict:
@@ -254,33 +279,70 @@ def _add(a: dict, b: dict) -> dict:
     return out
 
 
+def check_shard(path: Path) -> dict:
+    """A complete shard folder's manifest; ConfigError naming the folder if it is incomplete."""
+    import pyarrow.parquet as pq
+
+    def incomplete(why: str) -> ConfigError:
+        return ConfigError(f"shard folder {path} is incomplete ({why}): rerun that shard, then merge again")
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        expected = manifest["rows_file"]
+    except FileNotFoundError:
+        raise incomplete("no manifest.json") from None
+    except (ValueError, KeyError):
+        raise incomplete("manifest.json is cut short, or written by an in2 older than the streaming merge") from None
+    rows = path / ROWS_FILE
+    if not rows.is_file():
+        raise incomplete(f"no {ROWS_FILE}")
+    if rows.stat().st_size != expected["bytes"]:
+        raise incomplete(f"{ROWS_FILE} has {rows.stat().st_size} bytes, its manifest says {expected['bytes']}")
+    try:
+        n = pq.ParquetFile(rows).metadata.num_rows
+    except (OSError, ValueError) as e:  # pyarrow's errors for a damaged footer derive from these
+        raise incomplete(f"{ROWS_FILE} cannot be read: {e}") from None
+    if n != expected["rows"] or n != sum(manifest["counts"]["rows"].values()):
+        raise incomplete(f"{ROWS_FILE} has {n} rows, its manifest says {expected['rows']}")
+    return manifest
+
+
 def merge(output_dir: str) -> Path:
-    """Join all shard folders of `<output_dir>.shards/` into the release folder."""
+    """Join all shard folders of `<output_dir>.shards/` into the release folder, streaming their rows.
+    A killed merge leaves the release as it was; run it again."""
     root = shards_dir(output_dir)
-    manifests = sorted(root.glob("shard-*-of-*/manifest.json"))
-    if not manifests:
+    found = [m for p in root.glob("shard-*") if (m := SHARD_NAME.fullmatch(p.name))]
+    if not found:
         raise ConfigError(f"no shards found in {root}")
-    parts = [json.loads(p.read_text()) for p in manifests]
-    n = parts[0]["config"]["num_shards"]
-    have = {p["config"]["shard_index"] for p in parts}
-    if have != set(range(n)) or any(p["config"]["num_shards"] != n for p in parts):
-        missing = sorted(set(range(n)) - have)
+    runs = sorted({int(m.group(2)) for m in found})
+    if len(runs) > 1:
+        raise ConfigError(f"{root} holds shards of runs with {runs} shards: remove the stale ones, then merge again")
+    n = runs[0]
+    have = {int(m.group(1)) for m in found}
+    missing = sorted(set(range(n)) - have)
+    if missing:
         raise ConfigError(f"{root}: shards {missing} of {n} are missing (run them, then merge again)")
+    for m in sorted(found, key=lambda m: m.group(0)):
+        if m.group(3) and not (root / shard_name(int(m.group(1)), n)).is_dir():
+            raise ConfigError(
+                f"shard folder {root / m.group(0)} is incomplete (killed or still running): rerun that shard, "
+                "then merge again"
+            )
+    shards = [root / shard_name(i, n) for i in range(n)]
+    parts = [check_shard(s) for s in shards]
 
     def core(c: dict) -> dict:
         return {k: v for k, v in c.items() if k not in ("shard_index",)}
 
     if any(core(p["config"]) != core(parts[0]["config"]) for p in parts):
         raise ConfigError(f"{root}: shards were built with different configs")
-    rows = [r for p in manifests for r in folder.read_parquet(p.parent / "rows.parquet")]
-    merged = dict(parts[0])
+    merged = {k: v for k, v in parts[0].items() if k != "rows_file"}
     merged["config"] = {**parts[0]["config"], "shard_index": None}
     for key in ("counts", "rejected", "usage"):
         total: dict = {}
         for p in parts:
             total = _add(total, {k: v for k, v in p[key].items() if not isinstance(v, str)})
         merged[key] = total
-    merged["counts"]["rows"] = counts(rows)
     acc = [p["token_accounting"] for p in parts]
     merged["token_accounting"] = {
         "rows_checked": sum(a["rows_checked"] for a in acc),
@@ -288,7 +350,7 @@ def merge(output_dir: str) -> Path:
     }
     cfg = from_dict(SynthConfig, {**parts[0]["config"], "shard_index": 0})
     cfg.output_dir = output_dir
-    return _finalize(cfg, rows, merged)
+    return _finalize(cfg, shards, merged)
 
 
 __all__ = ["dry_run", "merge", "synth"]

@@ -21,18 +21,22 @@ exactly; `verify` re-tokenizes a sample exactly.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from in2.config import ContextConfig
 from in2.data import templates
 from in2.data.qa import QA, QAItem
 from in2.data.segment import TAIL_CHARS, Source, TokenCounter
-from in2.seeding import rng
+from in2.seeding import rng, unit
 
 Unit = tuple[str, int, str, bool, int]  # text, tokens, source id, is_key, tokens the separator adds after it
 PROBE = "word"  # a one-word context, to measure a row's tokens besides its context
+ROW_BATCH = 64  # rows built before their context tails are tokenized together and handed on
 
 
 @dataclass
@@ -261,8 +265,9 @@ class Assembler:
         parts = zip(src.segments, src.tokens, joiners, strict=True)
         return layout([(s, t, src.id, i in key, j) for i, (s, t, j) in enumerate(parts)], "\n")
 
-    def rows(self, accepted: list[tuple[QAItem, QA]], pool: FillerPool) -> list[dict]:
-        """Rows in TRL's conversational prompt-completion format, plus metadata columns."""
+    def rows(self, accepted: list[tuple[QAItem, QA]], pool: FillerPool) -> Iterator[dict]:
+        """Rows in TRL's conversational prompt-completion format, plus metadata columns, handed on
+        ROW_BATCH at a time (a shard never holds all of its rows)."""
         c = self.cfg
         self.pool_joiners = self.counter.joiners(pool.texts, c.separator)
         out, ends = [], []
@@ -297,9 +302,15 @@ class Assembler:
                     "key_positions": lay.key_positions,
                 }
             )
-        for row, tail in zip(out, self.counter.joiners(ends, self.tail), strict=True):
+            if len(out) == ROW_BATCH:
+                yield from self._with_tails(out, ends)
+                out, ends = [], []
+        yield from self._with_tails(out, ends)
+
+    def _with_tails(self, rows: list[dict], ends: list[str]) -> Iterator[dict]:
+        for row, tail in zip(rows, self.counter.joiners(ends, self.tail), strict=True):
             row["num_tokens"] += tail  # the newlines after the context, tokenized with its end
-        return out
+            yield row
 
 
 def exact_tokens(tokenizer, rows: list[dict]) -> list[int]:
@@ -310,10 +321,32 @@ def exact_tokens(tokenizer, rows: list[dict]) -> list[int]:
     return [len(x) for x in tokenizer.apply_chat_template(convs, tokenize=True, return_dict=False)]
 
 
+class Sample:
+    """The `size` rows with the smallest seeded hash of their id, picked while rows stream by:
+    the same rows whatever their order, and never more than `size` of them held."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.heap: list[tuple[float, int, dict]] = []  # (-hash, tie-breaker, row): the largest hash on top
+        self.seen = itertools.count()
+
+    def add(self, row: dict) -> None:
+        item = (-unit(self.seed, "verify", row["id"]), next(self.seen), row)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, item)
+        elif self.size and item[0] > self.heap[0][0]:
+            heapq.heapreplace(self.heap, item)
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for _, _, row in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
+
+
 def verify(tokenizer, rows: list[dict], max_length: int, sample: int, seed: int) -> dict:
     """Re-tokenize a sample exactly; raise if any row exceeds max_length. Returns the figures."""
     picked = rows if len(rows) <= sample else rng(seed, "verify").sample(rows, sample)
-    exact = exact_tokens(tokenizer, picked)
+    # a few rows at a time: 256 rows of 18K tokens take ~700 MB as one batch of encodings, 8 rows ~40 MB
+    exact = [n for i in range(0, len(picked), 8) for n in exact_tokens(tokenizer, picked[i : i + 8])]
     diffs = [e - r["num_tokens"] for e, r in zip(exact, picked, strict=True)]
     over = [r["id"] for e, r in zip(exact, picked, strict=True) if e > max_length]
     if over:

@@ -1,14 +1,20 @@
-"""The mixture: general instruction rows (no-context template) and the final shuffle and split."""
+"""The mixture: general instruction rows (no-context template) and the final shuffle and split.
+
+The shuffle is an order, not a permutation of a list: every row's place is a seeded hash of its id
+(`order_key`), so shards can sort their own rows and a merge of sorted shards is the released order,
+whatever the number of shards. The first `validation_count` rows of that order are the validation split.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 
 from in2.config import GeneralConfig
 from in2.data import templates
 from in2.data.assemble import exact_tokens
 from in2.data.corpus import iter_records
-from in2.seeding import rng, short_id
+from in2.seeding import key, short_id
 
 PARTS = ("fine_grained", "integration", "short", "general")
 
@@ -22,11 +28,11 @@ def general_rows(
     shard_index: int,
     num_shards: int,
     stats: Counter,
-) -> list[dict]:
+) -> Iterator[dict]:
     """The first `n` usable instruction/response pairs of this shard, in FILM's no-context template."""
     if n <= 0:
-        return []
-    rows: list[dict] = []
+        return
+    made = 0
     records = iter_records(
         cfg.source,
         name=cfg.name,
@@ -56,20 +62,22 @@ def general_rows(
         if row["num_tokens"] > max_length:
             stats["general_skipped_over_max_length"] += 1
             continue
-        rows.append(row)
-        if len(rows) >= n:
+        yield row
+        made += 1
+        if made >= n:
             break
-    return rows
 
 
-def mix(rows: list[dict], seed: int, validation_rows: int) -> dict[str, list[dict]]:
-    """Seeded shuffle of all parts, then the first `validation_rows` rows become validation."""
-    rows = sorted(rows, key=lambda r: r["id"])  # independent of arrival order (shards, waves)
-    rng(seed, "mix").shuffle(rows)
-    k = min(validation_rows, len(rows) // 2)
-    return {"train": rows[k:], "validation": rows[:k]}
+def order_key(seed: int, row_id: str) -> bytes:
+    """A row's place in the released order (the seeded shuffle): a hash of the seed and its id."""
+    return key(seed, "mix", row_id)
 
 
-def counts(rows: list[dict]) -> dict[str, int]:
-    c = Counter(r["type"] for r in rows)
-    return {p: c.get(p, 0) for p in PARTS}
+def validation_count(total: int, validation_rows: int) -> int:
+    """Rows of the validation split: the first ones of the released order (at most half of them)."""
+    return min(validation_rows, total // 2)
+
+
+def counts(types: Counter) -> dict[str, int]:
+    """Rows per part, every part named, from a Counter of row types."""
+    return {p: types.get(p, 0) for p in PARTS}

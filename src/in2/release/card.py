@@ -4,6 +4,7 @@ in data_cards/."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from in2.data.mixture import PARTS
@@ -79,7 +80,26 @@ def header(manifest: dict, layout: dict[str, list[str]]) -> str:
     return data.to_yaml()
 
 
-def plots(rows: list[dict], folder: Path) -> list[str]:
+class Stats:
+    """What the plots show, gathered row by row: rows per part, long rows per context length (at most
+    one entry per token count) and key positions in POSITION_BINS bins; never the rows themselves."""
+
+    POSITION_BINS = 20
+
+    def __init__(self):
+        self.parts: Counter = Counter()
+        self.lengths: Counter = Counter()
+        self.positions = [0] * self.POSITION_BINS
+
+    def add(self, row: dict) -> None:
+        self.parts[row["type"]] += 1
+        if row["type"] in ("fine_grained", "integration"):
+            self.lengths[row["context_tokens"]] += 1
+            for p in row["key_positions"]:
+                self.positions[min(int(p * self.POSITION_BINS), self.POSITION_BINS - 1)] += 1
+
+
+def plots(stats: Stats, folder: Path) -> list[str]:
     """Rows per part, context lengths (long rows) and key positions; PNGs under folder/plots/."""
     import matplotlib
 
@@ -88,22 +108,24 @@ def plots(rows: list[dict], folder: Path) -> list[str]:
 
     out = folder / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    long = [r for r in rows if r["type"] in ("fine_grained", "integration")]
+    n = Stats.POSITION_BINS
     figures = {
         "rows_per_part.png": (
             "rows per part",
             "rows",
-            lambda ax: ax.bar(PARTS, [sum(r["type"] == p for r in rows) for p in PARTS], color="#4c72b0"),
+            lambda ax: ax.bar(PARTS, [stats.parts[p] for p in PARTS], color="#4c72b0"),
         ),
         "context_lengths.png": (
             "context length of long rows",
             "target-model tokens",
-            lambda ax: ax.hist([r["context_tokens"] for r in long], bins=20, color="#55a868"),
+            lambda ax: ax.hist(list(stats.lengths), weights=list(stats.lengths.values()), bins=20, color="#55a868"),
         ),
         "key_positions.png": (
             "key segment position in its context",
             "relative position (0 = start, 1 = end)",
-            lambda ax: ax.hist([p for r in long for p in r["key_positions"]], bins=20, range=(0, 1), color="#c44e52"),
+            lambda ax: ax.hist(
+                [(i + 0.5) / n for i in range(n)], weights=stats.positions, bins=n, range=(0, 1), color="#c44e52"
+            ),
         ),
     }
     for name, (title, xlabel, draw) in figures.items():
@@ -123,8 +145,7 @@ def shorten(text: str, keep: int = 160) -> str:
     )
 
 
-def sample_row(rows: list[dict]) -> str:
-    pick = next((r for r in rows if r["type"] == "fine_grained"), rows[0] if rows else None)
+def sample_row(pick: dict | None) -> str:
     if pick is None:
         return "{}"
     row = {
@@ -137,7 +158,7 @@ def sample_row(rows: list[dict]) -> str:
 
 def render(
     manifest: dict,
-    rows: list[dict],
+    sample: dict | None,
     layout: dict[str, list[str]],
     repo: str,
     version: str | None = None,
@@ -156,7 +177,7 @@ def render(
         pretty_name=manifest["config"].get("release", {}).get("pretty_name", "IN2 training data"),
         repo=repo,
         version=version,
-        sample=sample_row(rows),
+        sample=sample_row(sample),
         licenses=licenses(manifest),
         rejected_total=sum(manifest["rejected"].values()),
     )

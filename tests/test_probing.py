@@ -543,3 +543,39 @@ def test_a_pool_too_short_for_the_length_is_flagged(tmp_path, caplog):
     files = json.loads((out / "manifest.json").read_text())["files"]
     assert files["document_bi_1k"]["pool_too_short"] and files["document_bi_1k"]["items_per_set"] == 5  # whole spans
     assert "document_bi_1k: the whole document pool (6 items) is shorter than 1024 tokens" in caplog.text
+
+
+def test_reserved_tokens_keep_room_for_bos_and_the_answer(tmp_path, mistral_tokenizer):
+    """A probe named for a window of L tokens leaves `reserved_tokens` of it free (FILM-7B's recipe: BOS and
+    128 new tokens), so the longest prompt plus the answer still fits a server started at L."""
+    from in2.evaluation.probing import build
+
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    rows = [
+        {
+            "function_name": f"fn_{i}",
+            "function_define": f"    x = {i}\n    y = x * {i}\n    return y + {i}",
+            "piece": f"x * {i}",
+        }
+        for i in range(200)
+    ]
+    (pieces / pools.FILM_FILES["code"]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _eval_config(tmp_path, [], tasks=["code"], lengths=[512], sets=1, span_size=2, reserved_tokens=129)
+    cfg.probes.pools = str(pieces)
+    out, names = build.build_all(cfg)
+    assert names == ["code_backward_512"]
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["code_backward_512"]["prompt_tokens_at_most"] == 512 - 129
+
+    def longest(folder):
+        prompts = [json.loads(line)["prompt"] for line in (folder / "code_backward_512.jsonl").read_text().splitlines()]
+        return max(len(ids) for ids in mistral_tokenizer(prompts, add_special_tokens=False)["input_ids"])
+
+    unreserved = _eval_config(tmp_path, [], tasks=["code"], lengths=[512], sets=1, span_size=2)
+    unreserved.probes.output_dir, unreserved.probes.pools = str(tmp_path / "unreserved"), str(pieces)
+    assert longest(out) <= 512 - 129 < longest(build.build_all(unreserved)[0]) <= 512
+    from in2.config import ConfigError
+
+    with pytest.raises(ConfigError, match="probes.reserved_tokens"):
+        _eval_config(tmp_path, [], lengths=[128], reserved_tokens=100)

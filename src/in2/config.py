@@ -321,7 +321,11 @@ class ProbeConfig:
 
     tasks: list[str] = field(default_factory=lambda: ["document", "code", "database"])
     lengths: list[int] = field(default_factory=lambda: [32768])
-    """Prompt tokens (FILM user turn in `raw_template`, measured with `tokenizer`) per context."""
+    """Tokens per context, as named (`document_bi_32k`): the prompt (FILM user turn in `raw_template`,
+    measured with `tokenizer`) plus `reserved_tokens`."""
+    reserved_tokens: int = 0
+    """Kept free in each length for what the server adds and for the answer (e.g. 1 BOS + 128 new
+    tokens), so a probe of length L runs in a window of L tokens."""
     sets: int = 4
     span_size: int = 50
     """Positions per span, for scoring (Avg, Gap) and for `positions_per_span`."""
@@ -462,6 +466,11 @@ class EvalConfig:
         checks = [
             (not p.tasks, "probes.tasks", "must name at least one task"),
             (not p.lengths or min(p.lengths) < 64, "probes.lengths", "must be a list of lengths >= 64 tokens"),
+            (
+                not 0 <= p.reserved_tokens <= min(p.lengths or [0]) - 64,
+                "probes.reserved_tokens",
+                "must be >= 0 and leave at least 64 prompt tokens in the shortest length",
+            ),
             (p.sets < 1, "probes.sets", "must be >= 1"),
             (p.span_size < 1, "probes.span_size", "must be >= 1"),
             (

@@ -304,8 +304,8 @@ def build_all(cfg) -> tuple[Path, list[str]]:
     for task in p.tasks:
         pool, described = load_pool(task, p.pools, p.document_source, cfg.seed)
         builder = Builder(task, pool, tok, p.raw_template, cfg.seed, p.separators.get(task))
-        for length in p.lengths:
-            name = task_name(task, length)
+        for named in p.lengths:
+            name, length = task_name(task, named), named - p.reserved_tokens
             rows, skipped = [], []
             items = builder.items_per_set(length, p.sets, p.span_size)
             for set_id in range(p.sets):
@@ -328,6 +328,7 @@ def build_all(cfg) -> tuple[Path, list[str]]:
                 "rows": len(rows),
                 "skipped": len(skipped),
                 "items_per_set": items,
+                "prompt_tokens_at_most": length,
                 "span_size": p.span_size,
                 "pool": described,
                 "pool_items": len(pool),

@@ -40,11 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     long = args.max_context_tokens > 32000
 
-    from in2.config import ContextConfig, CorpusConfig, TokenizerConfig
-    from in2.data.assemble import Assembler, FillerPool
-    from in2.data.corpus import iter_texts
-    from in2.data.segment import Segmenter
-    from in2.tokenizer import load_tokenizer
+    from in2.synth.assemble import Assembler, FillerPool
+    from in2.synth.config import ContextConfig, CorpusConfig
+    from in2.synth.corpus import iter_texts
+    from in2.synth.segment import Segmenter
+    from in2.tokenizer import TokenizerConfig, load_tokenizer
     from tests.conftest import MISTRAL, TEKKEN, write_stdlib_corpus
     from tests.test_assemble import fidelity, long_items
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import openai  # noqa: E402, F401  (imported before timing: its one-time import takes ~0.9 s here)
 
-from in2.config import GeneratorConfig  # noqa: E402
 from in2.llm import Engine, Request  # noqa: E402
+from in2.llm.config import GeneratorConfig  # noqa: E402
 from tests.openai_server import CannedServer  # noqa: E402
 
 

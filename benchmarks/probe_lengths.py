@@ -28,10 +28,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[65536, 131072])
     args = parser.parse_args()
 
-    from in2.config import TokenizerConfig
-    from in2.evaluation.probing.build import Builder, load_pool, render
+    from in2.evaluation.probing.build import Builder, item_text, load_pool
     from in2.seeding import rng
-    from in2.tokenizer import load_tokenizer
+    from in2.tokenizer import TokenizerConfig, load_tokenizer
     from tests.conftest import TEKKEN
 
     tok = load_tokenizer(TokenizerConfig(**TEKKEN))
@@ -56,7 +55,7 @@ def main() -> None:
                     print(f"| {source} | {task} | {length:,} | {e} | | | {len(pool):,} | |")
                     continue
                 seconds = time.perf_counter() - start
-                context = builder.sep.join(render(task, pool[i]) for i in chosen)
+                context = builder.sep.join(item_text(task, pool[i]) for i in chosen)
                 prompt = builder.prompt(context, pool[chosen[-1]])
                 size = len(chosen) * len(prompt.encode())  # every row stores the whole prompt (FILM's layout)
                 full = " (whole pool: too short)" if len(chosen) == len(pool) else ""

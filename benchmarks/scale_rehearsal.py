@@ -45,8 +45,8 @@ MISTRAL = {
 
 def paragraphs() -> list[str]:
     """Paragraphs of 20+ words from Python's reference documentation (offline, stdlib)."""
-    from in2.config import CorpusConfig
-    from in2.data.corpus import iter_texts
+    from in2.synth.config import CorpusConfig
+    from in2.synth.corpus import iter_texts
 
     out = []
     for t in iter_texts(CorpusConfig(source="builtin:pydoc")):

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from in2.data.templates import film_user  # noqa: E402
+from in2.prompts import film_user  # noqa: E402
 from tests.openai_server import CannedServer  # noqa: E402
 
 MISTRAL = {
@@ -31,16 +31,14 @@ TEKKEN = {  # Mistral-Nemo-Instruct-2407's tokenizer (128K window)
 
 @pytest.fixture(scope="session")
 def mistral_tokenizer():
-    from in2.config import TokenizerConfig
-    from in2.tokenizer import load_tokenizer
+    from in2.tokenizer import TokenizerConfig, load_tokenizer
 
     return load_tokenizer(TokenizerConfig(**MISTRAL))
 
 
 @pytest.fixture(scope="session")
 def tekken_tokenizer():
-    from in2.config import TokenizerConfig
-    from in2.tokenizer import load_tokenizer
+    from in2.tokenizer import TokenizerConfig, load_tokenizer
 
     return load_tokenizer(TokenizerConfig(**TEKKEN))
 

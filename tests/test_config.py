@@ -3,20 +3,22 @@ from pathlib import Path
 
 import pytest
 
-from in2.config import ConfigError, SynthConfig, load_config
+from in2.errors import ConfigError
+from in2.recipes import load_config
+from in2.synth.config import SynthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("recipe", sorted(ROOT.glob("recipes/*/in2_data.yaml")))
 def test_recipes_parse_and_validate(recipe):
-    cfg = load_config(recipe)
+    cfg = load_config(SynthConfig, recipe)
     assert isinstance(cfg, SynthConfig)
     assert cfg.context.min_context_tokens < cfg.context.max_context_tokens < cfg.context.max_length
 
 
 def test_film_recipe_holds_the_papers_numbers():
-    cfg = load_config(ROOT / "recipes/film-7b/in2_data.yaml")
+    cfg = load_config(SynthConfig, ROOT / "recipes/film-7b/in2_data.yaml")
     assert (cfg.corpus.source, cfg.corpus.name) == ("allenai/c4", "realnewslike")
     assert cfg.corpus.min_segment_tokens == 128
     assert (cfg.context.min_context_tokens, cfg.context.max_length) == (4096, 32768)
@@ -26,7 +28,9 @@ def test_film_recipe_holds_the_papers_numbers():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["generator.temperature=0.3", "mixture.short=0", "corpus.source=x.jsonl", "seed=7"])
+    cfg = load_config(
+        SynthConfig, None, ["generator.temperature=0.3", "mixture.short=0", "corpus.source=x.jsonl", "seed=7"]
+    )
     assert cfg.generator.temperature == 0.3 and cfg.mixture.short == 0 and cfg.seed == 7
     assert cfg.corpus.source == "x.jsonl"
 
@@ -54,20 +58,20 @@ def test_overrides_are_typed():
 )
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError, match=re.escape(field)):
-        load_config(None, override)
+        load_config(SynthConfig, None, override)
 
 
 def test_bad_file_is_named(tmp_path):
     bad = tmp_path / "r.yaml"
     bad.write_text("corpus:\n  sourse: x\n")
     with pytest.raises(ConfigError, match=r"r\.yaml.*corpus\.sourse"):
-        load_config(bad)
+        load_config(SynthConfig, bad)
     with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "missing.yaml")
+        load_config(SynthConfig, tmp_path / "missing.yaml")
 
 
 def test_film_recipe_decontaminates_against_every_evaluation_set():
-    cfg = load_config(ROOT / "recipes/film-7b/in2_data.yaml")
+    cfg = load_config(SynthConfig, ROOT / "recipes/film-7b/in2_data.yaml")
     sources = [(s.source, s.name, s.split) for s in cfg.decontam.sources]
     assert cfg.decontam.ngram == 10
     assert sum(s == "THUDM/LongBench" for s, _, _ in sources) == 9
@@ -77,7 +81,7 @@ def test_film_recipe_decontaminates_against_every_evaluation_set():
         "database_forward_32k",
     }
     with pytest.raises(ConfigError, match=r"decontam\.sources\[0\]\.fieldz"):
-        load_config(None, ["decontam.sources=[{source: x, fieldz: [a]}]"])
+        load_config(SynthConfig, None, ["decontam.sources=[{source: x, fieldz: [a]}]"])
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from in2.config import ConfigError, GeneratorConfig
+from in2.errors import ConfigError
 from in2.llm import Engine, Request
-from in2.llm.openai_backend import FatalRequestError
+from in2.llm.base import FatalRequestError
+from in2.llm.config import GeneratorConfig
 from tests.openai_server import CannedServer
 
 
@@ -171,6 +172,7 @@ def _local(model, tmp_path, **kw):
 def test_weights_fingerprint_follows_what_changes_answers(tmp_path):
     import shutil
 
+    from in2.llm.base import backend_class
     from in2.llm.cache import Cache
     from in2.llm.weights import fingerprint
 
@@ -181,7 +183,9 @@ def test_weights_fingerprint_follows_what_changes_answers(tmp_path):
     (model / "tokenizer.json").write_text("{}")
     base = fingerprint(_local(model, tmp_path), cache)
     assert base.startswith("weights-sha256:")
-    assert fingerprint(_local(model, tmp_path, backend="openai"), cache) == str(model)  # a server: its model name
+    assert backend_class("openai").model_id(_local(model, tmp_path, backend="openai"), cache) == str(
+        model
+    )  # a server: its model name
     # what training and evaluation write beside the weights changes no answer
     for name in ("README.md", "eval_results.json", "in2_card.json", "trainer_state.json", "optimizer.pt"):
         (model / name).write_text("x")
@@ -243,3 +247,58 @@ def test_gguf_adapter_and_hub_fingerprints(tmp_path, monkeypatch):
     first = fingerprint(_local("org/tiny", tmp_path), cache)
     ref.write_text("2222222222222222222222222222222222222222")
     assert fingerprint(_local("org/tiny", tmp_path), cache) != first
+
+
+# --- the backend seam: a new backend is one class and one registry entry ----------------------------
+
+
+class EchoBackend:
+    """A whole backend in a few lines: answers every request with its last message, upper-cased, cut to
+    `max_tokens` words; `repetition_penalty` (a sampling field it declares) is part of the cache key."""
+
+    local = False
+    sampling_fields = ("repetition_penalty",)
+    built = 0
+
+    @classmethod
+    def slots(cls, cfg):
+        return cfg.concurrency
+
+    @classmethod
+    def model_id(cls, cfg, cache):
+        return f"echo:{cfg.model}"
+
+    def __init__(self, cfg):
+        EchoBackend.built += 1
+
+    def run(self, requests, sampling, done, desc):
+        from in2.llm import Response
+
+        for i, r in enumerate(requests):
+            words = (r.raw if r.raw is not None else r.messages[-1][1]).upper().split()
+            limit = r.max_tokens or sampling["max_tokens"]
+            done(i, Response(text=" ".join(words[:limit]), finish_reason="stop", completion_tokens=len(words[:limit])))
+
+
+def test_a_registered_backend_answers_through_the_engine(tmp_path, monkeypatch):
+    from in2.llm import base
+    from in2.llm.config import generator_checks
+
+    cfg = GeneratorConfig(backend="echo", model="toy", gguf_file=None, cache_dir=str(tmp_path), max_tokens=3)
+    assert any(bad and name == "g.backend" for bad, name, _ in generator_checks(cfg, "g"))  # unknown until registered
+    monkeypatch.setitem(base.BACKENDS, "echo", EchoBackend)  # the registry line
+    assert not any(bad for bad, _, _ in generator_checks(cfg, "g"))
+    engine = Engine(cfg)
+    out = engine.generate(
+        [Request.user("say a b c d"), Request.text("raw one", max_tokens=1), Request.user("say a b c d")]
+    )
+    assert [r.text for r in out] == ["SAY A B", "RAW", "SAY A B"]
+    assert (engine.usage.sent, engine.usage.deduplicated, EchoBackend.built) == (2, 1, 1)
+    again = Engine(cfg)  # a second run is answered from the cache: the backend is never built
+    assert [r.text for r in again.generate([Request.user("say a b c d")])] == ["SAY A B"]
+    assert again.usage.cached == 1 and EchoBackend.built == 1
+    assert "repetition_penalty" not in again.sampling
+    penalized = Engine(GeneratorConfig(**{**cfg.__dict__, "repetition_penalty": 1.2}))
+    assert penalized.sampling["repetition_penalty"] == 1.2
+    assert penalized.key(Request.user("x")) != again.key(Request.user("x"))
+    assert again.model_id == "echo:toy"

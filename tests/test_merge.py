@@ -18,10 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.scale_rehearsal import write_inputs
-from in2 import synth
 from in2.cli import main
-from in2.data.mixture import order_key
-from in2.release import folder
+from in2.synth import dataset, pipeline
+from in2.synth.mixture import order_key
 from tests.openai_server import CannedServer, in2_process, kill_when
 
 SHARDS = 3
@@ -70,10 +69,10 @@ def test_merge_equals_one_shard_of_the_same_rows_and_each_row_arrives_once(built
         assert train == sorted(train, key=lambda i: order_key(seed, i))
 
     # The same rows as ONE shard, arriving in another order and sorted through run files: same release.
-    rows = [r for s in shards for r in folder.read_rows(s / "rows.parquet")]
+    rows = [r for s in shards for r in dataset.read_rows(s / "rows.parquet")]
     random.Random(1).shuffle(rows)
     one = work / "single.shards" / "shard-00000-of-00001"
-    sink = folder.SortedRows(one / "rows.parquet", seed, buffer_bytes=150_000)
+    sink = dataset.SortedRows(one / "rows.parquet", seed, buffer_bytes=150_000)
     for r in rows:
         sink.add(r)
     assert sink.close() == Counter(m["counts"]["rows"]) and len(sink.runs) > 3
@@ -82,7 +81,7 @@ def test_merge_equals_one_shard_of_the_same_rows_and_each_row_arrives_once(built
     shard_manifest["counts"] = m["counts"]
     shard_manifest["rows_file"] = {"rows": len(rows), "bytes": (one / "rows.parquet").stat().st_size}
     (one / "manifest.json").write_text(json.dumps(shard_manifest))
-    single = synth.merge(str(work / "single"))
+    single = pipeline.merge(str(work / "single"))
     assert json.loads((single / "manifest.json").read_text())["content_hash"] == m["content_hash"]
     data = {k: v for k, v in file_digests(release).items() if k.startswith(("data/", "plots/"))}
     assert len(data) > 8 and data == {

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from in2 import prompts
 from in2.cli import main
-from in2.config import CorpusConfig, EvalConfig, SynthConfig, load_config
-from in2.data import templates
-from in2.data.assemble import Assembler, FillerPool, exact_tokens, verify
-from in2.data.corpus import iter_texts
-from in2.data.qa import QA, QAItem
-from in2.data.segment import Segmenter
+from in2.evaluation.config import EvalConfig
+from in2.recipes import load_config
+from in2.synth.assemble import Assembler, FillerPool, exact_tokens, verify
+from in2.synth.config import CorpusConfig, SynthConfig
+from in2.synth.corpus import iter_texts
+from in2.synth.qa import QA, QAItem
+from in2.synth.segment import Segmenter
 from in2.train import sft
 from tests.conftest import TEKKEN, tiny_mistral
 
@@ -23,7 +25,7 @@ NEMO = ROOT / "recipes" / "mistral-nemo-12b"
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello there"}],
     [
-        {"role": "user", "content": templates.film_user("Line one.\n\nLine two,  with  spaces.\n", "Which line?")},
+        {"role": "user", "content": prompts.film_user("Line one.\n\nLine two,  with  spaces.\n", "Which line?")},
         {"role": "assistant", "content": "Line two."},
         {"role": "user", "content": "And the naïve café in 東京 — why?"},
     ],
@@ -74,8 +76,7 @@ def test_tekken_loads_offline_as_a_fast_tokenizer_with_mistral_commons_ids(tekke
 def test_chat_template_matches_mistral_commons_instruct_encoding(template, tekken_tokenizer):
     """Both the built-in mistral-tekken.jinja and the template the Tekken vocabulary ships with (via
     mistral-common) produce exactly Mistral's own token ids; the built-in one is what the recipes use."""
-    from in2.config import TokenizerConfig
-    from in2.tokenizer import load_tokenizer
+    from in2.tokenizer import TokenizerConfig, load_tokenizer
 
     tok = tekken_tokenizer if template else load_tokenizer(TokenizerConfig(**{**TEKKEN, "chat_template": None}))
     for conversation in CONVERSATIONS:
@@ -127,12 +128,12 @@ def test_nemo_training_recipes_target_128k_with_tekken_and_config_fields_for_rop
 
 
 def test_nemo_data_and_eval_recipes():
-    cfg = load_config(NEMO / "in2_data.yaml", cls=SynthConfig)
+    cfg = load_config(SynthConfig, NEMO / "in2_data.yaml")
     assert cfg.tokenizer.name_or_path == TEKKEN["name_or_path"] and cfg.tokenizer.chat_template == "mistral-tekken"
     c = cfg.context
     assert (c.min_context_tokens, c.max_length) == (4096, 131072) and c.max_length - c.max_context_tokens >= 768
     assert c.num_length_buckets >= 8  # lengths uniform over 4K-128K, as FILM-7B's over 4K-32K
-    ev = load_config(NEMO / "eval.yaml", cls=EvalConfig)
+    ev = load_config(EvalConfig, NEMO / "eval.yaml")
     assert ev.probes.lengths == [32768, 65536, 131072] and ev.probes.pools == "film"
     assert ev.tokenizer.name_or_path == TEKKEN["name_or_path"] and "[INST]{prompt}[/INST]" == ev.probes.raw_template
 
@@ -143,7 +144,7 @@ def test_nemo_recipe_dry_run_offline(tmp_path, capsys, monkeypatch, stdlib_corpu
     assert main(["synth", "--config", str(NEMO / "in2_data.yaml"), *args]) == 0
     out = capsys.readouterr().out
     report = json.loads(out[: out.rindex("}") + 1])
-    cfg = load_config(NEMO / "in2_data.yaml", cls=SynthConfig)
+    cfg = load_config(SynthConfig, NEMO / "in2_data.yaml")
     qa_rows = cfg.mixture.fine_grained + cfg.mixture.integration + cfg.mixture.short
     assert report["requests"] == round(qa_rows * cfg.qa.oversample) and report["sampled_already_cached"] == 0
     assert 200 * report["requests"] < report["prompt_tokens"] < 2000 * report["requests"]  # counted with Tekken
@@ -152,7 +153,7 @@ def test_nemo_recipe_dry_run_offline(tmp_path, capsys, monkeypatch, stdlib_corpu
 def test_contexts_up_to_128k_have_exact_token_counts(tekken_tokenizer, stdlib_corpus):
     """The 128K data recipe's context settings on real text: rows in the top length bucket, every count
     re-tokenized through the chat template."""
-    cfg = load_config(NEMO / "in2_data.yaml", cls=SynthConfig).context
+    cfg = load_config(SynthConfig, NEMO / "in2_data.yaml").context
     texts = list(iter_texts(CorpusConfig(source=str(stdlib_corpus))))
     sources = Segmenter(tekken_tokenizer, 128, 4096)(texts, Counter())
     pool = FillerPool(sources)
@@ -175,7 +176,7 @@ def test_contexts_up_to_128k_have_exact_token_counts(tekken_tokenizer, stdlib_co
 def test_rope_scaling_is_a_config_field_applied_on_top_of_the_rope_base(tiny_model):
     import torch
 
-    from in2.config import ConfigError
+    from in2.errors import ConfigError
     from in2.train.args import In2ModelConfig
     from in2.train.model import load_model
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from in2.cli import main
-from in2.config import ConfigError
+from in2.errors import ConfigError
 from in2.train import optim
 from tests.conftest import tiny_mistral, write_recipe
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 from in2.train import parallel, sft
 from tests.conftest import write_recipe
 

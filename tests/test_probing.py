@@ -17,8 +17,8 @@ FILM = Path(__file__).resolve().parents[2] / "shared" / "film"
 
 @pytest.fixture(scope="module")
 def offline_pools():
-    from in2.config import CorpusConfig
-    from in2.data.corpus import iter_texts
+    from in2.synth.config import CorpusConfig
+    from in2.synth.corpus import iter_texts
 
     texts = [t.text for t in iter_texts(CorpusConfig(source="builtin:pydoc"))]
     return {"document": pools.sentences(texts), "code": pools.functions(limit=3000), "database": pools.entities()}
@@ -69,7 +69,8 @@ def test_built_sets_fill_the_length_and_query_every_position(task, length, offli
         item = builder.pool[order[row["position_id"]]]
         context = row["prompt"].split("### Context:\n")[1].split("\n\n### Instruction:")[0]
         assert (
-            build.render(task, item) in context and build.key(task, item) in row["prompt"].split("### Instruction:")[1]
+            build.item_text(task, item) in context
+            and build.key(task, item) in row["prompt"].split("### Instruction:")[1]
         )
         assert (i in skipped) == (build.occurrences(task, item, context) != 1)
 
@@ -212,7 +213,8 @@ def test_film_prediction_lines(tmp_path):
 
 
 def _eval_config(tmp_path, models, **probes):
-    from in2.config import EvalConfig, from_dict
+    from in2.evaluation.config import EvalConfig
+    from in2.recipes import from_dict
     from tests.conftest import MISTRAL
 
     data = {
@@ -438,19 +440,20 @@ def test_prebuilt_film_layout_runs_unchanged(tmp_path, server, mistral_tokenizer
 
 
 def test_eval_recipes_load():
-    from in2.config import EvalConfig, load_config
+    from in2.evaluation.config import EvalConfig
+    from in2.recipes import load_config
 
     root = Path(__file__).resolve().parents[1] / "recipes"
-    demo = load_config(root / "demo" / "eval.yaml", cls=EvalConfig)
+    demo = load_config(EvalConfig, root / "demo" / "eval.yaml")
     assert demo.model_card == "checkpoints/in2-demo" and len(demo.models) == 2
-    film = load_config(root / "film-7b" / "eval.yaml", cls=EvalConfig)
+    film = load_config(EvalConfig, root / "film-7b" / "eval.yaml")
     assert film.probes.lengths == [32768] and film.probes.sets == 4 and film.probes.span_size == 50
     assert all(m.generator.max_tokens == 128 and m.generator.temperature == 0 for m in film.models)
     assert film.suites == ["probing", "longbench", "short"] and film.base == "Mistral-7B-Instruct-v0.2"
-    from in2.config import ConfigError
+    from in2.errors import ConfigError
 
     with pytest.raises(ConfigError, match="probes.prompt_format"):
-        load_config(root / "demo" / "eval.yaml", ["probes.prompt_format=plain"], cls=EvalConfig)
+        load_config(EvalConfig, root / "demo" / "eval.yaml", ["probes.prompt_format=plain"])
 
 
 def test_probing_killed_mid_run_resumes_without_asking_twice(tmp_path):
@@ -575,7 +578,7 @@ def test_reserved_tokens_keep_room_for_bos_and_the_answer(tmp_path, mistral_toke
     unreserved = _eval_config(tmp_path, [], tasks=["code"], lengths=[512], sets=1, span_size=2)
     unreserved.probes.output_dir, unreserved.probes.pools = str(tmp_path / "unreserved"), str(pieces)
     assert longest(out) <= 512 - 129 < longest(build.build_all(unreserved)[0]) <= 512
-    from in2.config import ConfigError
+    from in2.errors import ConfigError
 
     with pytest.raises(ConfigError, match="probes.reserved_tokens"):
         _eval_config(tmp_path, [], lengths=[128], reserved_tokens=100)

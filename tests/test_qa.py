@@ -1,6 +1,6 @@
 import pytest
 
-from in2.data.qa import QA, check, expected_waves, grounding, join, parse
+from in2.synth.qa import QA, check, expected_waves, grounding, join, parse
 
 SRC = "The harbour bridge opened in 1932 and carries eight lanes of traffic across the bay."
 

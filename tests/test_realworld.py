@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from in2.config import ConfigError, EvalConfig, GeneratorConfig, from_dict
+from in2.errors import ConfigError
 from in2.evaluation import longbench, short, suite, tables
+from in2.evaluation.config import EvalConfig
 from in2.evaluation.metrics import load as load_metric
 from in2.evaluation.metrics.text import normalize, rouge_l, token_f1
+from in2.llm.config import GeneratorConfig
+from in2.recipes import from_dict
 from tests.conftest import MISTRAL
 
 MIDDLE = "MIDDLE-MARKER"
@@ -326,10 +329,10 @@ def test_missing_task_file_and_bad_fields_are_named(tmp_path):
 
 
 def test_film_eval_recipe_uses_official_prompts_and_fits_the_32k_window():
-    from in2.config import load_config
+    from in2.recipes import load_config
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "film-7b"
-    cfg = load_config(recipe / "eval.yaml", cls=EvalConfig)
+    cfg = load_config(EvalConfig, recipe / "eval.yaml")
     assert cfg.longbench.prompts == "official" and cfg.longbench.tokenizer == "model"
     assert cfg.longbench.scoring == "film" and cfg.longbench.max_input_tokens == 31500
     for path in (recipe / "eval.yaml", recipe / "README.md", Path(__file__).resolve().parents[1] / "README.md"):

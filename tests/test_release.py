@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from in2.cli import main
-from in2.config import ConfigError
+from in2.errors import ConfigError
 from in2.release import publish
-from in2.release.decontam import Decontaminator
+from in2.synth.decontam import Decontaminator
 
 
 class StandInHub:
@@ -47,9 +47,7 @@ class StandInHub:
 
 
 @pytest.fixture
-def folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(publish, "DATA_CARDS", tmp_path / "cards")
-    (tmp_path / "cards").mkdir()
+def folder(tmp_path):
     root = tmp_path / "ds"
     (root / "data" / "fine_grained").mkdir(parents=True)
     (root / "data" / "fine_grained" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 rows")
@@ -68,15 +66,17 @@ def test_dry_run_prints_the_plan_and_touches_nothing(folder, capsys, monkeypatch
     assert "hf_secret" not in out
 
 
-def test_publish_uploads_then_tags_that_commit(folder):
+def test_publish_uploads_then_tags_that_commit(folder, tmp_path):
     hub = StandInHub()
-    report = publish.publish(folder, "org/in2", "v1.0.0", api=hub)
+    cards = tmp_path / "cards"
+    report = publish.publish(folder, "org/in2", "v1.0.0", keep_card=cards, api=hub)
     repo = hub.repos["org/in2"]
     assert repo["type"] == "dataset" and len(repo["commits"]) == 1
     oid, files = repo["commits"][0]
     assert repo["tags"] == {"v1.0.0": oid} == {"v1.0.0": report["commit"]}
     assert set(files) == {"README.md", "manifest.json", "data/fine_grained/train-00000-of-00001.parquet"}
-    assert (publish.DATA_CARDS / "org--in2-v1.0.0.md").read_text() == "---\nlicense: odc-by\n---\n# card v1\n"
+    assert (cards / "org--in2-v1.0.0.md").read_text() == "---\nlicense: odc-by\n---\n# card v1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cards", "ds"]  # nothing written anywhere else
 
 
 def test_existing_tag_is_refused_unless_forced(folder):

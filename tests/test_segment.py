@@ -1,7 +1,7 @@
 from collections import Counter
 
-from in2.data.corpus import Text, reflow
-from in2.data.segment import Segmenter, group_lines, split_lines
+from in2.synth.corpus import Text, reflow
+from in2.synth.segment import Segmenter, group_lines, split_lines
 
 
 def test_group_lines_accumulates_to_min_and_merges_tail():
@@ -51,8 +51,9 @@ def test_parquet_corpus_streams_rows_with_ids_and_shards(tmp_path):
     import pyarrow.parquet as pq
     import pytest
 
-    from in2.config import ConfigError, CorpusConfig
-    from in2.data.corpus import iter_texts
+    from in2.errors import ConfigError
+    from in2.synth.config import CorpusConfig
+    from in2.synth.corpus import iter_texts
 
     path = tmp_path / "c.parquet"
     table = pa.table(

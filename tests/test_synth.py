@@ -400,8 +400,8 @@ def test_bad_corpus_field_is_a_clear_error(tmp_path, env_key, capsys):
 def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
     from pydoc_data import topics
 
-    from in2.config import CorpusConfig
-    from in2.data.corpus import iter_texts
+    from in2.synth.config import CorpusConfig
+    from in2.synth.corpus import iter_texts
 
     texts = list(iter_texts(CorpusConfig(source="builtin:pydoc")))
     planted = texts[:30]  # each eval row quotes 12 words of one corpus text

@@ -17,9 +17,10 @@ import torch
 import yaml
 
 from in2 import redact
+from in2.cards import model_card
 from in2.cli import main
-from in2.config import ConfigError
-from in2.train import model_card, sft
+from in2.errors import ConfigError
+from in2.train import sft
 from in2.train.args import gradient_accumulation
 from in2.train.hub import IGNORE
 from in2.train.model import attention_implementation, liger_kernels, load_model

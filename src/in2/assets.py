@@ -1,17 +1,26 @@
-"""Resolve `pkg://<package>/<path>` references to files shipped inside installed packages."""
+"""Files in2 ships and files other packages ship: in2's package data (prompts, chat templates, card
+templates, built-in data) read through importlib.resources, and `pkg://<package>/<path>` references."""
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 
-PROMPTS_DIR = Path(__file__).parent / "data" / "prompts"
-CHAT_TEMPLATES_DIR = Path(__file__).parent / "data" / "chat_templates"
-BUILTIN_DIR = Path(__file__).parent / "data" / "builtin"
+
+def packaged(package: str, *parts: str) -> Traversable:
+    """A file or folder shipped inside an in2 package, e.g. `packaged("in2.prompts", "fine_grained.txt")`."""
+    return files(package).joinpath(*parts)
+
+
+def packaged_path(package: str, *parts: str) -> Path:
+    """`packaged` as a filesystem path, for libraries that take a path (in2 is installed unzipped)."""
+    return Path(str(packaged(package, *parts)))
 
 
 def resolve(ref: str) -> str:
@@ -31,16 +40,6 @@ def resolve(ref: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{ref}: {path} does not exist")
     return str(path)
-
-
-def prompt_path(name: str) -> Path:
-    """A prompt file: a name under src/in2/data/prompts/ or a path."""
-    path = Path(name)
-    if not path.is_file():
-        path = PROMPTS_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {name} (looked in . and {PROMPTS_DIR})")
-    return path
 
 
 @contextmanager

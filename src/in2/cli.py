@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from in2 import redact
-from in2.config import ConfigError, load_config
+from in2.errors import ConfigError
 from in2.jsonl import BadFileError
+from in2.llm.base import FatalRequestError
 from in2.llm.engine import BudgetExceeded
-from in2.llm.openai_backend import FatalRequestError
+from in2.recipes import load_config
 from in2.release.publish import PublishError
 
 
@@ -25,7 +27,9 @@ def _load(args, extra: list[str]):
     overrides = list(args.overrides) + extra
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
-    return load_config(args.config, overrides)
+    from in2.synth.config import SynthConfig
+
+    return load_config(SynthConfig, args.config, overrides)
 
 
 def cmd_synth(args) -> int:
@@ -39,10 +43,10 @@ def cmd_synth(args) -> int:
     if args.max_cost_usd is not None:
         extra.append(f"generator.max_cost_usd={args.max_cost_usd}")
     cfg = _load(args, extra)
-    from in2 import synth
+    from in2.synth import pipeline
 
     if args.dry_run:
-        report = synth.dry_run(cfg, sample=args.dry_run_sample)
+        report = pipeline.dry_run(cfg, sample=args.dry_run_sample)
         print(json.dumps(report, indent=2))
         print(
             f"dry run: ~{report['requests']:,} requests in ~{report['expected_waves']} waves, "
@@ -51,7 +55,7 @@ def cmd_synth(args) -> int:
             f"<= ${report['estimated_cost_usd_at_most']:.2f}; nothing was sent"
         )
         return 0
-    out = synth.synth(cfg)
+    out = pipeline.synth(cfg)
     if cfg.num_shards > 1:
         print(f"shard {cfg.shard_index} of {cfg.num_shards} written to {out}; run `in2 merge` when all are done")
     else:
@@ -75,9 +79,9 @@ def _print_done(out) -> None:
 
 def cmd_merge(args) -> int:
     cfg = _load(args, [])
-    from in2 import synth
+    from in2.synth import pipeline
 
-    _print_done(synth.merge(cfg.output_dir))
+    _print_done(pipeline.merge(cfg.output_dir))
     return 0
 
 
@@ -94,7 +98,9 @@ def cmd_publish(args) -> int:
         )
         print(f"then load it with: {report['load']}")
         return 0
-    report = publish.publish(args.folder, args.repo_id, args.version, private=args.private, force=args.force)
+    report = publish.publish(
+        args.folder, args.repo_id, args.version, private=args.private, force=args.force, keep_card=args.keep_card
+    )
     print(
         f"uploaded {len(report['files'])} files to {report['repo_id']} at {report['commit'][:10]}, "
         f"tagged {report['tag']}{' (moved)' if report['moved_tag'] else ''}"
@@ -110,10 +116,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from in2.config import EvalConfig
     from in2.evaluation import suite
+    from in2.evaluation.config import EvalConfig
 
-    cfg = load_config(args.config, list(args.overrides), cls=EvalConfig)
+    cfg = load_config(EvalConfig, args.config, list(args.overrides))
     out = suite.evaluate(cfg)
     print((out / suite.TABLE).read_text())
     print(f"results: {out / suite.RESULTS}, plots: {out / 'plots'}")
@@ -123,10 +129,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_probe_build(args) -> int:
-    from in2.config import EvalConfig
+    from in2.evaluation.config import EvalConfig
     from in2.evaluation.probing import build
 
-    cfg = load_config(args.config, list(args.overrides), cls=EvalConfig)
+    cfg = load_config(EvalConfig, args.config, list(args.overrides))
     folder, names = build.build_all(cfg)
     print(f"probe files in {folder}: {', '.join(names)}")
     return 0
@@ -152,6 +158,7 @@ def cmd_probe_score(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="in2", description="IN2 training data, recipes and evaluation")
+    parser.add_argument("--version", action="version", version=f"in2 {metadata.version('in2')}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synth", help="build an IN2 dataset folder from a corpus and a generator")
     _synth_args(p)
@@ -172,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--force", action="store_true", help="move the tag if it already exists")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; touch nothing")
+    p.add_argument("--keep-card", metavar="DIR", help="also copy the released card to DIR/<org>--<name>-<version>.md")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser(
         "train",

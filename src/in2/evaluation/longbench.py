@@ -23,12 +23,14 @@ import json
 import re
 from pathlib import Path
 
-from in2.config import ConfigError, EvalConfig, EvalModelConfig, LongBenchConfig, TokenizerConfig
+from in2.errors import ConfigError
 from in2.evaluation import metrics
+from in2.evaluation.config import EvalConfig, EvalModelConfig, LongBenchConfig
 from in2.evaluation.download import fetch
 from in2.evaluation.runner import predictions_path, run_named
 from in2.jsonl import read_jsonl
 from in2.llm import Engine, Request
+from in2.tokenizer import TokenizerConfig, load_tokenizer
 
 # task -> (metric, max new tokens): LongBench's config/dataset2maxlen.json, as the paper uses them
 TASKS = {
@@ -144,8 +146,6 @@ class Prompter:
 
 def model_tokenizer(cfg: EvalConfig, index: int):
     """The tokenizer that counts and cuts the prompts of `cfg.models[index]` (LongBenchConfig.tokenizer)."""
-    from in2.tokenizer import load_tokenizer
-
     if cfg.longbench.tokenizer == "eval":
         return load_tokenizer(cfg.tokenizer)
     model = cfg.models[index]

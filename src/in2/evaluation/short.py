@@ -15,14 +15,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from in2 import redact
 from in2.assets import resolve
-from in2.config import ConfigError, EvalConfig, GeneratorConfig
+from in2.errors import ConfigError
+from in2.evaluation.config import EvalConfig
+from in2.llm.base import backend_class
+from in2.llm.config import GeneratorConfig
 
 
 def lm_eval_model(generator: GeneratorConfig) -> tuple[str, dict]:
     """(lm-eval model type, model arguments) for a generator section. A login in `base_url` goes into
     an Authorization header, never into the URL that lm-eval logs; the key is handed over in
     OPENAI_API_KEY (see `_api_key`), never as an argument."""
-    if generator.backend == "transformers":
+    if backend_class(generator.backend).local:
         if generator.gguf_file:
             raise ConfigError("short: lm-eval needs regular weights, not a GGUF file (train or convert first)")
         return "hf", {"pretrained": resolve(generator.model), "dtype": generator.dtype}
@@ -40,7 +43,7 @@ def lm_eval_model(generator: GeneratorConfig) -> tuple[str, dict]:
 @contextmanager
 def _api_key(generator: GeneratorConfig):
     """lm-eval's API models read their key from OPENAI_API_KEY: lend them in2's `api_key_env`."""
-    key = os.environ.get(generator.api_key_env) if generator.backend == "openai" else None
+    key = None if backend_class(generator.backend).local else os.environ.get(generator.api_key_env)
     before = os.environ.get("OPENAI_API_KEY")
     if key:
         os.environ["OPENAI_API_KEY"] = key

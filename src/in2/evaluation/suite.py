@@ -9,10 +9,13 @@ from pathlib import Path
 
 from in2 import redact
 from in2.assets import resolve
-from in2.config import ConfigError, EvalConfig, to_dict
+from in2.cards import model_card
+from in2.errors import ConfigError
 from in2.evaluation import longbench, tables
+from in2.evaluation.config import EvalConfig
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
+from in2.recipes import to_dict
 
 RESULTS = "results.json"
 TABLE = "results.md"
@@ -134,8 +137,6 @@ def card_rows(data: dict, model: str) -> list[dict]:
 
 def refresh_card(cfg: EvalConfig, data: dict, summary: str, plots: list[Path]) -> Path:
     """Write eval_results.json (this checkpoint's rows; every model in the summary) and re-render the card."""
-    from in2.train import model_card
-
     folder = Path(cfg.model_card)
     mine = [m.name for m in cfg.models if Path(resolve(m.generator.model)).resolve() == folder.resolve()]
     rows = [r for model in (mine or [m.name for m in cfg.models]) for r in card_rows(data, model)]

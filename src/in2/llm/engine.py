@@ -1,4 +1,4 @@
-"""The engine: cache lookups, then the configured backend for what is missing; usage totals."""
+"""The engine: cache lookups, then the configured backend (in2.llm.base) for what is missing; usage totals."""
 
 from __future__ import annotations
 
@@ -6,54 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from in2.config import GeneratorConfig
+from in2.llm.base import Backend, Request, Response, backend_class
 from in2.llm.cache import Cache, request_key
-from in2.llm.weights import fingerprint
-
-
-@dataclass(frozen=True)
-class Request:
-    """A chat prompt, or with `raw` a text prompt sent as is (no chat template; the tokenizer adds its
-    usual special tokens, e.g. BOS). `prefix` starts the assistant turn (prefill); the answer continues it."""
-
-    messages: tuple[tuple[str, str], ...] = ()
-    prefix: str = ""
-    stop: tuple[str, ...] = ()
-    """Generation ends before the first of these strings (which is not part of the text)."""
-    raw: str | None = None
-    max_tokens: int | None = None
-    """Overrides the generator's max_tokens for this request (e.g. LongBench's per-task limits)."""
-
-    @classmethod
-    def user(cls, content: str, prefix: str = "", stop: tuple[str, ...] = (), max_tokens: int | None = None) -> Request:
-        return cls(messages=(("user", content),), prefix=prefix, stop=stop, max_tokens=max_tokens)
-
-    @classmethod
-    def text(cls, prompt: str, stop: tuple[str, ...] = (), max_tokens: int | None = None) -> Request:
-        return cls(raw=prompt, stop=stop, max_tokens=max_tokens)
-
-    def as_messages(self) -> list[dict]:
-        return [{"role": r, "content": c} for r, c in self.messages]
-
-
-@dataclass
-class Response:
-    """The continuation after the prefix (`text`), or the error that survived all retries."""
-
-    text: str | None
-    error: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached: bool = False
-
-    def to_json(self) -> dict:
-        return {
-            "text": self.text,
-            "finish_reason": self.finish_reason,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-        }
+from in2.llm.config import GeneratorConfig
 
 
 @dataclass
@@ -119,24 +74,26 @@ class Engine:
     first and sending only the rest. Successful answers are cached as they arrive; failures and empty
     replies never are, so a rerun asks again."""
 
-    def __init__(self, cfg: GeneratorConfig, backend=None):
+    def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
+        self.backend_class = backend_class(cfg.backend)
         self.cache = Cache(cfg.cache_dir)
         self.usage = Usage()
-        self._backend = backend
+        self._backend: Backend | None = None
 
     @property
     def sampling(self) -> dict:
         c = self.cfg
         s = {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens}
-        if c.backend == "transformers" and c.repetition_penalty is not None:
-            s["repetition_penalty"] = c.repetition_penalty
+        for name in self.backend_class.sampling_fields:
+            if getattr(c, name) is not None:
+                s[name] = getattr(c, name)
         return s
 
     @cached_property
     def model_id(self) -> str:
-        """What answers (in2.llm.weights): a retrained model at the same path gets new cache keys."""
-        return fingerprint(self.cfg, self.cache)
+        """What answers (the backend's `model_id`): a retrained model at the same path gets new cache keys."""
+        return self.backend_class.model_id(self.cfg, self.cache)
 
     def key(self, request: Request) -> str:
         sampling = {**self.sampling, "stop": list(request.stop)} if request.stop else dict(self.sampling)
@@ -146,16 +103,10 @@ class Engine:
         return request_key(self.model_id, messages, request.prefix, sampling)
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
+        """The backend, built on first use (a local one loads its model then)."""
         if self._backend is None:
-            if self.cfg.backend == "openai":
-                from in2.llm.openai_backend import OpenAIBackend
-
-                self._backend = OpenAIBackend(self.cfg)
-            else:
-                from in2.llm.local_backend import LocalBackend
-
-                self._backend = LocalBackend(self.cfg)
+            self._backend = self.backend_class(self.cfg)
         return self._backend
 
     def cached(self, requests: list[Request]) -> int:
@@ -195,7 +146,7 @@ class Engine:
         # With a budget, requests go in slices of a few rounds and the budget is checked between them;
         # without one, all at once (the backends schedule best over everything).
         limited = self.cfg.max_requests is not None or self.cfg.max_cost_usd is not None
-        rounds = self.cfg.concurrency if self.cfg.backend == "openai" else self.cfg.batch_size
+        rounds = self.backend_class.slots(self.cfg)
         step = max(1, 4 * rounds) if limited else max(1, len(todo))
         for lo in range(0, len(todo), step):
             self.check_budget()

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from in2.assets import loading, resolve
-from in2.config import GeneratorConfig
-from in2.llm.engine import Request, Response
+from in2.llm.base import Request, Response
+from in2.llm.cache import Cache
+from in2.llm.config import GeneratorConfig
+from in2.llm.weights import fingerprint
 
 
 def _stop_after_text(tok, start: int, stops: list[str]):
@@ -46,6 +48,18 @@ class LocalBackend:
     """Runs on the GPU where CUDA is available, else on the CPU. Stop strings count only after some
     non-whitespace text: a reply that opens with a newline continues to its first line of content
     (small models often start an answer on a new line)."""
+
+    local = True
+    sampling_fields = ("repetition_penalty",)
+
+    @classmethod
+    def slots(cls, cfg: GeneratorConfig) -> int:
+        return cfg.batch_size
+
+    @classmethod
+    def model_id(cls, cfg: GeneratorConfig, cache: Cache) -> str:
+        """A hash of the weights and the dtype they run in (in2.llm.weights)."""
+        return fingerprint(cfg, cache)
 
     def __init__(self, cfg: GeneratorConfig):
         import torch

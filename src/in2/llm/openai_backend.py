@@ -17,8 +17,10 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from in2 import redact
-from in2.config import ConfigError, GeneratorConfig
-from in2.llm.engine import Request, Response
+from in2.errors import ConfigError
+from in2.llm.base import FatalRequestError, Request, Response
+from in2.llm.cache import Cache
+from in2.llm.config import GeneratorConfig
 
 
 def transient(response: Response) -> bool:
@@ -26,10 +28,6 @@ def transient(response: Response) -> bool:
     if response.error is not None:
         return response.error == "invalid_response"
     return not (response.text or "").strip() and response.finish_reason != "content_filter"
-
-
-class FatalRequestError(RuntimeError):
-    """The endpoint refuses every request (bad key, unknown model, unreachable): stop the run."""
 
 
 class _RateLimiter:
@@ -56,6 +54,21 @@ class _RateLimiter:
 
 
 class OpenAIBackend:
+    """A server reached through openai.AsyncOpenAI, `generator.concurrency` requests in flight."""
+
+    local = False
+    sampling_fields = ()
+
+    @classmethod
+    def slots(cls, cfg: GeneratorConfig) -> int:
+        return cfg.concurrency
+
+    @classmethod
+    def model_id(cls, cfg: GeneratorConfig, cache: Cache) -> str:
+        """The model name: a server's weights cannot be seen from here, so serve a retrained model under a
+        new name."""
+        return cfg.model
+
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
         key = os.environ.get(cfg.api_key_env)

@@ -7,8 +7,8 @@ so a model retrained at the same path is asked afresh while an unchanged one is 
   model's fingerprint. Hashes are computed once per file version (Cache.digest).
 - `gguf_file`: that file's sha256.
 - Hub id: the commit the Hub (or, offline, the local cache) has for it.
-- OpenAI-compatible server: the model name; the server's weights cannot be seen from here, so serve a
-  retrained model under a new name.
+
+(A server's model is known by its name only: in2.llm.openai_backend.)
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from in2.assets import resolve
-from in2.config import GeneratorConfig
 from in2.llm.cache import Cache
+from in2.llm.config import GeneratorConfig
 
 # Files that never change an answer: cards and evaluation output, training and resume states.
 IGNORED = (
@@ -77,9 +77,6 @@ def describe(ref: str, gguf_file: str | None, cache: Cache) -> dict:
 
 
 def fingerprint(cfg: GeneratorConfig, cache: Cache) -> str:
-    """The model part of a request's cache key: the name for an OpenAI-compatible server, a hash of
-    the weights and the dtype they run in for a local model."""
-    if cfg.backend == "openai":
-        return cfg.model
+    """The model part of a local model's request cache keys: a hash of the weights and the dtype they run in."""
     blob = json.dumps({"weights": describe(cfg.model, cfg.gguf_file, cache), "dtype": cfg.dtype}, sort_keys=True)
     return "weights-sha256:" + hashlib.sha256(blob.encode()).hexdigest()

@@ -6,11 +6,10 @@ import re
 import shutil
 from pathlib import Path
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 
 SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
 REQUIRED = ("README.md", "manifest.json", "data")
-DATA_CARDS = Path(__file__).resolve().parents[3] / "data_cards"
 
 
 class PublishError(RuntimeError):
@@ -40,12 +39,21 @@ def plan(folder: str | Path, repo_id: str, version: str, private: bool = False) 
 
 
 def publish(
-    folder: str | Path, repo_id: str, version: str, *, private: bool = False, force: bool = False, api=None
+    folder: str | Path,
+    repo_id: str,
+    version: str,
+    *,
+    private: bool = False,
+    force: bool = False,
+    keep_card: str | Path | None = None,
+    api=None,
 ) -> dict:
     """Create the repo if needed, upload the folder, tag the commit with `version`.
 
     An existing tag is never moved unless `force`. Rerunning after an interrupted upload resumes:
     files already on the Hub are not sent again. The token comes from HF_TOKEN or the user's login.
+    With `keep_card`, the released card is also copied there as `<org>--<name>-<version>.md` (e.g. a
+    data_cards/ folder of one's own that keeps the card of every version).
     """
     report = plan(folder, repo_id, version, private)
     if api is None:
@@ -64,6 +72,7 @@ def publish(
     if version in tags:
         api.delete_tag(repo_id, tag=version, repo_type="dataset")
     api.create_tag(repo_id, tag=version, revision=commit.oid, repo_type="dataset", tag_message=f"in2 dataset {version}")
-    if DATA_CARDS.is_dir():  # keep the rendered card of every released version
-        shutil.copyfile(Path(folder) / "README.md", DATA_CARDS / f"{repo_id.replace('/', '--')}-{version}.md")
+    if keep_card is not None:
+        Path(keep_card).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(folder) / "README.md", Path(keep_card) / f"{repo_id.replace('/', '--')}-{version}.md")
     return {**report, "commit": commit.oid, "moved_tag": version in tags}

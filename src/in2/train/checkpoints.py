@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 
 logger = logging.getLogger("in2.train")
 STATE = "trainer_state.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 
 # Trainer, FSDP and DeepSpeed resume states, and pickled arguments
 IGNORE = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from in2.assets import loading, resolve
-from in2.config import ConfigError
+from in2.errors import ConfigError
 from in2.train.args import In2ModelConfig
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 
 ADAMW = ("adamw_torch", "adamw_torch_fused")
 LOW_PRECISION = ("bfloat16", "float16")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from in2.config import ConfigError
+from in2.errors import ConfigError
 
 ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3")
 ACCELERATE_SP = "PARALLELISM_CONFIG_SP_SIZE"

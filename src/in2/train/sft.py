@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from in2 import redact
+from in2 import prompts, redact
 from in2.assets import loading
-from in2.config import ConfigError
+from in2.cards import model_card
 from in2.cpu import keep_freed_memory
+from in2.errors import ConfigError
 from in2.tokenizer import chat_template_path
-from in2.train import checkpoints, model_card, optim, parallel
+from in2.train import checkpoints, optim, parallel
 from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
 from in2.train.fsdp import FinishPartialForwards
 from in2.train.hub import HubPublisher, check_token
@@ -251,8 +252,6 @@ def dataset_info(script_args: In2ScriptArguments, train) -> dict:
 
 def train(script_args, training_args, model_args, recipe: str = "", hub_api=None) -> Path:
     """Train, save the final model with its card and the recipe, publish when asked; returns the output folder."""
-    from in2.data.templates import FILM_CONTEXT, load
-
     _check(script_args, training_args)
     resolve_recipe(training_args)
     optim.check(script_args, training_args, model_args)
@@ -306,7 +305,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         "rope_scaling": rope_scaling(model_args.rope_scaling),
         "max_length": training_args.max_length,
         "license": script_args.license,
-        "prompt_template": load(FILM_CONTEXT),
+        "prompt_template": prompts.load(prompts.FILM_CONTEXT),
         "recipe": recipe.strip() or "# arguments given on the command line only",
         "resumed": [],
     }

@@ -20,8 +20,8 @@ import logging
 from pathlib import Path
 
 from in2 import redact
-from in2.data.templates import film_user
 from in2.jsonl import read_jsonl
+from in2.prompts import film_user
 from in2.seeding import rng
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ SEPARATORS = {"document": " ", "code": "\n", "database": "\n"}
 RAW_TEMPLATE = "[INST] {prompt} [/INST]"
 
 
-def render(task: str, item: dict) -> str:
+def item_text(task: str, item: dict) -> str:
     """How an item appears in the context."""
     if task == "document":
         return item["sentence"]
@@ -102,7 +102,7 @@ class Builder:
         self.task, self.pool, self.tok, self.template, self.seed = task, pool, tokenizer, raw_template, seed
         self.sep = SEPARATORS[task] if separator is None else separator
         self._fits: dict[tuple[int, int], list[int]] = {}
-        texts = [render(task, it) for it in pool]
+        texts = [item_text(task, it) for it in pool]
         self.item_tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def prompt(self, context: str, item: dict) -> str:
@@ -119,7 +119,7 @@ class Builder:
     def measure(self, chosen: list[int]) -> int:
         """Prompt tokens of the longest query over the context made of `chosen` items (the three
         items with the longest questions are measured exactly)."""
-        context = self.sep.join(render(self.task, self.pool[i]) for i in chosen)
+        context = self.sep.join(item_text(self.task, self.pool[i]) for i in chosen)
         q = self.question_tokens(chosen)
         longest = sorted(range(len(chosen)), key=lambda j: -q[j])[:3]
         return max(self.count(self.prompt(context, self.pool[chosen[j]])) for j in longest)
@@ -191,7 +191,7 @@ class Builder:
             if num_items > len(chosen):
                 raise ValueError(f"{self.task}: {num_items} items do not fit in {length} tokens (set {set_id})")
             chosen = chosen[:num_items]
-        context = self.sep.join(render(self.task, self.pool[i]) for i in chosen)
+        context = self.sep.join(item_text(self.task, self.pool[i]) for i in chosen)
         positions = list(range(len(chosen)))
         if positions_per_span is not None:
             picked = []
@@ -260,8 +260,8 @@ def load_pool(task: str, source: str, document_source: str = "builtin:pydoc", se
 
     if source == "builtin":
         if task == "document":
-            from in2.config import CorpusConfig
-            from in2.data.corpus import iter_texts
+            from in2.synth.config import CorpusConfig
+            from in2.synth.corpus import iter_texts
 
             texts = [t.text for t in iter_texts(CorpusConfig(source=document_source))]
             return pools.sentences(texts, seed), f"sentences of {document_source}"
@@ -274,7 +274,7 @@ def load_pool(task: str, source: str, document_source: str = "builtin:pydoc", se
 
 def build_all(cfg) -> tuple[Path, list[str]]:
     """Every probe file of an EvalConfig under cfg.probes.output_dir; reused when the spec is unchanged."""
-    from in2.config import to_dict
+    from in2.recipes import to_dict
     from in2.tokenizer import load_tokenizer
 
     p = cfg.probes

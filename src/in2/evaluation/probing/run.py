@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from in2.config import ConfigError, GeneratorConfig
+from in2.errors import ConfigError
 from in2.evaluation.probing.build import RAW_TEMPLATE, read
 from in2.evaluation.runner import run_named
 from in2.llm import Engine, Request
+from in2.llm.config import GeneratorConfig
 
 FORMATS = ("chat", "raw")
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from in2.config import DecontamConfig, EvalSourceConfig
-from in2.data.corpus import iter_records
+from in2.synth.config import DecontamConfig, EvalSourceConfig
+from in2.synth.corpus import iter_records
 
 _WORD = re.compile(r"\w+")
 _BASE = np.uint64(1_000_003)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from in2.data.corpus import Text
+from in2.synth.corpus import Text
 
 TAIL_CHARS = 64  # longer than any last pre-token of real text; tokenizing more costs time
 NEXT = "The"  # a word after a separator, for measuring it

@@ -18,18 +18,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from in2 import redact
+from in2 import prompts, redact
 from in2 import tokenizer as tokenizers
-from in2.config import ConfigError, SynthConfig, from_dict, to_dict
-from in2.data import templates
-from in2.data.assemble import Assembler, FillerPool, Sample, verify
-from in2.data.corpus import Text, iter_texts
-from in2.data.mixture import counts, general_rows
-from in2.data.qa import ROLES, QAGenerator, expected_waves, oversample, planned, reject_rate
-from in2.data.segment import Segmenter, Source
+from in2.errors import ConfigError
 from in2.llm import Engine
-from in2.release import decontam, folder
-from in2.release.decontam import Decontaminator
+from in2.recipes import from_dict, to_dict
+from in2.synth import dataset, decontam
+from in2.synth.assemble import Assembler, FillerPool, Sample, verify
+from in2.synth.config import SynthConfig
+from in2.synth.corpus import Text, iter_texts
+from in2.synth.decontam import Decontaminator
+from in2.synth.mixture import counts, general_rows
+from in2.synth.qa import ROLES, QAGenerator, expected_waves, oversample, planned, reject_rate
+from in2.synth.segment import Segmenter, Source
 
 TEXT_BATCH = 256
 ROWS_FILE = "rows.parquet"
@@ -62,8 +63,14 @@ def source_stream(
                 yield src
 
 
+def qa_generator(cfg: SynthConfig, engine: Engine, assembler: Assembler) -> QAGenerator:
+    return QAGenerator(
+        cfg.qa, cfg.context, cfg.mixture, cfg.seed, engine, assembler.source_tokens, prefill=cfg.generator.prefill
+    )
+
+
 def prompt_files(cfg: SynthConfig) -> list[str]:
-    return [cfg.qa.prompt_fine_grained, cfg.qa.prompt_integration, templates.FILM_CONTEXT, templates.FILM_NO_CONTEXT]
+    return [cfg.qa.prompt_fine_grained, cfg.qa.prompt_integration, prompts.FILM_CONTEXT, prompts.FILM_NO_CONTEXT]
 
 
 def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
@@ -89,7 +96,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
     engine = Engine(cfg.generator)  # cache lookups only: the backend loads lazily, on a first miss
-    gen = QAGenerator(cfg, engine, Assembler(tok, cfg.context, cfg.seed).source_tokens)
+    gen = qa_generator(cfg, engine, Assembler(tok, cfg.context, cfg.seed))
     q, g = cfg.qa, cfg.generator
     need = {r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards) for r in ROLES}
     waves = {r: expected_waves(n, oversample(q, r), reject_rate(q, r)) for r, n in need.items()}
@@ -158,7 +165,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
     stream = source_stream(cfg, tok, stats, pool, decontaminator)
     engine = Engine(cfg.generator)
     assembler = Assembler(tok, cfg.context, cfg.seed)
-    gen = QAGenerator(cfg, engine, assembler.source_tokens)
+    gen = qa_generator(cfg, engine, assembler)
     need = {
         r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards)
         for r in ("fine_grained", "integration", "short")
@@ -181,7 +188,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
         cfg.num_shards,
         general_stats,
     )
-    sink = folder.SortedRows(rows_path, cfg.seed, int(cfg.mixture.sort_buffer_mb * 1e6))
+    sink = dataset.SortedRows(rows_path, cfg.seed, int(cfg.mixture.sort_buffer_mb * 1e6))
     checked = Sample(cfg.context.verify_rows, cfg.seed)
     for row in tqdm(itertools.chain(qa_rows, general), desc="assembling rows", unit="row"):
         sink.add(row)
@@ -189,7 +196,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
     types = sink.close()
     manifest = {
         "config": to_dict(cfg),
-        "prompts": templates.hashes(prompt_files(cfg)),
+        "prompts": prompts.hashes(prompt_files(cfg)),
         "generator": describe_generator(cfg, engine),
         "tokenizer": tokenizers.describe(cfg.tokenizer),
         "corpus": {"source": cfg.corpus.source, "name": cfg.corpus.name, "split": cfg.corpus.split},
@@ -220,17 +227,17 @@ def _finalize(cfg: SynthConfig, shards: list[Path], manifest: dict) -> Path:
     have = manifest["counts"]["rows"]
     requested = {part: getattr(cfg.mixture, part) for part in have}
     manifest = {
-        "in2_version": folder.versions().get("in2"),
+        "in2_version": dataset.versions().get("in2"),
         **manifest,
         "requested": requested,
         # rows asked for and not built: the corpus or the instruction data ran out, or too many rejects
         "shortfall": {part: requested[part] - n for part, n in have.items() if n < requested[part]},
         "splits": None,  # filled by write_folder, with the content hash
         "content_hash": None,
-        "versions": folder.versions(),
+        "versions": dataset.versions(),
     }
-    rows = folder.in_release_order([s / ROWS_FILE for s in shards], cfg.seed)
-    return folder.write_folder(cfg.output_dir, rows, sum(have.values()), manifest, cfg.mixture)
+    rows = dataset.in_release_order([s / ROWS_FILE for s in shards], cfg.seed)
+    return dataset.write_folder(cfg.output_dir, rows, sum(have.values()), manifest, cfg.mixture)
 
 
 def shards_dir(output_dir: str) -> Path:

@@ -28,11 +28,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from in2.config import ContextConfig
-from in2.data import templates
-from in2.data.qa import QA, QAItem
-from in2.data.segment import TAIL_CHARS, Source, TokenCounter
+from in2 import prompts
 from in2.seeding import rng, unit
+from in2.synth.config import ContextConfig
+from in2.synth.qa import QA, QAItem
+from in2.synth.segment import TAIL_CHARS, Source, TokenCounter
 
 Unit = tuple[str, int, str, bool, int]  # text, tokens, source id, is_key, tokens the separator adds after it
 PROBE = "word"  # a one-word context, to measure a row's tokens besides its context
@@ -96,7 +96,7 @@ class Assembler:
         self.seed = seed
         self.counter = TokenCounter(tokenizer)
         self.newline_joiner = self.counter.joiner("\n")
-        after = templates.load(templates.FILM_CONTEXT).split("{context}", 1)[1]
+        after = prompts.load(prompts.FILM_CONTEXT).split("{context}", 1)[1]
         self.tail = after[: len(after) - len(after.lstrip("\n"))]  # what follows the context in the prompt
         self.pool_joiners: list[int] = []
         self.stats: Counter = Counter()
@@ -135,7 +135,7 @@ class Assembler:
         word = self.counter.after_newline([PROBE])[0] + self.counter.joiners([PROBE], self.tail)[0]
         convs = [
             [
-                {"role": "user", "content": templates.film_user(PROBE, qa.question)},
+                {"role": "user", "content": prompts.film_user(PROBE, qa.question)},
                 {"role": "assistant", "content": qa.answer},
             ]
             for qa in qas
@@ -294,7 +294,7 @@ class Assembler:
                 {
                     "id": item.id,
                     "type": item.role,
-                    "prompt": [{"role": "user", "content": templates.film_user(lay.context, qa.question)}],
+                    "prompt": [{"role": "user", "content": prompts.film_user(lay.context, qa.question)}],
                     "completion": [{"role": "assistant", "content": qa.answer}],
                     "source_ids": lay.source_ids,
                     "context_tokens": lay.context_tokens,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from in2.assets import BUILTIN_DIR, loading
-from in2.config import ConfigError
+from in2.assets import loading, packaged_path
+from in2.errors import ConfigError
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
@@ -114,7 +114,7 @@ def iter_records(
         if kind == "pydoc":
             rows: Iterator[dict] = _pydoc_texts()
         else:
-            path = BUILTIN_DIR / f"{kind}.jsonl"
+            path = packaged_path(__package__, "builtin", f"{kind}.jsonl")
             if not path.is_file():
                 raise ConfigError(f"unknown built-in corpus {source!r} (known: builtin:pydoc, builtin:instructions)")
             rows = _read_local([path], stats)

@@ -13,11 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from in2.config import QAConfig, SynthConfig
-from in2.data import templates
-from in2.data.segment import Source
+from in2 import prompts
 from in2.llm import Engine, Request
 from in2.seeding import short_id, unit
+from in2.synth.config import ContextConfig, MixtureConfig, QAConfig
+from in2.synth.segment import Source
 
 ROLES = ("fine_grained", "integration", "short")
 
@@ -178,28 +178,39 @@ class QAGenerator:
     from the request cache on a rerun, so a resumed run accepts exactly the same items.
     """
 
-    def __init__(self, cfg: SynthConfig, engine: Engine | None, total_tokens: Callable[[Source], int]):
-        self.cfg = cfg
+    def __init__(
+        self,
+        qa: QAConfig,
+        context: ContextConfig,
+        mixture: MixtureConfig,
+        seed: int,
+        engine: Engine | None,
+        total_tokens: Callable[[Source], int],
+        prefill: bool = False,
+    ):
+        self.qa, self.context, self.mixture, self.seed = qa, context, mixture, seed
+        self.prefill = prefill
+        """`generator.prefill`: one request per reply line (see `generate`)."""
         self.engine = engine
         self.total_tokens = total_tokens
         self.stats: Counter = Counter()
 
     # -- planning -----------------------------------------------------------------------------
     def eligible(self, src: Source, role: str) -> bool:
-        q, c = self.cfg.qa, self.cfg.context
+        q, c = self.qa, self.context
         if role == "fine_grained":
             return True
         if role == "integration":
             return 2 <= len(src.segments) <= q.max_integration_pieces and self.total_tokens(src) <= c.min_context_tokens
-        return self.total_tokens(src) <= min(self.cfg.mixture.short_max_tokens, c.max_context_tokens)
+        return self.total_tokens(src) <= min(self.mixture.short_max_tokens, c.max_context_tokens)
 
     def make_item(self, src: Source, role: str) -> QAItem:
-        seed = self.cfg.seed
+        seed = self.seed
         qa_type = role
         if role == "short":
-            m = self.cfg.mixture
+            m = self.mixture
             share_b = m.integration / max(1, m.fine_grained + m.integration)
-            can_b = 2 <= len(src.segments) <= self.cfg.qa.max_integration_pieces
+            can_b = 2 <= len(src.segments) <= self.qa.max_integration_pieces
             qa_type = "integration" if can_b and unit(seed, "short-type", src.id) < share_b else "fine_grained"
         if qa_type == "integration":
             key = list(range(len(src.segments)))
@@ -208,7 +219,7 @@ class QAGenerator:
         return QAItem(id=short_id(seed, role, src.id), role=role, qa_type=qa_type, source=src, key=key)
 
     def plan_wave(self, sources: Iterator[Source], missing: dict[str, int]) -> list[QAItem]:
-        quota = {r: planned(n, oversample(self.cfg.qa, r)) for r, n in missing.items() if n > 0}
+        quota = {r: planned(n, oversample(self.qa, r)) for r, n in missing.items() if n > 0}
         wave: list[QAItem] = []
         while any(quota.values()):
             src = next(sources, None)
@@ -218,7 +229,7 @@ class QAGenerator:
             if not roles:
                 continue
             total = sum(quota[r] for r in roles)
-            u, acc = unit(self.cfg.seed, "role", src.id) * total, 0
+            u, acc = unit(self.seed, "role", src.id) * total, 0
             role = roles[-1]
             for r in roles:
                 acc += quota[r]
@@ -231,13 +242,13 @@ class QAGenerator:
 
     # -- prompting ----------------------------------------------------------------------------
     def request(self, item: QAItem) -> Request:
-        q = self.cfg.qa
+        q = self.qa
         if item.qa_type == "fine_grained":
-            text = templates.render(templates.load(q.prompt_fine_grained), passage=item.source.segments[item.key[0]])
+            text = prompts.fill(prompts.load(q.prompt_fine_grained), passage=item.source.segments[item.key[0]])
         else:
             pieces = "\n\n".join(f"[Piece {i + 1}]\n{s}" for i, s in enumerate(item.source.segments))
-            text = templates.render(
-                templates.load(q.prompt_integration), num_pieces=str(len(item.source.segments)), pieces=pieces
+            text = prompts.fill(
+                prompts.load(q.prompt_integration), num_pieces=str(len(item.source.segments)), pieces=pieces
             )
         return Request.user(text)
 
@@ -254,7 +265,7 @@ class QAGenerator:
             return None, "truncated"
         qa, reason = parse(text, item.qa_type, len(item.source.segments))
         if qa is not None:
-            reason = check(qa, self.grounding_text(item), self.cfg.qa.min_answer_grounding)
+            reason = check(qa, self.grounding_text(item), self.qa.min_answer_grounding)
             if reason:
                 qa = None
         return qa, reason
@@ -262,13 +273,13 @@ class QAGenerator:
     def fields(self, item: QAItem) -> list[str]:
         """The prefilled start of each reply line: the question's with `qa.question_start`, the pieces'
         with the label the pieces carry in the prompt (`[Piece 1]`), which small models then repeat."""
-        question = f"Question: {self.cfg.qa.question_start}".rstrip(" ") if self.cfg.qa.question_start else "Question:"
+        question = f"Question: {self.qa.question_start}".rstrip(" ") if self.qa.question_start else "Question:"
         return [question, "Answer:"] + (["Pieces: [Piece"] if item.qa_type == "integration" else [])
 
     def first_request(self, item: QAItem) -> Request:
         """The first request the run sends for `item` (with prefill: the one for its first field)."""
         base = self.request(item)
-        return self.field_request(base, "", self.fields(item)[0]) if self.cfg.generator.prefill else base
+        return self.field_request(base, "", self.fields(item)[0]) if self.prefill else base
 
     @staticmethod
     def field_request(base: Request, text: str, field: str) -> Request:
@@ -279,7 +290,7 @@ class QAGenerator:
         """One request per item; with `generator.prefill`, one request per field instead, each
         continuing the assistant turn with the fields so far and stopping at the line's end."""
         base = [self.request(it) for it in items]
-        if not self.cfg.generator.prefill:
+        if not self.prefill:
             responses = self.engine.generate(base, desc=desc)
             return [self._judge(it, rs.text or "", rs) for it, rs in zip(items, responses, strict=True)]
         texts = [""] * len(items)

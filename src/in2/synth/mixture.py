@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from in2.config import GeneralConfig
-from in2.data import templates
-from in2.data.assemble import exact_tokens
-from in2.data.corpus import iter_records
+from in2 import prompts
 from in2.seeding import key, short_id
+from in2.synth.assemble import exact_tokens
+from in2.synth.config import GeneralConfig
+from in2.synth.corpus import iter_records
 
 PARTS = ("fine_grained", "integration", "short", "general")
 
@@ -51,7 +51,7 @@ def general_rows(
         row = {
             "id": short_id(seed, "general", str(rec["id"])),
             "type": "general",
-            "prompt": [{"role": "user", "content": templates.film_user_no_context(inst.strip())}],
+            "prompt": [{"role": "user", "content": prompts.film_user_no_context(inst.strip())}],
             "completion": [{"role": "assistant", "content": resp.strip()}],
             "source_ids": [f"{cfg.source}:{rec['id']}"],
             "context_tokens": 0,

@@ -27,8 +27,9 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from in2.config import ConfigError, MixtureConfig
-from in2.data.mixture import PARTS, order_key, validation_count
+from in2.errors import ConfigError
+from in2.synth.config import MixtureConfig
+from in2.synth.mixture import PARTS, order_key, validation_count
 
 FEATURES_SPEC = {
     "id": "string",
@@ -284,7 +285,7 @@ def write_folder(
     plus one row group (GROUP_BYTES of text) per part being written; the only thing that grows with
     the rows is the context-length histogram, one entry per distinct token count."""
     from in2 import redact
-    from in2.release import card
+    from in2.synth import card
 
     manifest = redact.data(manifest)  # a config or generator URL may carry credentials
     out = Path(out_dir)
@@ -325,7 +326,7 @@ def write_folder(
     config = {k: v for k, v in manifest["config"].items() if k not in ("num_shards", "shard_index")}
     (tmp / "synth_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    (tmp / "README.md").write_text(card.render(manifest, sample, layout, repo=str(out)))
+    (tmp / "README.md").write_text(card.markdown(manifest, sample, layout, repo=str(out)))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -1,5 +1,5 @@
-"""The dataset card: YAML header (huggingface_hub DatasetCardData), plots, body from the template
-in data_cards/."""
+"""The data card: YAML header (huggingface_hub DatasetCardData), plots, and a body from the card template
+data_cards/in2_dataset.md.j2 (shipped inside the wheel as the package data of in2.data_cards)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from in2.data.mixture import PARTS
+from in2 import cards
+from in2.assets import packaged
+from in2.synth.mixture import PARTS
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "data_cards" / "in2_dataset.md.j2"
+TEMPLATE = ("in2.data_cards", "in2_dataset.md.j2")
 PLOTS = ("rows_per_part.png", "context_lengths.png", "key_positions.png")
 
 
@@ -156,20 +158,12 @@ def sample_row(pick: dict | None) -> str:
     return json.dumps(row, indent=2, ensure_ascii=False)
 
 
-def render(
-    manifest: dict,
-    sample: dict | None,
-    layout: dict[str, list[str]],
-    repo: str,
-    version: str | None = None,
-    template: Path = TEMPLATE,
+def markdown(
+    manifest: dict, sample: dict | None, layout: dict[str, list[str]], repo: str, version: str | None = None
 ) -> str:
-    from jinja2 import Environment, StrictUndefined
-
-    if not template.is_file():
-        raise FileNotFoundError(f"card template not found: {template}")
-    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
-    return env.from_string(template.read_text()).render(
+    """The card of a dataset folder, from its manifest, a sample row and `layout` (part -> its splits)."""
+    return cards.render(
+        packaged(*TEMPLATE),
         header=header(manifest, layout).strip(),
         m=manifest,
         c=manifest["counts"],

@@ -1,4 +1,5 @@
-"""The model card: YAML header (huggingface_hub ModelCardData) and a body rendered from templates/."""
+"""The model card: YAML header (huggingface_hub ModelCardData) and a body from the card template beside this
+module; written by training (in2.train.sft), refreshed with results by evaluation (in2.evaluation.suite)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
+from in2 import cards
+from in2.assets import packaged
+
+TEMPLATE = "model_card.md.j2"
 EVAL_RESULTS = "eval_results.json"
 CONTEXT = "in2_card.json"  # what the card was rendered from, so evaluation can render it again
 PACKAGES = ("in2", "trl", "transformers", "torch", "datasets", "peft", "accelerate", "deepspeed")
@@ -54,13 +58,10 @@ def header(ctx: dict) -> str:
     return data.to_yaml()
 
 
-def render(ctx: dict) -> str:
+def markdown(ctx: dict) -> str:
     """The card's markdown for `ctx` (built by in2.train.sft)."""
-    from jinja2 import Environment, StrictUndefined
-
-    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
     ctx = {**ctx, "evaluation": read_eval_results(ctx["output_dir"]), "versions": versions()}
-    return env.from_string(TEMPLATE.read_text()).render(header=header(ctx), **ctx)
+    return cards.render(packaged(__package__, TEMPLATE), header=header(ctx), **ctx)
 
 
 def write(folder: str | Path, ctx: dict) -> Path:
@@ -72,7 +73,7 @@ def write(folder: str | Path, ctx: dict) -> Path:
     ctx = redact.data({**ctx, "output_dir": str(folder)})
     (folder / CONTEXT).write_text(json.dumps(ctx, indent=2, ensure_ascii=False) + "\n")
     path = folder / "README.md"
-    path.write_text(render(ctx))
+    path.write_text(markdown(ctx))
     return path
 
 

@@ -1,0 +1,2 @@
+"""The data card template (in2_dataset.md.j2), kept at the top of the repository and shipped inside the
+wheel as this package's data; in2.synth.card renders it into every dataset folder's README.md."""

@@ -1,0 +1,210 @@
+"""The evaluation recipe (`in2 eval`, `in2 probe build`, e.g. recipes/film-7b/eval.yaml): suites, probes,
+LongBench, short tasks and the models to run them on. Errors name the offending field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from in2.llm.config import GeneratorConfig, generator_checks
+from in2.recipes import raise_first
+from in2.tokenizer import TokenizerConfig
+
+
+@dataclass
+class ProbeConfig:
+    """VaL probes: which tasks, at which lengths, how many sets and queried positions."""
+
+    tasks: list[str] = field(default_factory=lambda: ["document", "code", "database"])
+    lengths: list[int] = field(default_factory=lambda: [32768])
+    """Tokens per context, as named (`document_bi_32k`): the prompt (FILM user turn in `raw_template`,
+    measured with `tokenizer`) plus `reserved_tokens`."""
+    reserved_tokens: int = 0
+    """Kept free in each length for what the server adds and for the answer (e.g. 1 BOS + 128 new
+    tokens), so a probe of length L runs in a window of L tokens."""
+    sets: int = 4
+    span_size: int = 50
+    """Positions per span, for scoring (Avg, Gap) and for `positions_per_span`."""
+    positions_per_span: int | None = None
+    """Query this many seeded positions per span; None queries every position (the paper's setting)."""
+    pools: str = "builtin"
+    """`builtin` (built offline: pydoc sentences, stdlib functions, stdlib entity table), a folder with
+    FILM's `pieces/*.jsonl`, or `film` to download FILM's pools."""
+    document_source: str = "builtin:pydoc"
+    """Corpus for the builtin document pool (any `corpus.source`)."""
+    separators: dict[str, str] = field(default_factory=lambda: {"document": " ", "code": "\n", "database": "\n"})
+    """Between items of a context, per task (the paper does not say)."""
+    raw_template: str = "[INST] {prompt} [/INST]"
+    """How the stored `prompt` wraps the FILM user turn (Mistral's format, as in FILM's released set)."""
+    prompt_format: str = "chat"
+    """`chat`: the user turn through each model's chat template; `raw`: the stored prompt as is."""
+    parity: bool = False
+    """Score only 49 of each 50 positions, like FILM's released script (for comparing with its numbers)."""
+    output_dir: str = "probes/val"
+    prebuilt: str | None = None
+    """A folder of probe files to use as they are instead of building (FILM's VaLProbing-32K files:
+    `<name>.jsonl` and `<name>_skip_list.json`); every `<name>.jsonl` in it is run."""
+
+
+LONGBENCH_TASKS = (
+    "narrativeqa",
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "2wikimqa",
+    "musique",
+    "gov_report",
+    "qmsum",
+    "multi_news",
+)
+
+
+@dataclass
+class LongBenchConfig:
+    """LongBench's 9 English tasks (paper-notes section 6)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(LONGBENCH_TASKS))
+    data: str = "THUDM/LongBench"
+    """A folder of LongBench's `<task>.jsonl` files, or a Hub dataset repo with them in data.zip."""
+    max_samples: int | None = None
+    """Rows per task (None: all), for quick runs."""
+    max_input_tokens: int = 31500
+    """LongBench's max_length for 32K models: a prompt of more tokens than this, counted with the special
+    tokens its tokenizer adds (BOS), keeps its first and last max_input_tokens // 2 tokens."""
+    tokenizer: str = "model"
+    """Which tokenizer counts and cuts the prompts: `model` (each model's own, as LongBench does:
+    `models[i].tokenizer`, else loaded from its generator.model and gguf_file) or `eval` (the recipe's
+    `tokenizer`, for every model)."""
+    prompts: str = "official"
+    """`official`: LongBench's config/dataset2prompt.json at `prompts_revision`, downloaded once into
+    ~/.cache/in2/longbench/; `in2`: in2's own wording (its scores are marked not comparable); or a path
+    to a JSON file of the same shape, {task: template with {context} and {input}}."""
+    prompts_revision: str = "8ae23fd444b0ed5837e993fb8d764f70b388c568"
+    """The THUDM/LongBench commit the official prompts are read at."""
+    prompts_url: str = "https://raw.githubusercontent.com/THUDM/LongBench/{revision}/config/dataset2prompt.json"
+    """Where the official prompts are downloaded from ({revision}: `prompts_revision`), e.g. a mirror."""
+    prompts_sha256: str | None = "e0b7e5942a5663be6e7f8754cd65a7819b8b59343967201235200a2404ecc2e9"
+    """Checked against the official prompts file when set (null: not checked). The default was computed
+    from a stored copy of the file at `prompts_revision`, not from a download from GitHub."""
+    scoring: str = "longbench"
+    """`longbench`: LongBench's official scorer (token F1; ROUGE-L F of the `rouge` package, 0 when it
+    fails). `film`: the same plus FILM's rules (a QA prediction is cut at its first blank line; null
+    predictions are skipped), the scorer behind the paper's table: only these scores are shown beside it."""
+    prompt_format: str = "chat"
+    raw_template: str = "[INST] {prompt} [/INST]"
+
+
+@dataclass
+class ShortTaskConfig:
+    name: str = "mmlu"
+    """An lm-evaluation-harness task name."""
+    num_fewshot: int = 0
+    metric: str = "acc,none"
+    """The lm-eval result key reported."""
+
+
+def _short_tasks() -> list[ShortTaskConfig]:
+    return [
+        ShortTaskConfig("mmlu", 5, "acc,none"),
+        ShortTaskConfig("boolq", 0, "acc,none"),
+        ShortTaskConfig("race", 0, "acc,none"),
+        ShortTaskConfig("arc_challenge", 0, "acc_norm,none"),
+        ShortTaskConfig("hellaswag", 0, "acc_norm,none"),
+        ShortTaskConfig("gsm8k", 8, "exact_match,strict-match"),
+    ]
+
+
+@dataclass
+class ShortConfig:
+    """The short-task guard through lm-evaluation-harness (optional extra `short`)."""
+
+    tasks: list[ShortTaskConfig] = field(default_factory=_short_tasks)
+    limit: int | None = None
+    """Examples per task (None: all), for quick runs."""
+    batch_size: int = 8
+    include_path: str | None = None
+    """A folder of extra lm-eval task YAMLs (your own or local-data tasks)."""
+
+
+@dataclass
+class EvalModelConfig:
+    """One model to evaluate: a display name and how to reach it (in2's generator settings)."""
+
+    name: str = "model"
+    generator: GeneratorConfig = field(
+        default_factory=lambda: GeneratorConfig(temperature=0.0, max_tokens=128, gguf_file=None)
+    )
+    tokenizer: TokenizerConfig | None = None
+    """The model's own tokenizer, for LongBench's truncation (give `gguf_file: null` unless it is a GGUF
+    file); None: loaded from generator.model and gguf_file."""
+
+
+@dataclass
+class EvalConfig:
+    """The whole `in2 eval` job: build probes, run every model, score, report, refresh the model card."""
+
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    suites: list[str] = field(default_factory=lambda: ["probing"])
+    """Any of probing, longbench, short."""
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    longbench: LongBenchConfig = field(default_factory=LongBenchConfig)
+    short: ShortConfig = field(default_factory=ShortConfig)
+    models: list[EvalModelConfig] = field(default_factory=list)
+    base: str | None = None
+    """Name of the base model among `models`: the short-task guard reports changes against it."""
+    output_dir: str = "results/eval"
+    model_card: str | None = None
+    """A folder written by `in2 train`: its card gets the results and plots."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        p = self.probes
+        checks = [
+            (not p.tasks, "probes.tasks", "must name at least one task"),
+            (not p.lengths or min(p.lengths) < 64, "probes.lengths", "must be a list of lengths >= 64 tokens"),
+            (
+                not 0 <= p.reserved_tokens <= min(p.lengths or [0]) - 64,
+                "probes.reserved_tokens",
+                "must be >= 0 and leave at least 64 prompt tokens in the shortest length",
+            ),
+            (p.sets < 1, "probes.sets", "must be >= 1"),
+            (p.span_size < 1, "probes.span_size", "must be >= 1"),
+            (
+                p.positions_per_span is not None and p.positions_per_span < 1,
+                "probes.positions_per_span",
+                "must be >= 1",
+            ),
+            (
+                p.prompt_format not in ("chat", "raw"),
+                "probes.prompt_format",
+                f"must be chat or raw, got {p.prompt_format!r}",
+            ),
+            ("{prompt}" not in p.raw_template, "probes.raw_template", "must contain {prompt}"),
+            (len({m.name for m in self.models}) != len(self.models), "models", "names must be distinct"),
+        ]
+        checks += [(t not in ("document", "code", "database"), "probes.tasks", f"unknown task {t!r}") for t in p.tasks]
+        checks += [(s not in ("probing", "longbench", "short"), "suites", f"unknown suite {s!r}") for s in self.suites]
+        lb = self.longbench
+        checks += [(t not in LONGBENCH_TASKS, "longbench.tasks", f"unknown task {t!r}") for t in lb.tasks]
+        checks += [
+            (lb.max_input_tokens < 16, "longbench.max_input_tokens", "must be >= 16"),
+            (lb.prompt_format not in ("chat", "raw"), "longbench.prompt_format", "must be chat or raw"),
+            (lb.max_samples is not None and lb.max_samples < 1, "longbench.max_samples", "must be >= 1"),
+            (
+                lb.tokenizer not in ("model", "eval"),
+                "longbench.tokenizer",
+                f"must be model or eval, got {lb.tokenizer!r}",
+            ),
+            (
+                lb.scoring not in ("longbench", "film"),
+                "longbench.scoring",
+                f"must be longbench or film, got {lb.scoring!r}",
+            ),
+            (
+                self.base is not None and self.base not in {m.name for m in self.models},
+                "base",
+                f"{self.base!r} is not the name of a model in models",
+            ),
+        ]
+        for i, m in enumerate(self.models):
+            checks += generator_checks(m.generator, f"models[{i}].generator")
+        raise_first(checks)

@@ -41,7 +41,7 @@ def _number(cell: str) -> float | None:
 
 def references(folder: Path) -> dict[str, dict]:
     """The README's table: {model: {"tasks": {task: paper score or None}, "paper"|"film"|"longbench": average}}."""
-    from in2.evaluation.longbench import TASKS
+    from in2.evaluation.tasks import LONGBENCH_TASKS as TASKS
 
     rows = [
         [c.strip() for c in line.strip().strip("|").split("|")]
@@ -63,7 +63,8 @@ def references(folder: Path) -> dict[str, dict]:
 
 def parity(folder: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """{mode: {model: {task: score, ..., "average": mean over the tasks}}} for every model of the README."""
-    from in2.evaluation.longbench import TASKS, score
+    from in2.evaluation.longbench import score
+    from in2.evaluation.tasks import LONGBENCH_TASKS as TASKS
 
     folder = Path(folder)
     models = list(references(folder))
@@ -96,7 +97,7 @@ def differences(scores: dict, refs: dict) -> tuple[float, float]:
 
 def table(scores: dict, refs: dict) -> str:
     """Markdown: per mode and model, in2's scores over the reference numbers."""
-    from in2.evaluation.longbench import TASKS
+    from in2.evaluation.tasks import LONGBENCH_TASKS as TASKS
 
     lines = [
         "| scoring | model | " + " | ".join(TASKS) + " | average | reference average |",

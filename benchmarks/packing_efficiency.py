@@ -3,7 +3,7 @@
 
     python benchmarks/packing_efficiency.py [--scale 16] [--rows 256] [--batch 4]
 
-Row lengths follow the FILM-7B mixture (paper-notes section 2): 80% long-context rows spread evenly
+Row lengths follow the FILM-7B mixture (the FILM paper's Section 2): 80% long-context rows spread evenly
 over 4K-32K tokens, 9% short-context rows and 11% instruction rows of a few hundred tokens; all
 lengths are divided by --scale so a CPU can train on them. Prints the figures and appends them to
 benchmarks/RESULTS.md.

@@ -29,6 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from in2.evaluation.probing.build import Builder, item_text, load_pool
+    from in2.evaluation.tasks import PROBE_TASKS
     from in2.seeding import rng
     from in2.tokenizer import TokenizerConfig, load_tokenizer
     from tests.conftest import TEKKEN
@@ -41,7 +42,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for source in sources:
-        for task in ("document", "code", "database"):
+        for task in PROBE_TASKS:
             pool, _ = load_pool(task, args.film if source == "film" else "builtin")
             builder = Builder(task, pool, tok, raw_template="[INST]{prompt}[/INST]")
             pool_tokens = sum(builder.item_tokens) + len(pool)  # items and one separator each

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from in2.evaluation.probing import build, pools, report, score
+from in2.evaluation.tasks import PROBE_TASKS
 from tests.openai_server import CannedServer, in2_process
 
 FILM = Path(__file__).resolve().parents[2] / "shared" / "film"
@@ -39,7 +40,7 @@ def test_offline_pools_are_real_and_well_formed(offline_pools):
 
 @pytest.mark.skipif(not FILM.is_dir(), reason="FILM's pools live in the shared folder beside the checkout")
 def test_film_pools_load():
-    for task in pools.TASKS:
+    for task in PROBE_TASKS:
         items = pools.load_film(FILM / "pieces", task)
         assert len(items) > 12000
     code = pools.load_film(FILM / "pieces", "code")[0]
@@ -51,7 +52,7 @@ def test_a_missing_pool_file_is_named(tmp_path):
         pools.load_film(tmp_path, "code")
 
 
-@pytest.mark.parametrize("task", pools.TASKS)
+@pytest.mark.parametrize("task", PROBE_TASKS)
 @pytest.mark.parametrize("length", [1024, 4096])
 def test_built_sets_fill_the_length_and_query_every_position(task, length, offline_pools, mistral_tokenizer):
     builder = build.Builder(task, offline_pools[task], mistral_tokenizer, seed=1)

@@ -12,6 +12,7 @@ from in2.evaluation import longbench, short, suite, tables
 from in2.evaluation.config import EvalConfig
 from in2.evaluation.metrics import load as load_metric
 from in2.evaluation.metrics.text import normalize, rouge_l, token_f1
+from in2.evaluation.tasks import LONGBENCH_TASKS
 from in2.llm.config import GeneratorConfig
 from in2.recipes import from_dict
 from tests.conftest import MISTRAL
@@ -194,7 +195,7 @@ def _serve_prompts(file_server, monkeypatch, revision="0123abc"):
     `longbench` fields that fetch it."""
     served, url, _ = file_server
     monkeypatch.setenv("HOME", str(served.parent / "home"))
-    prompts = {t: f"Fixture prompt ({t}).\n\n{{context}}\n\nQuestion: {{input}}\nAnswer:" for t in longbench.TASKS}
+    prompts = {t: f"Fixture prompt ({t}).\n\n{{context}}\n\nQuestion: {{input}}\nAnswer:" for t in LONGBENCH_TASKS}
     target = served / revision / "config" / "dataset2prompt.json"
     target.parent.mkdir(parents=True)
     target.write_text(json.dumps(prompts, indent=4))
@@ -431,7 +432,7 @@ def test_short_guard_model_mapping_and_errors():
 def test_tables_show_the_papers_numbers():
     table = tables.short({"tuned": {"mmlu": 60.0}, "base": {"mmlu": 59.0}}, {"tuned": {"mmlu": 1.0}})
     assert "| tuned | 60.0 (+1.0) |" in table and "| FILM-7B (paper) | 59.2 |" in table
-    results = {"m": {t: {"score": 10.0} for t in longbench.TASKS}}
+    results = {"m": {t: {"score": 10.0} for t in LONGBENCH_TASKS}}
     official = {"prompts": "official", "comparable": True}
     lb = tables.longbench(results, "film", official)
     assert (

@@ -44,7 +44,7 @@ def test_every_recipe_parses_into_trl_configs(path):
     assert isinstance(model_args, ModelConfig)
     assert recipe.startswith(path.read_text()) and recipe.endswith("# command-line overrides: --use_cpu true\n")
     assert script_args.dataset_name and model_args.model_name_or_path and training_args.output_dir
-    if "film-7b" in str(path):  # the paper's hyperparameters (paper-notes section 4)
+    if "film-7b" in str(path):  # the paper's hyperparameters (the FILM paper's Section 2, training details)
         assert script_args.global_batch_size == 128 and training_args.per_device_train_batch_size == 1
         assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 0.03
         assert training_args.num_train_epochs == 1 and training_args.max_length == 32768

@@ -21,7 +21,7 @@ class TokenizerConfig:
     `pkg://<package>/<path>`."""
     gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
     chat_template: str | None = None
-    """Built-in template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""
+    """Built-in chat template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""
 
 
 def _sentencepiece_dir(model_file: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 from in2 import cards
 from in2.assets import packaged
 
-TEMPLATE = "model_card.md.j2"
+CARD_TEMPLATE = "model_card.md.j2"
 EVAL_RESULTS = "eval_results.json"
 CONTEXT = "in2_card.json"  # what the card was rendered from, so evaluation can render it again
 PACKAGES = ("in2", "trl", "transformers", "torch", "datasets", "peft", "accelerate", "deepspeed")
@@ -61,7 +61,7 @@ def header(ctx: dict) -> str:
 def markdown(ctx: dict) -> str:
     """The card's markdown for `ctx` (built by in2.train.sft)."""
     ctx = {**ctx, "evaluation": read_eval_results(ctx["output_dir"]), "versions": versions()}
-    return cards.render(packaged(__package__, TEMPLATE), header=header(ctx), **ctx)
+    return cards.render(packaged(__package__, CARD_TEMPLATE), header=header(ctx), **ctx)
 
 
 def write(folder: str | Path, ctx: dict) -> Path:

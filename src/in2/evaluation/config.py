@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from in2.evaluation.tasks import LONGBENCH_TASKS, PROBE_SEPARATORS, PROBE_TASKS, SUITES
 from in2.llm.config import GeneratorConfig, generator_checks
+from in2.prompts import MISTRAL_INST
 from in2.recipes import raise_first
 from in2.tokenizer import TokenizerConfig
 
@@ -14,7 +16,7 @@ from in2.tokenizer import TokenizerConfig
 class ProbeConfig:
     """VaL probes: which tasks, at which lengths, how many sets and queried positions."""
 
-    tasks: list[str] = field(default_factory=lambda: ["document", "code", "database"])
+    tasks: list[str] = field(default_factory=lambda: list(PROBE_TASKS))
     lengths: list[int] = field(default_factory=lambda: [32768])
     """Tokens per context, as named (`document_bi_32k`): the prompt (FILM user turn in `raw_template`,
     measured with `tokenizer`) plus `reserved_tokens`."""
@@ -31,9 +33,9 @@ class ProbeConfig:
     FILM's `pieces/*.jsonl`, or `film` to download FILM's pools."""
     document_source: str = "builtin:pydoc"
     """Corpus for the builtin document pool (any `corpus.source`)."""
-    separators: dict[str, str] = field(default_factory=lambda: {"document": " ", "code": "\n", "database": "\n"})
+    separators: dict[str, str] = field(default_factory=lambda: dict(PROBE_SEPARATORS))
     """Between items of a context, per task (the paper does not say)."""
-    raw_template: str = "[INST] {prompt} [/INST]"
+    raw_template: str = MISTRAL_INST
     """How the stored `prompt` wraps the FILM user turn (Mistral's format, as in FILM's released set)."""
     prompt_format: str = "chat"
     """`chat`: the user turn through each model's chat template; `raw`: the stored prompt as is."""
@@ -45,22 +47,9 @@ class ProbeConfig:
     `<name>.jsonl` and `<name>_skip_list.json`); every `<name>.jsonl` in it is run."""
 
 
-LONGBENCH_TASKS = (
-    "narrativeqa",
-    "qasper",
-    "multifieldqa_en",
-    "hotpotqa",
-    "2wikimqa",
-    "musique",
-    "gov_report",
-    "qmsum",
-    "multi_news",
-)
-
-
 @dataclass
 class LongBenchConfig:
-    """LongBench's 9 English tasks (paper-notes section 6)."""
+    """LongBench's 9 English tasks (the FILM paper's Section 4, arXiv 2404.16811)."""
 
     tasks: list[str] = field(default_factory=lambda: list(LONGBENCH_TASKS))
     data: str = "THUDM/LongBench"
@@ -77,7 +66,7 @@ class LongBenchConfig:
     prompts: str = "official"
     """`official`: LongBench's config/dataset2prompt.json at `prompts_revision`, downloaded once into
     ~/.cache/in2/longbench/; `in2`: in2's own wording (its scores are marked not comparable); or a path
-    to a JSON file of the same shape, {task: template with {context} and {input}}."""
+    to a JSON file of the same shape, {task: prompt with {context} and {input}}."""
     prompts_revision: str = "8ae23fd444b0ed5837e993fb8d764f70b388c568"
     """The THUDM/LongBench commit the official prompts are read at."""
     prompts_url: str = "https://raw.githubusercontent.com/THUDM/LongBench/{revision}/config/dataset2prompt.json"
@@ -90,7 +79,7 @@ class LongBenchConfig:
     fails). `film`: the same plus FILM's rules (a QA prediction is cut at its first blank line; null
     predictions are skipped), the scorer behind the paper's table: only these scores are shown beside it."""
     prompt_format: str = "chat"
-    raw_template: str = "[INST] {prompt} [/INST]"
+    raw_template: str = MISTRAL_INST
 
 
 @dataclass
@@ -181,8 +170,8 @@ class EvalConfig:
             ("{prompt}" not in p.raw_template, "probes.raw_template", "must contain {prompt}"),
             (len({m.name for m in self.models}) != len(self.models), "models", "names must be distinct"),
         ]
-        checks += [(t not in ("document", "code", "database"), "probes.tasks", f"unknown task {t!r}") for t in p.tasks]
-        checks += [(s not in ("probing", "longbench", "short"), "suites", f"unknown suite {s!r}") for s in self.suites]
+        checks += [(t not in PROBE_TASKS, "probes.tasks", f"unknown task {t!r}") for t in p.tasks]
+        checks += [(s not in SUITES, "suites", f"unknown suite {s!r}") for s in self.suites]
         lb = self.longbench
         checks += [(t not in LONGBENCH_TASKS, "longbench.tasks", f"unknown task {t!r}") for t in lb.tasks]
         checks += [

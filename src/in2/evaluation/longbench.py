@@ -3,7 +3,7 @@ the way LongBench's own scripts do, so the numbers compare with LongBench's and 
 
 - Prompts: LongBench's config/dataset2prompt.json at a pinned revision, downloaded once and checked
   against its sha256 (`longbench.prompts: official`), or in2's own wording (`in2`:
-  evaluation/longbench_prompts.json, same shape; marked not comparable), or a file of that shape.
+  in2/prompts/longbench_in2.json, same shape; marked not comparable), or a file of that shape.
 - Truncation as LongBench's pred.py: the prompt is tokenized with the model's own tokenizer, special
   tokens (BOS) included; if that is more than `max_input_tokens`, the first and last
   max_input_tokens // 2 tokens are decoded (special tokens dropped) and joined.
@@ -23,28 +23,18 @@ import json
 import re
 from pathlib import Path
 
+from in2.assets import packaged
 from in2.errors import ConfigError
 from in2.evaluation import metrics
 from in2.evaluation.config import EvalConfig, EvalModelConfig, LongBenchConfig
 from in2.evaluation.download import fetch
 from in2.evaluation.runner import predictions_path, run_named
+from in2.evaluation.tasks import LONGBENCH_TASKS
 from in2.jsonl import read_jsonl
 from in2.llm import Engine, Request
+from in2.prompts import IN2_LONGBENCH
 from in2.tokenizer import TokenizerConfig, load_tokenizer
 
-# task -> (metric, max new tokens): LongBench's config/dataset2maxlen.json, as the paper uses them
-TASKS = {
-    "narrativeqa": ("qa_f1", 128),
-    "qasper": ("qa_f1", 128),
-    "multifieldqa_en": ("qa_f1", 64),
-    "hotpotqa": ("qa_f1", 32),
-    "2wikimqa": ("qa_f1", 32),
-    "musique": ("qa_f1", 32),
-    "gov_report": ("rouge_l", 512),
-    "qmsum": ("rouge_l", 512),
-    "multi_news": ("rouge_l", 512),
-}
-PROMPTS = Path(__file__).parent / "longbench_prompts.json"
 _FIELDS = re.compile(r"\{(context|input)\}")
 
 
@@ -57,12 +47,12 @@ def truncate_middle(ids: list[int], limit: int) -> list[int]:
 
 
 def load_prompts(lb: LongBenchConfig) -> tuple[dict[str, str], dict]:
-    """The prompt templates `lb.prompts` names, and where they come from: {"prompts", "sha256",
+    """The prompts `lb.prompts` names, and where they come from: {"prompts", "sha256",
     "comparable"} (+ "url" for the official file). A file whose sha256 is `lb.prompts_sha256` is
     LongBench's official one, wherever it was read from."""
     source: dict = {"prompts": lb.prompts}
     if lb.prompts == "in2":
-        path = PROMPTS
+        path = packaged("in2.prompts", IN2_LONGBENCH)
     elif lb.prompts == "official":
         source["url"] = lb.prompts_url.replace("{revision}", lb.prompts_revision)
         path = fetch(
@@ -88,7 +78,7 @@ def load_prompts(lb: LongBenchConfig) -> tuple[dict[str, str], dict]:
         data = json.loads(raw)
     except ValueError as e:
         raise ConfigError(f"longbench.prompts: {path} is not JSON ({e})") from None
-    missing = [t for t in TASKS if not isinstance(data, dict) or not isinstance(data.get(t), str)]
+    missing = [t for t in LONGBENCH_TASKS if not isinstance(data, dict) or not isinstance(data.get(t), str)]
     if missing:
         raise ConfigError(f"longbench.prompts: {path} has no prompt for {', '.join(missing)}")
     source["sha256"] = digest
@@ -169,7 +159,7 @@ def run(cfg: EvalConfig, index: int, out_dir: str | Path, prompts: dict[str, str
     jobs, refs = {}, {}
     for task in lb.tasks:
         rows = load_rows(lb.data, task, lb.max_samples)
-        limit = TASKS[task][1]
+        limit = LONGBENCH_TASKS[task][1]
         if lb.prompt_format == "raw":
             jobs[f"longbench_{task}"] = [
                 Request.text(lb.raw_template.replace("{prompt}", prompter(task, r)), max_tokens=limit) for r in rows
@@ -197,7 +187,7 @@ def score_task(task: str, out_dir: str | Path, references: list[list[str]], scor
 def score(task: str, predictions: list[str | None], references: list[list[str]], scoring: str) -> dict:
     """A task's score in percent under `scoring`: `longbench` (a null prediction scores as empty) or
     `film` (null predictions are skipped; a QA prediction is cut at its first blank line)."""
-    name, size = TASKS[task]
+    name, size = LONGBENCH_TASKS[task]
     pairs = [(p, r) for p, r in zip(predictions, references, strict=True) if p is not None or scoring != "film"]
     texts = [p or "" for p, _ in pairs]
     if scoring == "film" and name == "qa_f1":

@@ -1,4 +1,4 @@
-"""The paper's published numbers (paper-notes sections 5 and 6), shown beside ours for reference."""
+"""The paper's published numbers (the FILM paper's Sections 3 and 4, arXiv 2404.16811), shown beside ours for reference."""
 
 PROBING_32K = {  # Avg / Gap per task and All, VaLProbing-32K
     "Mistral-7B-Instruct-v0.2": {
@@ -10,7 +10,7 @@ PROBING_32K = {  # Avg / Gap per task and All, VaLProbing-32K
     "GPT-4-Turbo": {"document": (81.3, 31.7), "code": (66.1, 46.5), "database": (89.6, 18.0), "all": (79.0, 32.1)},
     "FILM-7B": {"document": (85.4, 6.1), "code": (83.3, 18.7), "database": (89.0, 16.8), "all": (85.9, 13.9)},
 }
-LONGBENCH = {  # per task in in2.evaluation.longbench.TASKS order, then the average
+LONGBENCH = {  # per task in in2.evaluation.tasks.LONGBENCH_TASKS order, then the average
     "Mistral-7B-Instruct-v0.2": [23.5, 33.8, 45.9, 42.4, 24.3, 20.8, 33.3, 24.8, 26.8, 30.6],
     "FILM-7B": [26.9, 42.2, 56.0, 62.1, 47.0, 39.0, 33.8, 25.1, 26.9, 39.9],
 }

@@ -1,4 +1,4 @@
-"""The short-task guard: IN2 training must not cost short-context skills (paper-notes section 6).
+"""The short-task guard: IN2 training must not cost short-context skills (the FILM paper's Section 4, arXiv 2404.16811).
 
 Runs lm-evaluation-harness through its Python API (`pip install -e ".[short]"`): a local model via
 its `hf` backend, an OpenAI-compatible server via `local-completions` (loglikelihood tasks need a

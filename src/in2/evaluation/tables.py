@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from in2.evaluation.longbench import TASKS, describe, not_comparable
+from in2.evaluation.longbench import describe, not_comparable
 from in2.evaluation.published import LONGBENCH, SHORT
+from in2.evaluation.tasks import LONGBENCH_TASKS
 
 
 def longbench(results: dict[str, dict[str, dict]], scoring: str, prompts: dict) -> str:
     """`results[model][task]` -> one row per model, columns = tasks + average; the paper's rows below only
     when the scores are comparable with them (`film` scoring, LongBench's prompts: see longbench.py)."""
-    tasks = [t for t in TASKS if any(t in per for per in results.values())]
+    tasks = [t for t in LONGBENCH_TASKS if any(t in per for per in results.values())]
     lines = ["| model | " + " | ".join(tasks) + " | average |", "|" + "---|" * (len(tasks) + 2)]
     for model, per in results.items():
         scores = [per[t]["score"] for t in tasks if t in per]
@@ -17,7 +18,7 @@ def longbench(results: dict[str, dict[str, dict]], scoring: str, prompts: dict) 
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {sum(scores) / len(scores):.1f} |")
     why = not_comparable(scoring, prompts)
     if not why:
-        order = list(TASKS)
+        order = list(LONGBENCH_TASKS)
         for model, values in LONGBENCH.items():
             cells = [f"{values[order.index(t)]:.1f}" for t in tasks]
             lines.append(f"| {model} (paper) | " + " | ".join(cells) + f" | {values[-1]:.1f} |")

@@ -5,6 +5,8 @@
   and the VaL probes use it too.
 - `fine_grained.txt`, `integration.txt`: in2's own requests to the generator for the paper's two kinds
   of QA pair (recipes choose them with `qa.prompt_fine_grained`, `qa.prompt_integration`).
+- `longbench_in2.json`: in2's own wording of LongBench's nine task prompts, {task: prompt with {context}
+  and {input}} (`longbench.prompts: in2`; LongBench's official file is downloaded, never shipped).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from in2.assets import packaged
 
 FILM_CONTEXT = "film_context.txt"
 FILM_NO_CONTEXT = "film_no_context.txt"
+IN2_LONGBENCH = "longbench_in2.json"
+MISTRAL_INST = "[INST] {prompt} [/INST]"
+"""Mistral's instruct format around a user turn, as a raw prompt (how FILM's released probes store theirs)."""
 
 
 def find(name: str) -> Path | Traversable:

@@ -129,7 +129,7 @@ class Assembler:
 
     # -- rows -----------------------------------------------------------------------------------
     def overheads(self, qas: list[QA]) -> list[int]:
-        """Exact tokens of each row besides its context: template, question, answer, chat markup. Measured
+        """Exact tokens of each row besides its context: FILM prompt, question, answer, chat markup. Measured
         around a one-word context and less that word's own count, so that the newlines around a context
         are tokenized as they are in a row."""
         word = self.counter.after_newline([PROBE])[0] + self.counter.joiners([PROBE], self.tail)[0]
@@ -151,14 +151,14 @@ class Assembler:
         the newlines that follow, so this depends on each segment's end."""
         texts: dict[str, list[str]] = {self.cfg.separator: [], "\n": []}
         for item in items:
-            short = item.role == "short"
+            short = item.part == "short"
             texts["\n" if short else self.cfg.separator] += [
                 item.source.segments[i] for i in (range(len(item.source.segments)) if short else item.key)
             ]
         counts = {sep: iter(self.counter.joiners(t, sep)) for sep, t in texts.items()}
         out = []
         for item in items:
-            short = item.role == "short"
+            short = item.part == "short"
             n = len(item.source.segments) if short else len(item.key)
             out.append([next(counts["\n" if short else self.cfg.separator]) for _ in range(n)])
         return out
@@ -276,7 +276,7 @@ class Assembler:
         joiners = self.unit_joiners([item for item, _ in accepted])
         for (item, qa), overhead, item_joiners in zip(accepted, overheads, joiners, strict=True):
             room = c.max_length - overhead - c.length_margin_tokens
-            if item.role == "short":
+            if item.part == "short":
                 lay = self.short_layout(item, item_joiners)
                 if lay.context_tokens > room:
                     lay = None
@@ -286,14 +286,14 @@ class Assembler:
             if lay is None:
                 self.stats["dropped_over_max_length"] += 1
                 continue
-            if item.role != "short" and not c.min_context_tokens <= lay.context_tokens <= c.max_context_tokens:
+            if item.part != "short" and not c.min_context_tokens <= lay.context_tokens <= c.max_context_tokens:
                 self.stats["dropped_length_out_of_range"] += 1  # too little filler, or no room for the minimum
                 continue
             ends.append(lay.context[-TAIL_CHARS:])
             out.append(
                 {
                     "id": item.id,
-                    "type": item.role,
+                    "type": item.part,  # the dataset's column of the part
                     "prompt": [{"role": "user", "content": prompts.film_user(lay.context, qa.question)}],
                     "completion": [{"role": "assistant", "content": qa.answer}],
                     "source_ids": lay.source_ids,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from in2 import cards
 from in2.assets import packaged
-from in2.synth.mixture import PARTS
+from in2.synth.config import PARTS
 
-TEMPLATE = ("in2.data_cards", "in2_dataset.md.j2")
+CARD_TEMPLATE = ("in2.data_cards", "in2_dataset.md.j2")
 PLOTS = ("rows_per_part.png", "context_lengths.png", "key_positions.png")
 
 
@@ -163,7 +163,7 @@ def markdown(
 ) -> str:
     """The card of a dataset folder, from its manifest, a sample row and `layout` (part -> its splits)."""
     return cards.render(
-        packaged(*TEMPLATE),
+        packaged(*CARD_TEMPLATE),
         header=header(manifest, layout).strip(),
         m=manifest,
         c=manifest["counts"],
@@ -178,7 +178,7 @@ def markdown(
 
 
 class _Obj(dict):
-    """Attribute access to a nested dict in templates (cfg.context.max_length)."""
+    """Attribute access to a nested dict in the card template (cfg.context.max_length)."""
 
     def __getattr__(self, key):
         value = self[key]

@@ -9,6 +9,12 @@ from in2.llm.config import GeneratorConfig, generator_checks
 from in2.recipes import raise_first
 from in2.tokenizer import TokenizerConfig
 
+PARTS = ("fine_grained", "integration", "short", "general")
+"""The mixture's parts, in this order everywhere: MixtureConfig's row counts, the dataset's folders
+(data/<part>/) and the value of its `type` column."""
+QA_PARTS = PARTS[:3]
+"""The parts made of QA pairs written by the generator (`general` rows come from instruction data)."""
+
 
 @dataclass
 class CorpusConfig:
@@ -101,7 +107,7 @@ class MixtureConfig:
 
 @dataclass
 class GeneralConfig:
-    """General instruction data in the no-context template (FILM-7B: OpenOrca)."""
+    """General instruction data in FILM's no-context prompt (FILM-7B: OpenOrca)."""
 
     source: str = "builtin:instructions"
     name: str | None = None
@@ -222,6 +228,6 @@ class SynthConfig:
         sources += [(f"decontam.sources[{i}].source", e.source) for i, e in enumerate(self.decontam.sources)]
         for name, value in sources:  # an empty path would silently read the current directory
             checks.append((not value.strip(), name, "must name a dataset, a file, a folder or a glob"))
-        for name in ("fine_grained", "integration", "short", "general", "validation_rows"):
+        for name in (*PARTS, "validation_rows"):
             checks.append((getattr(m, name) < 0, f"mixture.{name}", "must be >= 0"))
         raise_first(checks)

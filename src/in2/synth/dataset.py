@@ -28,8 +28,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from in2.errors import ConfigError
-from in2.synth.config import MixtureConfig
-from in2.synth.mixture import PARTS, order_key, validation_count
+from in2.synth.config import PARTS, MixtureConfig
+from in2.synth.mixture import order_key, validation_count
 
 FEATURES_SPEC = {
     "id": "string",
@@ -194,12 +194,12 @@ class SortedRows:
         self.buffer: list[tuple[bytes, dict]] = []
         self.buffered = 0
         self.runs: list[Path] = []
-        self.types: Counter = Counter()
+        self.parts: Counter = Counter()  # rows per part (the `type` column)
 
     def add(self, row: dict) -> None:
         self.buffer.append((order_key(self.seed, row["id"]), row))
         self.buffered += memory_bytes(row)
-        self.types[row["type"]] += 1
+        self.parts[row["type"]] += 1
         if self.buffered >= self.buffer_bytes:
             self._spill()
 
@@ -217,10 +217,10 @@ class SortedRows:
         self._write_buffer(self.runs[-1])
 
     def close(self) -> Counter:
-        """Write the file; returns the rows per type."""
+        """Write the file; returns the rows per part."""
         if not self.runs:
             self._write_buffer(self.path)
-            return self.types
+            return self.parts
         if self.buffer:
             self._spill()
         sink = ParquetSink(self.path)
@@ -228,7 +228,7 @@ class SortedRows:
             sink.add(row)
         sink.close()
         shutil.rmtree(self.runs_dir)
-        return self.types
+        return self.parts
 
 
 class SplitFiles:

@@ -1,4 +1,4 @@
-"""The mixture: general instruction rows (no-context template) and the final shuffle and split.
+"""The mixture: general instruction rows (FILM's no-context prompt) and the final shuffle and split.
 
 The shuffle is an order, not a permutation of a list: every row's place is a seeded hash of its id
 (`order_key`), so shards can sort their own rows and a merge of sorted shards is the released order,
@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from in2 import prompts
 from in2.seeding import key, short_id
 from in2.synth.assemble import exact_tokens
-from in2.synth.config import GeneralConfig
+from in2.synth.config import PARTS, GeneralConfig
 from in2.synth.corpus import iter_records
-
-PARTS = ("fine_grained", "integration", "short", "general")
 
 
 def general_rows(
@@ -29,7 +27,7 @@ def general_rows(
     num_shards: int,
     stats: Counter,
 ) -> Iterator[dict]:
-    """The first `n` usable instruction/response pairs of this shard, in FILM's no-context template."""
+    """The first `n` usable instruction/response pairs of this shard, in FILM's no-context prompt."""
     if n <= 0:
         return
     made = 0
@@ -78,6 +76,6 @@ def validation_count(total: int, validation_rows: int) -> int:
     return min(validation_rows, total // 2)
 
 
-def counts(types: Counter) -> dict[str, int]:
-    """Rows per part, every part named, from a Counter of row types."""
-    return {p: types.get(p, 0) for p in PARTS}
+def counts(parts: Counter) -> dict[str, int]:
+    """Rows per part with every part named (0 for a part without rows)."""
+    return {p: parts.get(p, 0) for p in PARTS}

@@ -25,11 +25,11 @@ from in2.llm import Engine
 from in2.recipes import from_dict, to_dict
 from in2.synth import dataset, decontam
 from in2.synth.assemble import Assembler, FillerPool, Sample, verify
-from in2.synth.config import SynthConfig
+from in2.synth.config import QA_PARTS, SynthConfig
 from in2.synth.corpus import Text, iter_texts
 from in2.synth.decontam import Decontaminator
 from in2.synth.mixture import counts, general_rows
-from in2.synth.qa import ROLES, QAGenerator, expected_waves, oversample, planned, reject_rate
+from in2.synth.qa import QAGenerator, expected_waves, oversample, planned, reject_rate
 from in2.synth.segment import Segmenter, Source
 
 TEXT_BATCH = 256
@@ -98,29 +98,29 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     engine = Engine(cfg.generator)  # cache lookups only: the backend loads lazily, on a first miss
     gen = qa_generator(cfg, engine, Assembler(tok, cfg.context, cfg.seed))
     q, g = cfg.qa, cfg.generator
-    need = {r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards) for r in ROLES}
-    waves = {r: expected_waves(n, oversample(q, r), reject_rate(q, r)) for r, n in need.items()}
+    need = {p: shard_share(getattr(cfg.mixture, p), cfg.shard_index, cfg.num_shards) for p in QA_PARTS}
+    waves = {p: expected_waves(n, oversample(q, p), reject_rate(q, p)) for p, n in need.items()}
     first_wave = sum(w[0] for w in waves.values() if w)
     scale = min(1.0, sample / max(1, first_wave))
-    sampled_need = {r: math.ceil(n * scale) for r, n in need.items()}
+    sampled_need = {p: math.ceil(n * scale) for p, n in need.items()}
     wave = gen.plan_wave(source_stream(cfg, tok, stats, []), sampled_need)  # offline: no eval data fetched
     convs = [gen.request(it).as_messages() for it in wave]
     counted = (
         tok.apply_chat_template(convs, tokenize=True, add_generation_prompt=True, return_dict=False) if convs else []
     )
-    per_role: dict[str, dict] = {}
-    for role in ROLES:
-        mine = [(it, len(ids)) for it, ids in zip(wave, counted, strict=True) if it.role == role]
+    per_part: dict[str, dict] = {}
+    for part in QA_PARTS:
+        mine = [(it, len(ids)) for it, ids in zip(wave, counted, strict=True) if it.part == part]
         fields = [len(gen.fields(it)) if g.prefill else 1 for it, _ in mine]
-        default = (3 if role == "integration" else 2) if g.prefill else 1
-        per_role[role] = {
+        default = (3 if part == "integration" else 2) if g.prefill else 1
+        per_part[part] = {
             "requests_per_item": sum(fields) / len(mine) if mine else default,
             "prompt_tokens_per_request": sum(n for _, n in mine) / len(mine) if mine else None,
         }
     mean_prompt = sum(len(ids) for ids in counted) / len(counted) if counted else 0
     requests = prompt_tokens = 0.0
-    for role, w in waves.items():
-        per = per_role[role]
+    for part, w in waves.items():
+        per = per_part[part]
         n = sum(w) * per["requests_per_item"]
         requests += n
         prompt_tokens += n * (per["prompt_tokens_per_request"] or mean_prompt)
@@ -129,13 +129,13 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     sampled = [gen.first_request(it) for it in wave]
     report = {
         "requests": requests,
-        "requests_first_wave": round(sum(w[0] * per_role[r]["requests_per_item"] for r, w in waves.items() if w)),
+        "requests_first_wave": round(sum(w[0] * per_part[p]["requests_per_item"] for p, w in waves.items() if w)),
         "expected_waves": max((len(w) for w in waves.values()), default=0),
-        "items_per_wave": {r: w for r, w in waves.items() if w},
-        "requests_per_item": {r: round(p["requests_per_item"], 3) for r, p in per_role.items()},
+        "items_per_wave": {p: w for p, w in waves.items() if w},
+        "requests_per_item": {p: round(per["requests_per_item"], 3) for p, per in per_part.items()},
         "rows_needed": need,
         "sampled_requests": len(wave),
-        "sampled_by_role": dict(Counter(it.role for it in wave)),
+        "sampled_by_part": dict(Counter(it.part for it in wave)),
         "sampled_already_cached": engine.cached(sampled),
         "prompt_tokens": round(prompt_tokens),
         "completion_tokens_at_most": out_tokens,
@@ -143,13 +143,13 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
             (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 2
         ),
         "texts_read": dict(stats),
-        "oversample": {r: oversample(q, r) for r in ROLES},
-        "expected_reject_rate": {r: reject_rate(q, r) for r in ROLES},
+        "oversample": {p: oversample(q, p) for p in QA_PARTS},
+        "expected_reject_rate": {p: reject_rate(q, p) for p in QA_PARTS},
         "note": "waves expected from qa.expected_reject_rate (the reject budget: set it from a pilot run's "
         "rejected / planned); with generator.prefill one request per field; prompt tokens counted with the target "
         "tokenizer on the sample and scaled; identical requests answered once and decontamination are not counted",
     }
-    if len(wave) < sum(planned(n, oversample(q, r)) for r, n in sampled_need.items()):
+    if len(wave) < sum(planned(n, oversample(q, p)) for p, n in sampled_need.items()):
         report["warning"] = "the corpus ran out before the sample was planned: the run will be short of rows"
     engine.close()
     return report
@@ -166,10 +166,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
     engine = Engine(cfg.generator)
     assembler = Assembler(tok, cfg.context, cfg.seed)
     gen = qa_generator(cfg, engine, assembler)
-    need = {
-        r: shard_share(getattr(cfg.mixture, r), cfg.shard_index, cfg.num_shards)
-        for r in ("fine_grained", "integration", "short")
-    }
+    need = {p: shard_share(getattr(cfg.mixture, p), cfg.shard_index, cfg.num_shards) for p in QA_PARTS}
     accepted = gen.run(stream, need)
     while len(pool) < cfg.corpus.filler_pool_texts and next(stream, None) is not None:
         pass
@@ -193,7 +190,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
     for row in tqdm(itertools.chain(qa_rows, general), desc="assembling rows", unit="row"):
         sink.add(row)
         checked.add(row)
-    types = sink.close()
+    parts = sink.close()
     manifest = {
         "config": to_dict(cfg),
         "prompts": prompts.hashes(prompt_files(cfg)),
@@ -201,7 +198,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
         "tokenizer": tokenizers.describe(cfg.tokenizer),
         "corpus": {"source": cfg.corpus.source, "name": cfg.corpus.name, "split": cfg.corpus.split},
         "counts": {
-            "rows": counts(types),
+            "rows": counts(parts),
             "corpus": dict(stats),
             "filler_pool_segments": len(fillers),
             "qa": {k: v for k, v in gen.stats.items() if not k.startswith("rejected_")},

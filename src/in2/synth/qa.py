@@ -1,8 +1,10 @@
 """QA generation: plan items over source texts, build prompts, parse strictly, filter, count rejects.
 
-Type (a) `fine_grained`: one random segment -> one question and answer.
-Type (b) `integration`: all segments of a text as numbered pieces -> a question needing >= 2 pieces.
-Role `short`: a QA pair of either type whose context will be the source text itself.
+Each item is for one part of the mixture (in2.synth.config.PARTS) and asks one type of question (`qa_type`,
+the FILM paper's types (a) and (b), Section 2):
+part `fine_grained`, type (a): one random segment -> one question and answer.
+part `integration`, type (b): all segments of a text as numbered pieces -> a question needing >= 2 pieces.
+part `short`: a QA pair of either type whose context will be the source text itself.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from dataclasses import dataclass
 from in2 import prompts
 from in2.llm import Engine, Request
 from in2.seeding import short_id, unit
-from in2.synth.config import ContextConfig, MixtureConfig, QAConfig
+from in2.synth.config import QA_PARTS, ContextConfig, MixtureConfig, QAConfig
 from in2.synth.segment import Source
-
-ROLES = ("fine_grained", "integration", "short")
 
 _QUESTION = re.compile(r"^\s*\**\s*question\s*\**\s*:\s*\**(.*)$", re.I)
 _ANSWER = re.compile(r"^\s*\**\s*answer\s*\**\s*:\s*\**(.*)$", re.I)
@@ -48,14 +48,14 @@ def planned(missing: int, oversample: float) -> int:
     return math.ceil(round(missing * oversample, 6)) if missing > 0 else 0
 
 
-def oversample(q: QAConfig, role: str) -> float:
-    """Requests planned per missing row of `role`."""
-    return q.oversample_integration if role == "integration" and q.oversample_integration is not None else q.oversample
+def oversample(q: QAConfig, part: str) -> float:
+    """Requests planned per missing row of `part`."""
+    return q.oversample_integration if part == "integration" and q.oversample_integration is not None else q.oversample
 
 
-def reject_rate(q: QAConfig, role: str) -> float:
-    """The share of `role`'s replies the dry run expects to be rejected."""
-    if role == "integration" and q.expected_reject_rate_integration is not None:
+def reject_rate(q: QAConfig, part: str) -> float:
+    """The share of `part`'s replies the dry run expects to be rejected."""
+    if part == "integration" and q.expected_reject_rate_integration is not None:
         return q.expected_reject_rate_integration
     return q.expected_reject_rate
 
@@ -75,8 +75,10 @@ def expected_waves(missing: int, oversample: float, reject_rate: float, max_wave
 @dataclass
 class QAItem:
     id: str
-    role: str
+    part: str
+    """The mixture part the item is for (`fine_grained`, `integration`, `short`)."""
     qa_type: str
+    """The question it asks: `fine_grained` (type (a)) or `integration` (type (b)); a short item asks either."""
     source: Source
     key: list[int]
     """Indices of the segments the QA is written from (all of them for integration)."""
@@ -172,9 +174,9 @@ def join(prefix: str, text: str) -> str:
 
 
 class QAGenerator:
-    """Turns a stream of Sources into accepted QA items, in waves until each role's count is met.
+    """Turns a stream of Sources into accepted QA items, in waves until each part's count is met.
 
-    Deterministic for a seed: roles and key segments are hashed from ids, and every answer comes
+    Deterministic for a seed: parts and key segments are hashed from ids, and every answer comes
     from the request cache on a rerun, so a resumed run accepts exactly the same items.
     """
 
@@ -196,18 +198,18 @@ class QAGenerator:
         self.stats: Counter = Counter()
 
     # -- planning -----------------------------------------------------------------------------
-    def eligible(self, src: Source, role: str) -> bool:
+    def eligible(self, src: Source, part: str) -> bool:
         q, c = self.qa, self.context
-        if role == "fine_grained":
+        if part == "fine_grained":
             return True
-        if role == "integration":
+        if part == "integration":
             return 2 <= len(src.segments) <= q.max_integration_pieces and self.total_tokens(src) <= c.min_context_tokens
         return self.total_tokens(src) <= min(self.mixture.short_max_tokens, c.max_context_tokens)
 
-    def make_item(self, src: Source, role: str) -> QAItem:
+    def make_item(self, src: Source, part: str) -> QAItem:
         seed = self.seed
-        qa_type = role
-        if role == "short":
+        qa_type = part
+        if part == "short":
             m = self.mixture
             share_b = m.integration / max(1, m.fine_grained + m.integration)
             can_b = 2 <= len(src.segments) <= self.qa.max_integration_pieces
@@ -216,28 +218,29 @@ class QAGenerator:
             key = list(range(len(src.segments)))
         else:
             key = [int(unit(seed, "segment", src.id) * len(src.segments))]
-        return QAItem(id=short_id(seed, role, src.id), role=role, qa_type=qa_type, source=src, key=key)
+        return QAItem(id=short_id(seed, part, src.id), part=part, qa_type=qa_type, source=src, key=key)
 
     def plan_wave(self, sources: Iterator[Source], missing: dict[str, int]) -> list[QAItem]:
-        quota = {r: planned(n, oversample(self.qa, r)) for r, n in missing.items() if n > 0}
+        quota = {p: planned(n, oversample(self.qa, p)) for p, n in missing.items() if n > 0}
         wave: list[QAItem] = []
         while any(quota.values()):
             src = next(sources, None)
             if src is None:
                 break
-            roles = [r for r in ROLES if quota.get(r, 0) > 0 and self.eligible(src, r)]
-            if not roles:
+            parts = [p for p in QA_PARTS if quota.get(p, 0) > 0 and self.eligible(src, p)]
+            if not parts:
                 continue
-            total = sum(quota[r] for r in roles)
+            total = sum(quota[p] for p in parts)
+            # "role" names the draw (its old name, kept: renaming it would change every set)
             u, acc = unit(self.seed, "role", src.id) * total, 0
-            role = roles[-1]
-            for r in roles:
-                acc += quota[r]
+            part = parts[-1]
+            for p in parts:
+                acc += quota[p]
                 if u < acc:
-                    role = r
+                    part = p
                     break
-            quota[role] -= 1
-            wave.append(self.make_item(src, role))
+            quota[part] -= 1
+            wave.append(self.make_item(src, part))
         return wave
 
     # -- prompting ----------------------------------------------------------------------------
@@ -327,8 +330,8 @@ class QAGenerator:
             for item, (qa, reason) in zip(wave, self.generate(wave, desc=f"QA pairs (wave {wave_no})"), strict=True):
                 if qa is None:
                     self.stats[f"rejected_{reason}"] += 1
-                elif len(accepted[item.role]) < need[item.role]:
-                    accepted[item.role].append((item, qa))
+                elif len(accepted[item.part]) < need[item.part]:
+                    accepted[item.part].append((item, qa))
                 else:
                     self.stats["surplus"] += 1
         self.stats["waves"] = wave_no

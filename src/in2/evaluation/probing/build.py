@@ -20,20 +20,20 @@ import logging
 from pathlib import Path
 
 from in2 import redact
+from in2.evaluation.tasks import PROBE_SEPARATORS, PROBE_TASKS
 from in2.jsonl import read_jsonl
-from in2.prompts import film_user
+from in2.prompts import MISTRAL_INST, film_user
 from in2.seeding import rng
 
 logger = logging.getLogger(__name__)
-NAMES = {"document": "document_bi", "code": "code_backward", "database": "database_forward"}
-# The paper's question formats (paper-notes section 5), spacing included
+FILE_NAMES = {"document": "document_bi", "code": "code_backward", "database": "database_forward"}
+"""What a task's probe files are named: `<this>_<length>` (FILM's names; the retrieval pattern after the task)."""
+# The paper's question formats (the FILM paper's Section 3, arXiv 2404.16811), spacing included
 QUESTIONS = {
     "document": 'In above context, which sentence contains the piece "{key}"?',
     "code": 'In above context, which function contains the code snip "{key}" ?',
     "database": "In above context , what is the label and description for the query where the id is {key} ?",
 }
-SEPARATORS = {"document": " ", "code": "\n", "database": "\n"}
-RAW_TEMPLATE = "[INST] {prompt} [/INST]"
 
 
 def item_text(task: str, item: dict) -> str:
@@ -74,13 +74,13 @@ def length_tag(tokens: int) -> str:
 def task_of_name(name: str) -> str:
     """`document_bi_32k` -> `document`; other names are an error."""
     task = name.split("_")[0]
-    if task not in NAMES:
-        raise ValueError(f"{name}: probe file names start with document_, code_ or database_")
+    if task not in FILE_NAMES:
+        raise ValueError(f"{name}: probe file names start with {', '.join(t + '_' for t in PROBE_TASKS)}")
     return task
 
 
 def task_name(task: str, tokens: int) -> str:
-    return f"{NAMES[task]}_{length_tag(tokens)}"
+    return f"{FILE_NAMES[task]}_{length_tag(tokens)}"
 
 
 class Builder:
@@ -91,16 +91,16 @@ class Builder:
         task: str,
         pool: list[dict],
         tokenizer,
-        raw_template: str = RAW_TEMPLATE,
+        raw_template: str = MISTRAL_INST,
         seed: int = 0,
         separator: str | None = None,
     ):
-        if task not in NAMES:
-            raise ValueError(f"probing task {task!r}: one of {', '.join(NAMES)}")
+        if task not in PROBE_TASKS:
+            raise ValueError(f"probing task {task!r}: one of {', '.join(PROBE_TASKS)}")
         if not pool:
             raise ValueError(f"probing pool for {task} is empty")
         self.task, self.pool, self.tok, self.template, self.seed = task, pool, tokenizer, raw_template, seed
-        self.sep = SEPARATORS[task] if separator is None else separator
+        self.sep = PROBE_SEPARATORS[task] if separator is None else separator
         self._fits: dict[tuple[int, int], list[int]] = {}
         texts = [item_text(task, it) for it in pool]
         self.item_tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

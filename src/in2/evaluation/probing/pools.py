@@ -17,7 +17,6 @@ from pathlib import Path
 from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
-TASKS = ("document", "code", "database")
 FILM_FILES = {
     "document": "document_sentences.jsonl",
     "code": "code_functions.jsonl",

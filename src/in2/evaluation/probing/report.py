@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from in2.evaluation.probing.score import NO_SIGNAL_AVG, avg_gap
+from in2.evaluation.tasks import PROBE_TASKS
 
 TITLES = {
     "document": "Document sentence retrieval",
@@ -48,7 +49,7 @@ def _tag_tokens(tag: str) -> float:
 
 def _order(name: str) -> tuple:
     task = name.split("_")[0]
-    return (_tag_tokens(name.rsplit("_", 1)[1]), ["document", "code", "database"].index(task))
+    return (_tag_tokens(name.rsplit("_", 1)[1]), PROBE_TASKS.index(task))
 
 
 def position_plot(name: str, per_model: dict[str, dict], path: Path) -> Path:
@@ -112,7 +113,7 @@ def plots(results: dict[str, dict[str, dict]], folder: Path) -> list[Path]:
         per_model = {m: per[name] for m, per in results.items() if name in per}
         out.append(position_plot(name, per_model, folder / f"val_{name}.png"))
     for model, per in results.items():
-        for task in ("document", "code", "database"):
+        for task in PROBE_TASKS:
             rows = {n: r for n, r in per.items() if r["task"] == task}
             if len(rows) > 1:
                 slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in model)
@@ -125,6 +126,6 @@ def published_probing() -> str:
 
     lines = ["| model (VaLProbing-32K) | document | code | database | All |", "|---|---|---|---|---|"]
     for model, r in PROBING_32K.items():
-        cells = [f"{r[k][0]:.1f} / {r[k][1]:.1f}" for k in ("document", "code", "database", "all")]
+        cells = [f"{r[k][0]:.1f} / {r[k][1]:.1f}" for k in (*PROBE_TASKS, "all")]
         lines.append(f"| {model} (paper) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -11,28 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from in2.errors import ConfigError
-from in2.evaluation.probing.build import RAW_TEMPLATE, read
+from in2.evaluation.probing.build import read
 from in2.evaluation.runner import run_named
 from in2.llm import Engine, Request
 from in2.llm.config import GeneratorConfig
+from in2.prompts import MISTRAL_INST
 
 FORMATS = ("chat", "raw")
 
 
-def user_turn(prompt: str, template: str = RAW_TEMPLATE) -> str:
-    """The user message inside a raw prompt rendered with `template` (FILM's rows are rendered)."""
-    head, _, tail = template.partition("{prompt}")
+def user_turn(prompt: str, raw_template: str = MISTRAL_INST) -> str:
+    """The user message inside a raw prompt made with `raw_template` (FILM's rows are made so)."""
+    head, _, tail = raw_template.partition("{prompt}")
     text = prompt.removeprefix("<s>")
     if text.startswith(head) and text.endswith(tail):
         return text[len(head) : len(text) - len(tail) if tail else None]
     return prompt
 
 
-def request(prompt: str, prompt_format: str, template: str = RAW_TEMPLATE) -> Request:
+def request(prompt: str, prompt_format: str, raw_template: str = MISTRAL_INST) -> Request:
     if prompt_format == "raw":
         return Request.text(prompt)
     if prompt_format == "chat":
-        return Request.user(user_turn(prompt, template))
+        return Request.user(user_turn(prompt, raw_template))
     raise ConfigError(f"probes.prompt_format: {prompt_format!r} is not one of {', '.join(FORMATS)}")
 
 
@@ -42,7 +43,7 @@ def run(
     generator: GeneratorConfig,
     out_dir: str | Path,
     prompt_format: str = "chat",
-    template: str = RAW_TEMPLATE,
+    raw_template: str = MISTRAL_INST,
     engine: Engine | None = None,
 ) -> dict[str, Path]:
     """Predictions for each probe file `name` under `probe_dir`; skip-listed rows are never sent."""
@@ -51,7 +52,7 @@ def run(
         rows, skip = read(probe_dir, name)
         skipped = set(skip)
         jobs[name] = [
-            None if i in skipped else request(r["prompt"], prompt_format, template) for i, r in enumerate(rows)
+            None if i in skipped else request(r["prompt"], prompt_format, raw_template) for i, r in enumerate(rows)
         ]
     engine = engine or Engine(generator)
     try:

@@ -1,0 +1,25 @@
+"""Every task the evaluation knows, listed once: the suites, VaL probing's three tasks (the FILM paper's
+Section 3, arXiv 2404.16811) and LongBench's nine English tasks (the paper's real-world long-context tasks)."""
+
+SUITES = ("probing", "longbench", "short")
+"""What `in2 eval` can run (EvalConfig.suites)."""
+
+PROBE_TASKS = ("document", "code", "database")
+"""VaL probing's tasks, in the order of the paper's tables: document sentence retrieval (bi-directional),
+code function retrieval (backward), database entity retrieval (forward)."""
+
+PROBE_SEPARATORS = {"document": " ", "code": "\n", "database": "\n"}
+"""Between the items of a probe context, per task (the paper does not say; ProbeConfig.separators)."""
+
+LONGBENCH_TASKS = {
+    "narrativeqa": ("qa_f1", 128),
+    "qasper": ("qa_f1", 128),
+    "multifieldqa_en": ("qa_f1", 64),
+    "hotpotqa": ("qa_f1", 32),
+    "2wikimqa": ("qa_f1", 32),
+    "musique": ("qa_f1", 32),
+    "gov_report": ("rouge_l", 512),
+    "qmsum": ("rouge_l", 512),
+    "multi_news": ("rouge_l", 512),
+}
+"""task -> (metric, max new tokens): LongBench's config/dataset2maxlen.json, as the paper uses them."""

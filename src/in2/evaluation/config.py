@@ -18,11 +18,7 @@ class ProbeConfig:
 
     tasks: list[str] = field(
         default_factory=lambda: list(PROBE_TASKS),
-        metadata={
-            "help": (
-                "Probe tasks: any of document, code, database (the paper's three VaL probes)."
-            )
-        },
+        metadata={"help": ("Probe tasks: any of document, code, database (the paper's three VaL probes).")},
     )
     lengths: list[int] = field(
         default_factory=lambda: [32768],

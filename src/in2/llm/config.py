@@ -45,7 +45,9 @@ class GeneratorConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
     max_tokens: int = field(default=512, metadata={"help": "Most tokens per reply."})
     repetition_penalty: float | None = field(default=None, metadata={"help": "Local backend only."})
-    concurrency: int = field(default=32, metadata={"help": "Requests in flight at once (openai backend; also lm-eval's num_concurrent)."})
+    concurrency: int = field(
+        default=32, metadata={"help": "Requests in flight at once (openai backend; also lm-eval's num_concurrent)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Local backend: prompts per generate() call."})
     dtype: str = field(
         default="float32",

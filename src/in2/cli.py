@@ -34,16 +34,28 @@ FIELDS_HELP = (
 )
 
 
-def _recipe_command(sub, name: str, help: str, recipe: str, example: str, required: bool = False):
+RECIPES = {
+    SynthConfig: ("synthesis recipe", "recipes/film-7b/in2_data.yaml", SYNTH_ALIASES, False),
+    EvalConfig: ("eval recipe", "recipes/demo/eval.yaml", {}, True),
+}
+"""Per recipe class: what it is called in help, an example, the flag aliases of its fields, whether --config is
+required."""
+
+
+def _recipe_command(sub, name: str, help: str, cls: type, func):
     """A subcommand run from a recipe: `--config`, its fields as options, positional `section.field=value`."""
+    what, example, aliases, required = RECIPES[cls]
+    config = "--config RECIPE" if required else "[--config RECIPE]"
     p = sub.add_parser(
         name,
         help=help,
         description=f"{help[0].upper()}{help[1:]}. {FIELDS_HELP}",
-        usage=f"%(prog)s {'' if required else '['}--config RECIPE{'' if required else ']'} {FIELD_USAGE} [options]",
+        usage=f"%(prog)s {config} {FIELD_USAGE} [options]",
     )
-    p.add_argument("--config", required=required, metavar="RECIPE", help=f"{recipe} YAML, e.g. {example}")
+    p.add_argument("--config", required=required, metavar="RECIPE", help=f"{what} YAML, e.g. {example}")
     p.add_argument("overrides", nargs="*", metavar="section.field=VALUE", help="the same as --section.field VALUE")
+    add_recipe_fields(p, cls, aliases)
+    p.set_defaults(func=func, parser=p)
     return p
 
 
@@ -171,25 +183,12 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"in2 {metadata.version('in2')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=subparser)
     p = _recipe_command(
-        sub,
-        "synth",
-        "build an IN2 dataset folder from a corpus and a generator",
-        "synthesis recipe",
-        "recipes/film-7b/in2_data.yaml",
+        sub, "synth", "build an IN2 dataset folder from a corpus and a generator", SynthConfig, cmd_synth
     )
-    add_recipe_fields(p, SynthConfig, SYNTH_ALIASES)
     p.add_argument("--dry-run", action="store_true", help="plan requests, estimate tokens and cost, send nothing")
     p.add_argument("--dry-run-sample", type=int, default=2000, help="requests built and counted by --dry-run")
-    p.set_defaults(func=cmd_synth, parser=p)
-    p = _recipe_command(
-        sub,
-        "merge",
-        "join the shards of a sharded synth run into one dataset folder",
-        "the synthesis recipe",
-        "recipes/film-7b/in2_data.yaml",
-    )
-    add_recipe_fields(p, SynthConfig, SYNTH_ALIASES)
-    p.set_defaults(func=cmd_merge, parser=p)
+    merge = "join the shards of a sharded synth run into one dataset folder"
+    _recipe_command(sub, "merge", merge, SynthConfig, cmd_merge)
     p = sub.add_parser("publish", help="upload a dataset folder to the Hub and tag it with a version")
     p.add_argument("folder", help="dataset folder written by `in2 synth`")
     p.add_argument("--repo-id", required=True, help="org/name of the dataset repo")
@@ -206,32 +205,16 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     else:  # named only: `in2 train` builds the real one
         p = sub.add_parser("train", help=TRAIN_HELP, add_help=False)
     p.set_defaults(func=cmd_train, parser=p)
-    p = _recipe_command(
-        sub,
-        "eval",
-        "VaL probing of every model in an eval recipe; report, plots, model card",
-        "eval recipe",
-        "recipes/demo/eval.yaml",
-        required=True,
-    )
-    add_recipe_fields(p, EvalConfig)
-    p.set_defaults(func=cmd_eval, parser=p)
+    evaluate = "VaL probing of every model in an eval recipe; report, plots, model card"
+    _recipe_command(sub, "eval", evaluate, EvalConfig, cmd_eval)
     probe = sub.add_parser(
         "probe",
         help="VaL probe files: build them, or score FILM-format predictions",
         description="VaL probe files: build them from an eval recipe, or score FILM-format predictions.",
     )
     psub = probe.add_subparsers(dest="probe_command", required=True, metavar="COMMAND")
-    p = _recipe_command(
-        psub,
-        "build",
-        "write the probe files of an eval recipe (its probes section)",
-        "eval recipe",
-        "recipes/demo/eval.yaml",
-        required=True,
-    )
-    add_recipe_fields(p, EvalConfig)
-    p.set_defaults(func=cmd_probe_build, parser=p)
+    build = "write the probe files of an eval recipe (its probes section)"
+    _recipe_command(psub, "build", build, EvalConfig, cmd_probe_build)
     p = psub.add_parser(
         "score",
         help="score sample_<name>.jsonl predictions against <name>.jsonl probe files",

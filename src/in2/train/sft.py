@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import SFTConfig, SFTTrainer, get_peft_config
 
 from in2 import prompts, redact
 from in2.assets import loading
@@ -26,7 +26,14 @@ from in2.cpu import keep_freed_memory
 from in2.errors import ConfigError
 from in2.tokenizer import chat_template_path
 from in2.train import checkpoints, optim, parallel
-from in2.train.args import In2ModelConfig, In2ScriptArguments, gradient_accumulation
+from in2.train.args import (
+    In2ScriptArguments,
+    TrainParser,
+    argument_classes,
+    config_flag,
+    gradient_accumulation,
+    make_parser,
+)
 from in2.train.fsdp import FinishPartialForwards
 from in2.train.hub import HubPublisher, check_token
 from in2.train.model import FLASH, liger_kernels, load_model, rope_scaling
@@ -35,13 +42,9 @@ logger = logging.getLogger("in2.train")
 RECIPE_COPY = "in2_recipe.yaml"
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((In2ScriptArguments, SFTConfig, In2ModelConfig))
-
-
-def parse(argv: list[str] | None = None):
+def parse(argv: list[str] | None = None, parser: TrainParser | None = None):
     """(script_args, training_args, model_args, recipe text) from `--config recipe.yaml` plus flags."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = config_flag(list(sys.argv[1:] if argv is None else argv))
     recipe, path = "", None
     if "--config" in argv:
         path = Path(argv[argv.index("--config") + 1])
@@ -53,7 +56,9 @@ def parse(argv: list[str] | None = None):
         if flags:
             recipe += f"\n# command-line overrides: {' '.join(flags)}\n"
     try:
-        script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+        script_args, training_args, model_args = (
+            parser or make_parser(prog=f"python -m {__name__}")
+        ).parse_args_and_config(argv)
     except ValueError as e:  # unknown recipe keys, invalid TRL/transformers field values
         raise ConfigError(f"{path if recipe else 'arguments'}: {e}") from None
     return script_args, training_args, model_args, redact.text(recipe)
@@ -72,7 +77,7 @@ def _check_keys(path: Path, text: str) -> None:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a YAML mapping of field: value")
-    known = {f.name for cls in (In2ScriptArguments, SFTConfig, In2ModelConfig) for f in fields(cls)} | {"env"}
+    known = {f.name for cls in argument_classes() for f in fields(cls)} | {"env"}
     unknown = sorted(set(data) - known)
     if unknown:
         hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k for k in unknown]
@@ -342,9 +347,9 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     return output_dir
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: TrainParser | None = None) -> int:
     redact.scrub_logs()  # `accelerate launch -m in2.train.sft` starts here, not in in2.cli
-    script_args, training_args, model_args, recipe = parse(argv)
+    script_args, training_args, model_args, recipe = parse(argv, parser)
     out = train(script_args, training_args, model_args, recipe)
     print(f"model and card written to {out}")
     return 0

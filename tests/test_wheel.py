@@ -24,19 +24,35 @@ JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, str]:
-    """(the wheel, the build's output). Built from a copy: a build writes build/ and *.egg-info beside
-    setup.cfg, and a stale build/lib would hide a file missing from the package data."""
-    tree, dist = tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("dist")
+def project(tmp_path_factory) -> Path:
+    """A copy of what setuptools reads: a build writes build/ and *.egg-info beside setup.cfg, and a stale
+    build/lib would hide a file missing from the package data."""
+    tree = tmp_path_factory.mktemp("project")
     for name in PROJECT:
         src = ROOT / name
-        shutil.copytree(src, tree / name, ignore=JUNK) if src.is_dir() else shutil.copy(src, tree / name)
+        shutil.copytree(src, tree / name, symlinks=True, ignore=JUNK) if src.is_dir() else shutil.copy(src, tree / name)
+    return tree
+
+
+def _build(*command: str, cwd: Path | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # else distutils warns of it
-    pip = [sys.executable, "-m", "pip", "wheel", "-v", "--no-index", "--no-deps", "--no-build-isolation"]
-    proc = subprocess.run([*pip, "-w", str(dist), str(tree)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _warnings(log: str) -> list[str]:
+    return [ln for ln in log.splitlines() if "warn" in ln.lower() and "Location 'file:" not in ln]  # pip's index
+
+
+@pytest.fixture(scope="module")
+def built(project, tmp_path_factory) -> tuple[Path, str]:
+    """(the wheel, the build's output)."""
+    dist = tmp_path_factory.mktemp("dist")
+    pip = [sys.executable, "-m", "pip", "wheel", "-v", "--no-index", "--no-deps", "--no-build-isolation"]
+    log = _build(*pip, "-w", str(dist), str(project))
     (wheel,) = dist.glob("in2-*.whl")
-    return wheel, proc.stdout + proc.stderr
+    return wheel, log
 
 
 def test_wheel_holds_every_file_of_the_package_and_builds_without_warnings(built):
@@ -51,8 +67,18 @@ def test_wheel_holds_every_file_of_the_package_and_builds_without_warnings(built
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     data = {n for n in expected if not n.endswith(".py")}
     assert {"in2/prompts/longbench_in2.json", "in2/synth/builtin/instructions.jsonl"} <= data  # what the runs read
-    warnings = [ln for ln in log.splitlines() if "warn" in ln.lower() and "Location 'file:" not in ln]
-    assert not warnings, "\n".join(warnings)
+    assert not _warnings(log), "\n".join(_warnings(log))
+
+
+def test_editable_install_is_a_path_entry_and_says_no_warning(project, tmp_path):
+    """`make install` (pip install -e): one source folder, so setuptools writes a .pth entry for src/
+    instead of a meta path finder, which it warns about."""
+    hook = f"from setuptools import build_meta; build_meta.build_editable({str(tmp_path)!r})"
+    log = _build(sys.executable, "-c", hook, cwd=project)
+    assert not _warnings(log), "\n".join(_warnings(log))
+    (wheel,) = tmp_path.glob("in2-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "__editable__.in2-0.1.0.pth" in names and not [n for n in names if "finder" in n]
 
 
 @pytest.fixture(scope="module")

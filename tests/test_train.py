@@ -235,13 +235,40 @@ def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, ti
 # --- end to end -----------------------------------------------------------------------------------
 
 
-def test_train_writes_model_card_recipe_and_per_checkpoint_cards(tmp_path, tiny_model, dataset_folder, capsys):
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from safetensors.torch import save_file
+
+    from in2.files import follow_umask
+
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(mask)
+        try:
+            save_file({"w": torch.zeros(2)}, tmp_path / "model.safetensors")  # written 0600 whatever the umask
+            follow_umask(tmp_path)
+        finally:
+            os.umask(old)
+        assert oct((tmp_path / "model.safetensors").stat().st_mode & 0o777) == oct(mode)
+        (tmp_path / "model.safetensors").unlink()
+
+
+def test_train_writes_model_card_recipe_and_per_checkpoint_cards(
+    tmp_path, tiny_model, dataset_folder, capsys, umask_022
+):
     out = tmp_path / "out"
     recipe = write_recipe(tmp_path, tiny_model, dataset_folder, eval_strategy="steps", eval_steps=2)
     assert main(["train", "--config", str(recipe), "--learning_rate", "5e-4"]) == 0
     assert f"model and card written to {out}" in capsys.readouterr().out
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", sft.RECIPE_COPY):
         assert (out / name).is_file(), name
+    # a teammate can read the model and every checkpoint (safetensors alone would write 0600)
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()} == {"0o644"}
     card = (out / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert header["base_model"] == "in2-tests/tiny-mistral" and header["license"] == "apache-2.0"

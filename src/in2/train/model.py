@@ -13,6 +13,7 @@ import torch
 
 from in2.assets import loading, resolve
 from in2.errors import ConfigError
+from in2.files import follow_umask
 from in2.train.args import In2ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def stage_gguf(folder: str | Path, gguf_file: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(partial)
+    follow_umask(partial)  # safetensors writes model.safetensors as 0600
     partial.rename(target)  # a folder with config.json is complete
     return target
 

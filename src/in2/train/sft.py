@@ -24,6 +24,7 @@ from in2.assets import loading
 from in2.cards import model_card
 from in2.cpu import keep_freed_memory
 from in2.errors import ConfigError
+from in2.files import follow_umask
 from in2.tokenizer import chat_template_path
 from in2.train import checkpoints, optim, parallel
 from in2.train.args import (
@@ -125,6 +126,11 @@ class In2SFTTrainer(SFTTrainer):
             status = f"checkpoint at step {self.state.global_step} of {self.state.max_steps}"
             model_card.write(folder, self.card_context(status))
         super()._save_checkpoint(model, trial)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:  # safetensors writes model.safetensors as 0600: give it the user's umask
+            follow_umask(output_dir or self.args.output_dir)
 
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)

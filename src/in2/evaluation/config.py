@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from in2.evaluation.tasks import LONGBENCH_TASKS, PROBE_SEPARATORS, PROBE_TASKS, SUITES
 from in2.llm.config import GeneratorConfig, generator_checks
 from in2.prompts import MISTRAL_INST
-from in2.recipes import raise_first
+from in2.recipes import option, raise_first
 from in2.tokenizer import TokenizerConfig
 
 
@@ -16,81 +16,48 @@ from in2.tokenizer import TokenizerConfig
 class ProbeConfig:
     """VaL probes: which tasks, at which lengths, how many sets and queried positions."""
 
-    tasks: list[str] = field(
-        default_factory=lambda: list(PROBE_TASKS),
-        metadata={"help": ("Probe tasks: any of document, code, database (the paper's three VaL probes).")},
+    tasks: list[str] = option(
+        factory=lambda: list(PROBE_TASKS),
+        doc="Probe tasks: any of document, code, database (the paper's three VaL probes).",
     )
-    lengths: list[int] = field(
-        default_factory=lambda: [32768],
-        metadata={
-            "help": (
-                "Tokens per context, as named (`document_bi_32k`): the prompt (FILM user turn in `raw_template`, "
-                "measured with `tokenizer`) plus `reserved_tokens`."
-            )
-        },
+    lengths: list[int] = option(
+        factory=lambda: [32768],
+        doc="Tokens per context, as named (`document_bi_32k`): the prompt (FILM user turn in `raw_template`, "
+        "measured with `tokenizer`) plus `reserved_tokens`.",
     )
-    reserved_tokens: int = field(
-        default=0,
-        metadata={
-            "help": (
-                "Kept free in each length for what the server adds and for the answer (e.g. 1 BOS + 128 new "
-                "tokens), so a probe of length L runs in a window of L tokens."
-            )
-        },
+    reserved_tokens: int = option(
+        0,
+        "Kept free in each length for what the server adds and for the answer (e.g. 1 BOS + 128 new "
+        "tokens), so a probe of length L runs in a window of L tokens.",
     )
-    sets: int = field(default=4, metadata={"help": "Probe sets per task and length."})
-    span_size: int = field(
-        default=50, metadata={"help": "Positions per span, for scoring (Avg, Gap) and for `positions_per_span`."}
+    sets: int = option(4, "Probe sets per task and length.")
+    span_size: int = option(50, "Positions per span, for scoring (Avg, Gap) and for `positions_per_span`.")
+    positions_per_span: int | None = option(
+        None, "Query this many seeded positions per span; None queries every position (the paper's setting)."
     )
-    positions_per_span: int | None = field(
-        default=None,
-        metadata={
-            "help": "Query this many seeded positions per span; None queries every position (the paper's setting)."
-        },
+    pools: str = option(
+        "builtin",
+        "`builtin` (built offline: pydoc sentences, stdlib functions, stdlib entity table), a folder with"
+        " FILM's `pieces/*.jsonl`, or `film` to download FILM's pools.",
     )
-    pools: str = field(
-        default="builtin",
-        metadata={
-            "help": (
-                "`builtin` (built offline: pydoc sentences, stdlib functions, stdlib entity table), a folder with"
-                " FILM's `pieces/*.jsonl`, or `film` to download FILM's pools."
-            )
-        },
+    document_source: str = option("builtin:pydoc", "Corpus for the builtin document pool (any `corpus.source`).")
+    separators: dict[str, str] = option(
+        factory=lambda: dict(PROBE_SEPARATORS), doc="Between items of a context, per task (the paper does not say)."
     )
-    document_source: str = field(
-        default="builtin:pydoc", metadata={"help": "Corpus for the builtin document pool (any `corpus.source`)."}
+    raw_template: str = option(
+        MISTRAL_INST, "How the stored `prompt` wraps the FILM user turn (Mistral's format, as in FILM's released set)."
     )
-    separators: dict[str, str] = field(
-        default_factory=lambda: dict(PROBE_SEPARATORS),
-        metadata={"help": "Between items of a context, per task (the paper does not say)."},
+    prompt_format: str = option(
+        "chat", "`chat`: the user turn through each model's chat template; `raw`: the stored prompt as is."
     )
-    raw_template: str = field(
-        default=MISTRAL_INST,
-        metadata={
-            "help": "How the stored `prompt` wraps the FILM user turn (Mistral's format, as in FILM's released set)."
-        },
+    parity: bool = option(
+        False, "Score only 49 of each 50 positions, like FILM's released script (for comparing with its numbers)."
     )
-    prompt_format: str = field(
-        default="chat",
-        metadata={"help": "`chat`: the user turn through each model's chat template; `raw`: the stored prompt as is."},
-    )
-    parity: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Score only 49 of each 50 positions, like FILM's released script (for comparing with its numbers)."
-            )
-        },
-    )
-    output_dir: str = field(default="probes/val", metadata={"help": "Folder the probe files are written to."})
-    prebuilt: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "A folder of probe files to use as they are instead of building (FILM's VaLProbing-32K files: "
-                "`<name>.jsonl` and `<name>_skip_list.json`); every `<name>.jsonl` in it is run."
-            )
-        },
+    output_dir: str = option("probes/val", "Folder the probe files are written to.")
+    prebuilt: str | None = option(
+        None,
+        "A folder of probe files to use as they are instead of building (FILM's VaLProbing-32K files: "
+        "`<name>.jsonl` and `<name>_skip_list.json`); every `<name>.jsonl` in it is run.",
     )
 
 
@@ -98,89 +65,62 @@ class ProbeConfig:
 class LongBenchConfig:
     """LongBench's 9 English tasks (the FILM paper's Section 4, arXiv 2404.16811)."""
 
-    tasks: list[str] = field(
-        default_factory=lambda: list(LONGBENCH_TASKS),
-        metadata={"help": "LongBench tasks to run (default: the 9 English tasks)."},
+    tasks: list[str] = option(
+        factory=lambda: list(LONGBENCH_TASKS), doc="LongBench tasks to run (default: the 9 English tasks)."
     )
-    data: str = field(
-        default="THUDM/LongBench",
-        metadata={"help": "A folder of LongBench's `<task>.jsonl` files, or a Hub dataset repo with them in data.zip."},
+    data: str = option(
+        "THUDM/LongBench", "A folder of LongBench's `<task>.jsonl` files, or a Hub dataset repo with them in data.zip."
     )
-    max_samples: int | None = field(default=None, metadata={"help": "Rows per task (None: all), for quick runs."})
-    max_input_tokens: int = field(
-        default=31500,
-        metadata={
-            "help": (
-                "LongBench's max_length for 32K models: a prompt of more tokens than this, counted with the "
-                "special tokens its tokenizer adds (BOS), keeps its first and last max_input_tokens // 2 tokens."
-            )
-        },
+    max_samples: int | None = option(None, "Rows per task (None: all), for quick runs.")
+    max_input_tokens: int = option(
+        31500,
+        "LongBench's max_length for 32K models: a prompt of more tokens than this, counted with the "
+        "special tokens its tokenizer adds (BOS), keeps its first and last max_input_tokens // 2 tokens.",
     )
-    tokenizer: str = field(
-        default="model",
-        metadata={
-            "help": (
-                "Which tokenizer counts and cuts the prompts: `model` (each model's own, as LongBench does: "
-                "`models[i].tokenizer`, else loaded from its generator.model and gguf_file) or `eval` (the "
-                "recipe's `tokenizer`, for every model)."
-            )
-        },
+    tokenizer: str = option(
+        "model",
+        "Which tokenizer counts and cuts the prompts: `model` (each model's own, as LongBench does: "
+        "`models[i].tokenizer`, else loaded from its generator.model and gguf_file) or `eval` (the "
+        "recipe's `tokenizer`, for every model).",
     )
-    prompts: str = field(
-        default="official",
-        metadata={
-            "help": (
-                "`official`: LongBench's config/dataset2prompt.json at `prompts_revision`, downloaded once into "
-                "~/.cache/in2/longbench/; `in2`: in2's own wording (its scores are marked not comparable); or a "
-                "path to a JSON file of the same shape, {task: prompt with {context} and {input}}."
-            )
-        },
+    prompts: str = option(
+        "official",
+        "`official`: LongBench's config/dataset2prompt.json at `prompts_revision`, downloaded once into "
+        "~/.cache/in2/longbench/; `in2`: in2's own wording (its scores are marked not comparable); or a "
+        "path to a JSON file of the same shape, {task: prompt with {context} and {input}}.",
     )
-    prompts_revision: str = field(
-        default="8ae23fd444b0ed5837e993fb8d764f70b388c568",
-        metadata={"help": "The THUDM/LongBench commit the official prompts are read at."},
+    prompts_revision: str = option(
+        "8ae23fd444b0ed5837e993fb8d764f70b388c568", "The THUDM/LongBench commit the official prompts are read at."
     )
-    prompts_url: str = field(
-        default="https://raw.githubusercontent.com/THUDM/LongBench/{revision}/config/dataset2prompt.json",
-        metadata={
-            "help": "Where the official prompts are downloaded from ({revision}: `prompts_revision`), e.g. a mirror."
-        },
+    prompts_url: str = option(
+        "https://raw.githubusercontent.com/THUDM/LongBench/{revision}/config/dataset2prompt.json",
+        "Where the official prompts are downloaded from ({revision}: `prompts_revision`), e.g. a mirror.",
     )
-    prompts_sha256: str | None = field(
-        default="e0b7e5942a5663be6e7f8754cd65a7819b8b59343967201235200a2404ecc2e9",
-        metadata={
-            "help": (
-                "Checked against the official prompts file when set (null: not checked). The default was computed"
-                " from a stored copy of the file at `prompts_revision`, not from a download from GitHub."
-            )
-        },
+    prompts_sha256: str | None = option(
+        "e0b7e5942a5663be6e7f8754cd65a7819b8b59343967201235200a2404ecc2e9",
+        "Checked against the official prompts file when set (null: not checked). The default was computed"
+        " from a stored copy of the file at `prompts_revision`, not from a download from GitHub.",
     )
-    scoring: str = field(
-        default="longbench",
-        metadata={
-            "help": (
-                "`longbench`: LongBench's official scorer (token F1; ROUGE-L F of the `rouge` package, 0 when it "
-                "fails). `film`: the same plus FILM's rules (a QA prediction is cut at its first blank line; null"
-                " predictions are skipped), the scorer behind the paper's table: only these scores are shown "
-                "beside it."
-            )
-        },
+    scoring: str = option(
+        "longbench",
+        "`longbench`: LongBench's official scorer (token F1; ROUGE-L F of the `rouge` package, 0 when it "
+        "fails). `film`: the same plus FILM's rules (a QA prediction is cut at its first blank line; null"
+        " predictions are skipped), the scorer behind the paper's table: only these scores are shown "
+        "beside it.",
     )
-    prompt_format: str = field(
-        default="chat",
-        metadata={"help": "`chat`: each prompt through the model's chat template; `raw`: through `raw_template`."},
+    prompt_format: str = option(
+        "chat", "`chat`: each prompt through the model's chat template; `raw`: through `raw_template`."
     )
-    raw_template: str = field(
-        default=MISTRAL_INST,
-        metadata={"help": "With prompt_format raw: how the prompt is wrapped; must contain {prompt}."},
+    raw_template: str = option(
+        MISTRAL_INST, "With prompt_format raw: how the prompt is wrapped; must contain {prompt}."
     )
 
 
 @dataclass
 class ShortTaskConfig:
-    name: str = field(default="mmlu", metadata={"help": "An lm-evaluation-harness task name."})
-    num_fewshot: int = field(default=0, metadata={"help": "Few-shot examples per question."})
-    metric: str = field(default="acc,none", metadata={"help": "The lm-eval result key reported."})
+    name: str = option("mmlu", "An lm-evaluation-harness task name.")
+    num_fewshot: int = option(0, "Few-shot examples per question.")
+    metric: str = option("acc,none", "The lm-eval result key reported.")
 
 
 def _short_tasks() -> list[ShortTaskConfig]:
@@ -198,33 +138,27 @@ def _short_tasks() -> list[ShortTaskConfig]:
 class ShortConfig:
     """The short-task guard through lm-evaluation-harness (optional extra `short`)."""
 
-    tasks: list[ShortTaskConfig] = field(
-        default_factory=_short_tasks, metadata={"help": "lm-eval tasks, a list of {name, num_fewshot, metric}."}
+    tasks: list[ShortTaskConfig] = option(
+        factory=_short_tasks, doc="lm-eval tasks, a list of {name, num_fewshot, metric}."
     )
-    limit: int | None = field(default=None, metadata={"help": "Examples per task (None: all), for quick runs."})
-    batch_size: int = field(default=8, metadata={"help": "lm-eval batch size."})
-    include_path: str | None = field(
-        default=None, metadata={"help": "A folder of extra lm-eval task YAMLs (your own or local-data tasks)."}
-    )
+    limit: int | None = option(None, "Examples per task (None: all), for quick runs.")
+    batch_size: int = option(8, "lm-eval batch size.")
+    include_path: str | None = option(None, "A folder of extra lm-eval task YAMLs (your own or local-data tasks).")
 
 
 @dataclass
 class EvalModelConfig:
     """One model to evaluate: a display name and how to reach it (in2's generator settings)."""
 
-    name: str = field(default="model", metadata={"help": "Name shown in tables, plots and the model card."})
-    generator: GeneratorConfig = field(
-        default_factory=lambda: GeneratorConfig(temperature=0.0, max_tokens=128, gguf_file=None),
-        metadata={"help": "How to reach the model (a generator section)."},
+    name: str = option("model", "Name shown in tables, plots and the model card.")
+    generator: GeneratorConfig = option(
+        factory=lambda: GeneratorConfig(temperature=0.0, max_tokens=128, gguf_file=None),
+        doc="How to reach the model (a generator section).",
     )
-    tokenizer: TokenizerConfig | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "The model's own tokenizer, for LongBench's truncation (give `gguf_file: null` unless it is a "
-                "GGUF file); None: loaded from generator.model and gguf_file."
-            )
-        },
+    tokenizer: TokenizerConfig | None = option(
+        None,
+        "The model's own tokenizer, for LongBench's truncation (give `gguf_file: null` unless it is a "
+        "GGUF file); None: loaded from generator.model and gguf_file.",
     )
 
 
@@ -233,24 +167,19 @@ class EvalConfig:
     """The whole `in2 eval` job: build probes, run every model, score, report, refresh the model card."""
 
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    suites: list[str] = field(
-        default_factory=lambda: ["probing"], metadata={"help": "Any of probing, longbench, short."}
-    )
+    suites: list[str] = option(factory=lambda: ["probing"], doc="Any of probing, longbench, short.")
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     longbench: LongBenchConfig = field(default_factory=LongBenchConfig)
     short: ShortConfig = field(default_factory=ShortConfig)
-    models: list[EvalModelConfig] = field(
-        default_factory=list, metadata={"help": "Models to evaluate, a list of {name, generator, tokenizer}."}
+    models: list[EvalModelConfig] = option(
+        factory=list, doc="Models to evaluate, a list of {name, generator, tokenizer}."
     )
-    base: str | None = field(
-        default=None,
-        metadata={"help": "Name of the base model among `models`: the short-task guard reports changes against it."},
+    base: str | None = option(
+        None, "Name of the base model among `models`: the short-task guard reports changes against it."
     )
-    output_dir: str = field(default="results/eval", metadata={"help": "Folder for results, tables and plots."})
-    model_card: str | None = field(
-        default=None, metadata={"help": "A folder written by `in2 train`: its card gets the results and plots."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the probe building (pools, items, queried positions)."})
+    output_dir: str = option("results/eval", "Folder for results, tables and plots.")
+    model_card: str | None = option(None, "A folder written by `in2 train`: its card gets the results and plots.")
+    seed: int = option(0, "Seed of the probe building (pools, items, queried positions).")
 
     def validate(self) -> None:
         p = self.probes

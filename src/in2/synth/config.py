@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from in2.llm.config import GeneratorConfig, generator_checks
-from in2.recipes import raise_first
+from in2.recipes import option, raise_first
 from in2.tokenizer import TokenizerConfig
 
 PARTS = ("fine_grained", "integration", "short", "general")
@@ -20,37 +20,25 @@ QA_PARTS = PARTS[:3]
 class CorpusConfig:
     """Where raw texts come from and how they are cut into segments."""
 
-    source: str = field(
-        default="builtin:pydoc",
-        metadata={
-            "help": (
-                "`builtin:pydoc` (offline stdlib text), a local file/folder/glob (.txt, .jsonl, .parquet), or a "
-                "Hugging Face dataset id such as `allenai/c4`."
-            )
-        },
+    source: str = option(
+        "builtin:pydoc",
+        "`builtin:pydoc` (offline stdlib text), a local file/folder/glob (.txt, .jsonl, .parquet), or a "
+        "Hugging Face dataset id such as `allenai/c4`.",
     )
-    name: str | None = field(default=None, metadata={"help": "HF dataset config, e.g. `realnewslike`."})
-    split: str = field(default="train", metadata={"help": "Split of the corpus dataset to read."})
-    text_field: str = field(default="text", metadata={"help": "Column (or JSONL key) holding the text."})
-    id_field: str | None = field(
-        default=None, metadata={"help": "Column with a stable text id (e.g. `url`); default: position in the stream."}
+    name: str | None = option(None, "HF dataset config, e.g. `realnewslike`.")
+    split: str = option("train", "Split of the corpus dataset to read.")
+    text_field: str = option("text", "Column (or JSONL key) holding the text.")
+    id_field: str | None = option(None, "Column with a stable text id (e.g. `url`); default: position in the stream.")
+    streaming: bool = option(True, "Stream a Hugging Face dataset instead of downloading it whole.")
+    max_texts: int | None = option(
+        None, "Stop after this many texts (over all shards). None: read until the plan is met."
     )
-    streaming: bool = field(
-        default=True, metadata={"help": "Stream a Hugging Face dataset instead of downloading it whole."}
+    filler_pool_texts: int = option(
+        1000, "Read at least this many texts (per shard) so fillers come from a varied pool."
     )
-    max_texts: int | None = field(
-        default=None,
-        metadata={"help": "Stop after this many texts (over all shards). None: read until the plan is met."},
-    )
-    filler_pool_texts: int = field(
-        default=1000, metadata={"help": "Read at least this many texts (per shard) so fillers come from a varied pool."}
-    )
-    min_segment_tokens: int = field(
-        default=128, metadata={"help": "Segments are at least this many tokens (the paper's 128)."}
-    )
-    max_segment_tokens: int = field(
-        default=2048,
-        metadata={"help": "A text with a segment longer than this (one huge line) is skipped and counted."},
+    min_segment_tokens: int = option(128, "Segments are at least this many tokens (the paper's 128).")
+    max_segment_tokens: int = option(
+        2048, "A text with a segment longer than this (one huge line) is skipped and counted."
     )
 
 
@@ -58,50 +46,32 @@ class CorpusConfig:
 class QAConfig:
     """QA generation, parsing and filtering."""
 
-    prompt_fine_grained: str = field(
-        default="fine_grained.txt",
-        metadata={"help": "Prompt file for type (a) fine-grained QA: a name of in2's own (in2/prompts/) or a path."},
+    prompt_fine_grained: str = option(
+        "fine_grained.txt", "Prompt file for type (a) fine-grained QA: a name of in2's own (in2/prompts/) or a path."
     )
-    prompt_integration: str = field(
-        default="integration.txt",
-        metadata={"help": "Prompt file for type (b) integration QA: a name of in2's own (in2/prompts/) or a path."},
+    prompt_integration: str = option(
+        "integration.txt", "Prompt file for type (b) integration QA: a name of in2's own (in2/prompts/) or a path."
     )
-    min_answer_grounding: float = field(
-        default=0.5, metadata={"help": "Share of the answer's content words that must occur in the source text."}
+    min_answer_grounding: float = option(0.5, "Share of the answer's content words that must occur in the source text.")
+    oversample: float = option(
+        1.3, "Requests planned per missing row, to absorb rejects; waves repeat until the plan is met."
     )
-    oversample: float = field(
-        default=1.3,
-        metadata={"help": "Requests planned per missing row, to absorb rejects; waves repeat until the plan is met."},
+    expected_reject_rate: float = option(
+        0.2,
+        "The reject budget: share of replies expected to be rejected (take `rejected` / `planned` of a "
+        "pilot run's manifest). Only the dry run uses it, to count the waves the run will need.",
     )
-    expected_reject_rate: float = field(
-        default=0.2,
-        metadata={
-            "help": (
-                "The reject budget: share of replies expected to be rejected (take `rejected` / `planned` of a "
-                "pilot run's manifest). Only the dry run uses it, to count the waves the run will need."
-            )
-        },
+    oversample_integration: float | None = option(
+        None, "`oversample` for integration rows (None: the same); type (b) replies are rejected more often."
     )
-    oversample_integration: float | None = field(
-        default=None,
-        metadata={
-            "help": "`oversample` for integration rows (None: the same); type (b) replies are rejected more often."
-        },
+    expected_reject_rate_integration: float | None = option(
+        None, "`expected_reject_rate` for integration rows (None: the same)."
     )
-    expected_reject_rate_integration: float | None = field(
-        default=None, metadata={"help": "`expected_reject_rate` for integration rows (None: the same)."}
-    )
-    max_integration_pieces: int = field(
-        default=12, metadata={"help": "Type (b) uses texts with 2..this many segments."}
-    )
-    question_start: str = field(
-        default="",
-        metadata={
-            "help": (
-                "With generator.prefill: the words every question starts with, e.g. `What` (ours, for small "
-                'generators: asked freely, they write "How to ..." questions and repeat them as the answer).'
-            )
-        },
+    max_integration_pieces: int = option(12, "Type (b) uses texts with 2..this many segments.")
+    question_start: str = option(
+        "",
+        "With generator.prefill: the words every question starts with, e.g. `What` (ours, for small "
+        'generators: asked freely, they write "How to ..." questions and repeat them as the answer).',
     )
 
 
@@ -109,43 +79,22 @@ class QAConfig:
 class ContextConfig:
     """Long-context assembly and the token budget."""
 
-    min_context_tokens: int = field(
-        default=4096, metadata={"help": "Shortest long context, in tokens (the paper's 4K)."}
+    min_context_tokens: int = option(4096, "Shortest long context, in tokens (the paper's 4K).")
+    max_context_tokens: int = option(32000, "Longest long context, in tokens (the paper's 32K).")
+    num_length_buckets: int = option(8, "Context lengths are spread evenly over this many buckets between min and max.")
+    length_tolerance_tokens: int = option(
+        32,
+        "Each long context lands in [target - this, target] of its drawn target length (ours: the paper "
+        "only says lengths spread evenly); targets are drawn so that window stays inside the bucket.",
     )
-    max_context_tokens: int = field(
-        default=32000, metadata={"help": "Longest long context, in tokens (the paper's 32K)."}
+    max_length: int = option(32768, "Prompt plus answer through the chat template never exceed this many tokens.")
+    separator: str = option("\n\n", "Between segments in a context; must end with a newline (exact token accounting).")
+    length_margin_tokens: int = option(
+        8, "Safety margin: tokens kept free under max_length beyond the counted prompt and answer."
     )
-    num_length_buckets: int = field(
-        default=8, metadata={"help": "Context lengths are spread evenly over this many buckets between min and max."}
-    )
-    length_tolerance_tokens: int = field(
-        default=32,
-        metadata={
-            "help": (
-                "Each long context lands in [target - this, target] of its drawn target length (ours: the paper "
-                "only says lengths spread evenly); targets are drawn so that window stays inside the bucket."
-            )
-        },
-    )
-    max_length: int = field(
-        default=32768, metadata={"help": "Prompt plus answer through the chat template never exceed this many tokens."}
-    )
-    separator: str = field(
-        default="\n\n",
-        metadata={"help": "Between segments in a context; must end with a newline (exact token accounting)."},
-    )
-    length_margin_tokens: int = field(
-        default=8,
-        metadata={"help": "Safety margin: tokens kept free under max_length beyond the counted prompt and answer."},
-    )
-    verify_rows: int = field(
-        default=64, metadata={"help": "Rows re-tokenized exactly per run to check the token accounting."}
-    )
-    max_filler_tries: int = field(
-        default=32,
-        metadata={
-            "help": "Fillers drawn in a row that do not fit before a gap is closed by cutting one at a line boundary."
-        },
+    verify_rows: int = option(64, "Rows re-tokenized exactly per run to check the token accounting.")
+    max_filler_tries: int = option(
+        32, "Fillers drawn in a row that do not fit before a gap is closed by cutting one at a line boundary."
     )
 
 
@@ -153,35 +102,20 @@ class ContextConfig:
 class MixtureConfig:
     """Rows per part of the released set (per whole job; shards split them)."""
 
-    fine_grained: int = field(default=24, metadata={"help": "Type (a) rows: one segment's question in a long context."})
-    integration: int = field(
-        default=6, metadata={"help": "Type (b) rows: questions over several segments of one text in a long context."}
+    fine_grained: int = option(24, "Type (a) rows: one segment's question in a long context.")
+    integration: int = option(6, "Type (b) rows: questions over several segments of one text in a long context.")
+    short: int = option(6, "QA rows whose context is the source text itself (FILM: ~10% of QA pairs).")
+    general: int = option(6, "General instruction rows (no context).")
+    short_max_tokens: int = option(4096, "A text longer than this is not used as a short context.")
+    validation_rows: int = option(8, "Rows held out for the validation split.")
+    rows_per_file: int = option(100_000, "Rows per released parquet file.")
+    max_file_mb: float = option(
+        500.0, "A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."
     )
-    short: int = field(
-        default=6, metadata={"help": "QA rows whose context is the source text itself (FILM: ~10% of QA pairs)."}
-    )
-    general: int = field(default=6, metadata={"help": "General instruction rows (no context)."})
-    short_max_tokens: int = field(
-        default=4096, metadata={"help": "A text longer than this is not used as a short context."}
-    )
-    validation_rows: int = field(default=8, metadata={"help": "Rows held out for the validation split."})
-    rows_per_file: int = field(default=100_000, metadata={"help": "Rows per released parquet file."})
-    max_file_mb: float = field(
-        default=500.0,
-        metadata={
-            "help": (
-                "A released parquet file is also closed before it passes about this size (the Hub's usual shard size)."
-            )
-        },
-    )
-    sort_buffer_mb: float = field(
-        default=256.0,
-        metadata={
-            "help": (
-                "Memory of the rows a shard holds before sorting them into a run file on disk (an external sort: "
-                "any shard size fits); see recipes/film-7b/README.md for a shard's whole memory."
-            )
-        },
+    sort_buffer_mb: float = option(
+        256.0,
+        "Memory of the rows a shard holds before sorting them into a run file on disk (an external sort: "
+        "any shard size fits); see recipes/film-7b/README.md for a shard's whole memory.",
     )
 
 
@@ -189,34 +123,27 @@ class MixtureConfig:
 class GeneralConfig:
     """General instruction data in FILM's no-context prompt (FILM-7B: OpenOrca)."""
 
-    source: str = field(
-        default="builtin:instructions",
-        metadata={
-            "help": (
-                "`builtin:instructions` (offline), a local file/folder/glob, or a Hugging Face dataset id "
-                "(FILM-7B: Open-Orca/OpenOrca)."
-            )
-        },
+    source: str = option(
+        "builtin:instructions",
+        "`builtin:instructions` (offline), a local file/folder/glob, or a Hugging Face dataset id "
+        "(FILM-7B: Open-Orca/OpenOrca).",
     )
-    name: str | None = field(default=None, metadata={"help": "HF dataset config, if any."})
-    split: str = field(default="train", metadata={"help": "Split to read."})
-    instruction_field: str = field(default="question", metadata={"help": "Column holding the instruction."})
-    response_field: str = field(default="response", metadata={"help": "Column holding the response."})
-    streaming: bool = field(
-        default=True, metadata={"help": "Stream a Hugging Face dataset instead of downloading it whole."}
-    )
+    name: str | None = option(None, "HF dataset config, if any.")
+    split: str = option("train", "Split to read.")
+    instruction_field: str = option("question", "Column holding the instruction.")
+    response_field: str = option("response", "Column holding the response.")
+    streaming: bool = option(True, "Stream a Hugging Face dataset instead of downloading it whole.")
 
 
 @dataclass
 class EvalSourceConfig:
     """Evaluation data to keep out of training: local files or a Hugging Face dataset."""
 
-    source: str = field(default="", metadata={"help": "Local file/folder/glob or a Hugging Face dataset id."})
-    name: str | None = field(default=None, metadata={"help": "HF dataset config, if any."})
-    split: str = field(default="test", metadata={"help": "Split to read."})
-    fields: list[str] = field(
-        default_factory=lambda: ["text"],
-        metadata={"help": "Text fields whose n-grams are banned (e.g. context, input, answers)."},
+    source: str = option("", "Local file/folder/glob or a Hugging Face dataset id.")
+    name: str | None = option(None, "HF dataset config, if any.")
+    split: str = option("test", "Split to read.")
+    fields: list[str] = option(
+        factory=lambda: ["text"], doc="Text fields whose n-grams are banned (e.g. context, input, answers)."
     )
 
 
@@ -224,9 +151,9 @@ class EvalSourceConfig:
 class DecontamConfig:
     """Drop source texts sharing an n-gram of words with evaluation data (as QA source and filler)."""
 
-    ngram: int = field(default=10, metadata={"help": "Words per banned n-gram."})
-    sources: list[EvalSourceConfig] = field(
-        default_factory=list, metadata={"help": "Evaluation data to keep out, a list of {source, name, split, fields}."}
+    ngram: int = option(10, "Words per banned n-gram.")
+    sources: list[EvalSourceConfig] = option(
+        factory=list, doc="Evaluation data to keep out, a list of {source, name, split, fields}."
     )
 
 
@@ -234,10 +161,8 @@ class DecontamConfig:
 class ReleaseConfig:
     """What the data card says about the release."""
 
-    pretty_name: str = field(default="IN2 training data", metadata={"help": "Title of the data card."})
-    license: str = field(
-        default="other", metadata={"help": "HF license id of the release (FILM-7B recipe: odc-by, C4's license)."}
-    )
+    pretty_name: str = option("IN2 training data", "Title of the data card.")
+    license: str = option("other", "HF license id of the release (FILM-7B recipe: odc-by, C4's license).")
 
 
 @dataclass
@@ -253,14 +178,10 @@ class SynthConfig:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
-    seed: int = field(
-        default=42, metadata={"help": "Seed of every random choice (segments, positions, lengths, mixture)."}
-    )
-    output_dir: str = field(default="data/in2-demo", metadata={"help": "Dataset folder to write."})
-    num_shards: int = field(
-        default=1, metadata={"help": "Split the job over this many independent runs (joined by `in2 merge`)."}
-    )
-    shard_index: int = field(default=0, metadata={"help": "Which shard this run builds (0-based)."})
+    seed: int = option(42, "Seed of every random choice (segments, positions, lengths, mixture).")
+    output_dir: str = option("data/in2-demo", "Dataset folder to write.")
+    num_shards: int = option(1, "Split the job over this many independent runs (joined by `in2 merge`).")
+    shard_index: int = option(0, "Which shard this run builds (0-based).")
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible field."""

@@ -9,11 +9,12 @@ import shutil
 import sys
 import textwrap
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from in2.arguments import OneLineErrors, default_of, first_sentence, show, type_name
+from in2.recipes import option
 from in2.train import HELP
 
 
@@ -21,40 +22,29 @@ from in2.train import HELP
 class In2ScriptArguments(ScriptArguments):
     """Which dataset to train on and the run-level settings that are not SFTConfig fields."""
 
-    dataset_revision: str | None = field(
-        default=None, metadata={"help": "Tag, branch or commit of the Hub dataset repo, e.g. v1.0.0."}
+    dataset_revision: str | None = option(None, "Tag, branch or commit of the Hub dataset repo, e.g. v1.0.0.")
+    dataset_test_split: str = option("validation", "Split evaluated when eval_strategy is not 'no'.")
+    global_batch_size: int | None = option(
+        None,
+        "Examples per optimizer step over all processes. When set, gradient_accumulation_steps is "
+        "derived as global_batch_size / (per_device_train_batch_size x number of processes).",
     )
-    dataset_test_split: str = field(
-        default="validation", metadata={"help": "Split evaluated when eval_strategy is not 'no'."}
+    base_model_id: str | None = option(
+        None, "Hub id of the base model for the model card, when model_name_or_path is a local path."
     )
-    global_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Examples per optimizer step over all processes. When set, gradient_accumulation_steps is "
-            "derived as global_batch_size / (per_device_train_batch_size x number of processes)."
-        },
+    license: str | None = option(None, "License of the trained model, for its card.")
+    kahan_summation: bool = option(
+        False,
+        "Train bf16 weights with torch-optimi's Kahan-compensated AdamW instead of `optim` (an AdamW), "
+        "so that updates far below bf16's resolution (the paper's LR 1e-6) are not rounded away. "
+        "See in2.train.optim.",
     )
-    base_model_id: str | None = field(
-        default=None,
-        metadata={"help": "Hub id of the base model for the model card, when model_name_or_path is a local path."},
-    )
-    license: str | None = field(default=None, metadata={"help": "License of the trained model, for its card."})
-    kahan_summation: bool = field(
-        default=False,
-        metadata={
-            "help": "Train bf16 weights with torch-optimi's Kahan-compensated AdamW instead of `optim` (an AdamW), "
-            "so that updates far below bf16's resolution (the paper's LR 1e-6) are not rounded away. "
-            "See in2.train.optim."
-        },
-    )
-    sequence_parallel_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "GPUs that share each sequence (Ulysses sequence parallelism through DeepSpeed, accelerate's "
-            "ParallelismConfig sp_backend=deepspeed), for sequences longer than one GPU holds. Needs a DeepSpeed "
-            "launch (accelerate_configs/deepspeed_zero3_sp8.yaml); None takes the accelerate config's "
-            "parallelism_config_sp_size, else 1. See in2.train.parallel."
-        },
+    sequence_parallel_size: int | None = option(
+        None,
+        "GPUs that share each sequence (Ulysses sequence parallelism through DeepSpeed, accelerate's "
+        "ParallelismConfig sp_backend=deepspeed), for sequences longer than one GPU holds. Needs a DeepSpeed "
+        "launch (accelerate_configs/deepspeed_zero3_sp8.yaml); None takes the accelerate config's "
+        "parallelism_config_sp_size, else 1. See in2.train.parallel.",
     )
 
 
@@ -62,23 +52,17 @@ class In2ScriptArguments(ScriptArguments):
 class In2ModelConfig(ModelConfig):
     """TRL's ModelConfig plus GGUF weights, the RoPE base and RoPE scaling."""
 
-    gguf_file: str | None = field(
-        default=None,
-        metadata={"help": "GGUF file inside model_name_or_path; its weights are converted once to a cached folder."},
+    gguf_file: str | None = option(
+        None, "GGUF file inside model_name_or_path; its weights are converted once to a cached folder."
     )
-    rope_theta: float | None = field(
-        default=None,
-        metadata={
-            "help": "RoPE base to train with; None keeps the model's. The paper's ablation favours 10x the default."
-        },
+    rope_theta: float | None = option(
+        None, "RoPE base to train with; None keeps the model's. The paper's ablation favours 10x the default."
     )
-    rope_scaling: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "RoPE scaling merged into the model config's rope_parameters, as a mapping in the recipe or JSON "
-            'on the command line, e.g. {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": '
-            "32768}; None keeps the model's."
-        },
+    rope_scaling: dict | str | None = option(
+        None,
+        "RoPE scaling merged into the model config's rope_parameters, as a mapping in the recipe or JSON "
+        'on the command line, e.g. {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": '
+        "32768}; None keeps the model's.",
     )
 
 

@@ -45,3 +45,10 @@ def test_probe_score_names_a_broken_prediction_line(tmp_path, capsys):
     (probes / "code_backward_1k.jsonl").write_text(json.dumps({"prompt": "p", "set_id": 0}) + "\n")
     assert main(["probe", "score", "--probes", str(probes), "--predictions", str(preds)]) == 2
     assert "code_backward_1k.jsonl:1: missing field(s) position_id" in capsys.readouterr().err
+
+
+def test_a_raw_line_separator_inside_a_string_stays_in_its_line(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028 raw; only newlines end a JSON line."""
+    path = tmp_path / "probe.jsonl"
+    path.write_text(json.dumps({"a": "one\u2028two\x85three"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_jsonl(path, required=("a",)) == [{"a": "one\u2028two\x85three"}]

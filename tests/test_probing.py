@@ -119,7 +119,10 @@ def test_duplicate_keys_are_skipped(mistral_tokenizer):
 
 def test_film_layout_round_trip(tmp_path, offline_pools, mistral_tokenizer):
     rows, skipped = build.Builder("database", offline_pools["database"], mistral_tokenizer).build_set(1024, 0)
-    build.write(tmp_path, "database_forward_1k", rows, skipped)
+    assert build.write(tmp_path, "database_forward_1k", ((r, i in skipped) for i, r in enumerate(rows))) == (
+        len(rows),
+        len(skipped),
+    )
     assert json.loads((tmp_path / "database_forward_1k_skip_list.json").read_text()) == skipped
     back, back_skip = build.read(tmp_path, "database_forward_1k")
     assert back == rows and back_skip == skipped
@@ -380,7 +383,7 @@ def test_probe_score_cli_rescoring_film_format_files(tmp_path, capsys):
         for s in range(2)
         for p in range(4)
     ]
-    build.write(probes, "database_forward_32k", rows, skipped=[3])
+    build.write(probes, "database_forward_32k", ((r, i == 3) for i, r in enumerate(rows)))
     preds.mkdir()
     answers = ["jalan besar stadium", "no", "a stadium in singapore", "x"] * 2
     (preds / "sample_database_forward_32k.jsonl").write_text("".join(json.dumps({"sample": a}) + "\n" for a in answers))
@@ -430,8 +433,10 @@ def test_prebuilt_film_layout_runs_unchanged(tmp_path, server, mistral_tokenizer
     build.write(
         film,
         "code_backward_32k",
-        [{k: r[k] for k in ("prompt", "completion", "position_id", "set_id")} for r in rows],
-        skipped,
+        (
+            ({k: r[k] for k in ("prompt", "completion", "position_id", "set_id")}, i in skipped)
+            for i, r in enumerate(rows)
+        ),
     )
     cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], prebuilt=str(film), prompt_format="raw")
     out = suite.evaluate(cfg)

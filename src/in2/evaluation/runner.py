@@ -11,8 +11,10 @@ cache answers anything already asked of those weights.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from in2.llm import Engine, Request
@@ -22,12 +24,13 @@ def predictions_path(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / f"sample_{name}.jsonl"
 
 
-def fingerprint(engine: Engine, requests: list[Request | None]) -> str:
-    """sha256 over the cache keys of a job's rows in order (a skipped row counts as such)."""
-    h = hashlib.sha256()
+def fingerprint(engine: Engine, requests: Iterable[Request | None]) -> tuple[str, int]:
+    """sha256 over the cache keys of a job's rows in order (a skipped row counts as such), and the rows."""
+    h, count = hashlib.sha256(), 0
     for r in requests:
         h.update(b"skip" if r is None else engine.key(r).encode())
-    return h.hexdigest()
+        count += 1
+    return h.hexdigest(), count
 
 
 def start(path: Path, fingerprint: str) -> None:
@@ -53,31 +56,41 @@ def written(path: Path) -> int:
     return len(lines) - 1
 
 
-def run_named(jobs: dict[str, list[Request | None]], out_dir: str | Path, engine: Engine, chunk: int = 64):
+def run_named(jobs: dict[str, Iterable[Request | None]], out_dir: str | Path, engine: Engine, chunk: int = 64):
     """Answer every job's requests in order into `out_dir/sample_<name>.jsonl`; returns the paths.
 
     A None request is not sent: its line holds an empty sample marked `"skipped": true`. All jobs share
-    one request stream, so a local backend fills its batches across them.
+    one request stream, so a local backend fills its batches across them. Each job is gone over twice (its
+    fingerprint, then its answers) and `chunk` requests at a time: a job may be a list, or a reader that
+    goes back to a file too large to hold (a 128K probe file is GiBs).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: predictions_path(out, name) for name in jobs}
+    done, todo = {}, 0
     for name, requests in jobs.items():
-        start(paths[name], fingerprint(engine, requests))
-    todo = [(name, i) for name, reqs in jobs.items() for i in range(written(paths[name]), len(reqs))]
+        digest, count = fingerprint(engine, requests)
+        start(paths[name], digest)
+        done[name] = written(paths[name])
+        todo += count - done[name]
+
+    def pending() -> Iterator[tuple[str, Request | None]]:
+        for name, requests in jobs.items():
+            yield from ((name, r) for r in itertools.islice(requests, done[name], None))
+
     handles = {name: open(paths[name], "a", encoding="utf-8") for name in jobs}  # noqa: SIM115
     try:
-        for lo in range(0, len(todo), chunk):
-            part = todo[lo : lo + chunk]
-            send = [(n, i) for n, i in part if jobs[n][i] is not None]
-            responses = engine.generate([jobs[n][i] for n, i in send], desc=f"answers {lo + len(part)}/{len(todo)}")
+        stream, sent = pending(), 0
+        while part := list(itertools.islice(stream, chunk)):
+            sent += len(part)
+            responses = engine.generate([r for _, r in part if r is not None], desc=f"answers {sent}/{todo}")
             failed = [r.error for r in responses if r.error is not None]
             if failed:
                 raise RuntimeError(f"{len(failed)} requests failed ({failed[0]}); rerun to retry them")
-            text = dict(zip(send, (r.text or "" for r in responses), strict=True))
-            for n, i in part:
-                line = {"samples": [text.get((n, i), "")]}
-                if jobs[n][i] is None:
+            texts = iter(responses)
+            for n, r in part:
+                line = {"samples": [(next(texts).text or "") if r is not None else ""]}
+                if r is None:
                     line["skipped"] = True
                 handles[n].write(json.dumps(line, ensure_ascii=False) + "\n")
             for n in {n for n, _ in part}:

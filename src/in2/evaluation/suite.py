@@ -29,7 +29,7 @@ def score_folder(probe_dir: str | Path, pred_dir: str | Path, names: list[str], 
     """Scores of FILM-format predictions (`sample_<name>.jsonl`) against probe files (`<name>.jsonl`)."""
     out = {}
     for name in names:
-        rows, skip = build.read(probe_dir, name)
+        rows, skip = build.read(probe_dir, name, prompts=False)
         predictions = score.read_predictions(predictions_path(pred_dir, name))
         out[name] = score.score(name, rows, skip, predictions, span_size, parity)
     return out

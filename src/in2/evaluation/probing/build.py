@@ -15,13 +15,15 @@ Files, per task and length (`document_bi_1k`, `code_backward_32k`, ...):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from in2 import redact
 from in2.evaluation.tasks import PROBE_SEPARATORS, PROBE_TASKS
-from in2.jsonl import read_jsonl
+from in2.jsonl import iter_jsonl
 from in2.prompts import MISTRAL_INST, film_user
 from in2.seeding import rng
 
@@ -183,7 +185,24 @@ class Builder:
         positions_per_span: int | None = None,
         num_items: int | None = None,
     ) -> tuple[list[dict], list[int]]:
-        """Rows for one context of at most `length` prompt tokens, and the skipped row numbers. With
+        """`rows` as a list, and the skipped row numbers."""
+        rows, skipped = [], []
+        for row, skip in self.rows(length, set_id, span_size, positions_per_span, num_items):
+            if skip:
+                skipped.append(len(rows))
+            rows.append(row)
+        return rows, skipped
+
+    def rows(
+        self,
+        length: int,
+        set_id: int,
+        span_size: int = 50,
+        positions_per_span: int | None = None,
+        num_items: int | None = None,
+    ) -> Iterator[tuple[dict, bool]]:
+        """Rows for one context of at most `length` prompt tokens, one at a time (a set of 128K rows is
+        GiBs), each with whether it is skipped (its key occurs more than once in the context). With
         `num_items`, the context holds exactly that many items (see items_per_set); otherwise as many
         as fit."""
         r, chosen = self.fitting(length, set_id)
@@ -199,42 +218,52 @@ class Builder:
                 span = positions[start : start + span_size]
                 picked += sorted(r.sample(span, min(positions_per_span, len(span))))
             positions = picked
-        rows, skipped = [], []
         for position in positions:
             item = self.pool[chosen[position]]
-            prompt = self.prompt(context, item)
-            if occurrences(self.task, item, context) != 1:
-                skipped.append(len(rows))
-            rows.append(
-                {
-                    "prompt": prompt,
-                    **gold(self.task, item),
-                    "position_id": position,
-                    "set_id": set_id,
-                    "num_items": len(chosen),
-                }
-            )
-        return rows, skipped
+            row = {
+                "prompt": self.prompt(context, item),
+                **gold(self.task, item),
+                "position_id": position,
+                "set_id": set_id,
+                "num_items": len(chosen),
+            }
+            yield row, occurrences(self.task, item, context) != 1
 
 
-def write(folder: str | Path, name: str, rows: list[dict], skipped: list[int]) -> None:
+def write(folder: str | Path, name: str, rows: Iterable[tuple[dict, bool]]) -> tuple[int, int]:
+    """A probe file in FILM's layout, written as its rows come, with its skip list; (rows, skipped)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    skipped: list[int] = []
+    count = 0
     with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
+        for count, (row, skip) in enumerate(rows, 1):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if skip:
+                skipped.append(count - 1)
     (folder / f"{name}_skip_list.json").write_text(json.dumps(skipped))
+    return count, len(skipped)
 
 
-def read(folder: str | Path, name: str) -> tuple[list[dict], list[int]]:
-    """Rows and skip list of a probe file in FILM's layout (FILM's own VaLProbing-32K included)."""
-    folder = Path(folder)
-    path = folder / f"{name}.jsonl"
+def read(folder: str | Path, name: str, prompts: bool = True) -> tuple[list[dict], list[int]]:
+    """Rows and skip list of a probe file in FILM's layout (FILM's own VaLProbing-32K included); without
+    `prompts`, each row's prompt is dropped as it is read (what scoring needs of a 128K file fits in memory)."""
+    return list(iter_rows(folder, name, prompts)), skip_list(folder, name)
+
+
+def iter_rows(folder: str | Path, name: str, prompts: bool = True) -> Iterator[dict]:
+    """A probe file's rows one at a time (see `read`); a missing file is an error now, not at the first row."""
+    path = Path(folder) / f"{name}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"probe file {path} does not exist")
-    rows = read_jsonl(path, required=("prompt", "position_id", "set_id"))
-    skip = folder / f"{name}_skip_list.json"
-    return rows, json.loads(skip.read_text()) if skip.is_file() else []
+    rows = iter_jsonl(path, required=("prompt", "position_id", "set_id"))
+    return rows if prompts else ({k: v for k, v in row.items() if k != "prompt"} for row in rows)
+
+
+def skip_list(folder: str | Path, name: str) -> list[int]:
+    """Row numbers FILM leaves out of a probe file (`<name>_skip_list.json`; none when it is absent)."""
+    skip = Path(folder) / f"{name}_skip_list.json"
+    return json.loads(skip.read_text()) if skip.is_file() else []
 
 
 def recorded_span_size(folder: str | Path) -> int | None:
@@ -306,13 +335,9 @@ def build_all(cfg) -> tuple[Path, list[str]]:
         builder = Builder(task, pool, tok, p.raw_template, cfg.seed, p.separators.get(task))
         for named in p.lengths:
             name, length = task_name(task, named), named - p.reserved_tokens
-            rows, skipped = [], []
             items = builder.items_per_set(length, p.sets, p.span_size)
-            for set_id in range(p.sets):
-                set_rows, set_skipped = builder.build_set(length, set_id, p.span_size, p.positions_per_span, items)
-                skipped += [len(rows) + i for i in set_skipped]
-                rows += set_rows
-            write(out, name, rows, skipped)
+            sets = (builder.rows(length, s, p.span_size, p.positions_per_span, items) for s in range(p.sets))
+            rows, skipped = write(out, name, itertools.chain.from_iterable(sets))
             names.append(name)
             too_short = any(len(builder.fitting(length, s)[1]) == len(pool) for s in range(p.sets))
             if too_short:
@@ -325,8 +350,8 @@ def build_all(cfg) -> tuple[Path, list[str]]:
                     length,
                 )
             files[name] = {
-                "rows": len(rows),
-                "skipped": len(skipped),
+                "rows": rows,
+                "skipped": skipped,
                 "items_per_set": items,
                 "prompt_tokens_at_most": length,
                 "span_size": p.span_size,

@@ -8,10 +8,11 @@ in2.evaluation.runner.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from in2.errors import ConfigError
-from in2.evaluation.probing.build import read
+from in2.evaluation.probing.build import iter_rows, skip_list
 from in2.evaluation.runner import run_named
 from in2.llm import Engine, Request
 from in2.llm.config import GeneratorConfig
@@ -37,6 +38,20 @@ def request(prompt: str, prompt_format: str, raw_template: str = MISTRAL_INST) -
     raise ConfigError(f"probes.prompt_format: {prompt_format!r} is not one of {', '.join(FORMATS)}")
 
 
+class ProbeRequests:
+    """A probe file's requests, skip-listed rows as None, read from disk again each time they are gone over
+    (the runner goes over them twice, first for the fingerprint, so a bad file or format stops it before any
+    request is sent; a 128K probe file is GiBs)."""
+
+    def __init__(self, probe_dir: str | Path, name: str, prompt_format: str, raw_template: str = MISTRAL_INST):
+        self.probe_dir, self.name, self.format, self.template = probe_dir, name, prompt_format, raw_template
+        self.skip = set(skip_list(probe_dir, name))
+
+    def __iter__(self) -> Iterator[Request | None]:
+        for i, row in enumerate(iter_rows(self.probe_dir, self.name)):
+            yield None if i in self.skip else request(row["prompt"], self.format, self.template)
+
+
 def run(
     probe_dir: str | Path,
     names: list[str],
@@ -47,13 +62,7 @@ def run(
     engine: Engine | None = None,
 ) -> dict[str, Path]:
     """Predictions for each probe file `name` under `probe_dir`; skip-listed rows are never sent."""
-    jobs = {}
-    for name in names:
-        rows, skip = read(probe_dir, name)
-        skipped = set(skip)
-        jobs[name] = [
-            None if i in skipped else request(r["prompt"], prompt_format, raw_template) for i, r in enumerate(rows)
-        ]
+    jobs = {name: ProbeRequests(probe_dir, name, prompt_format, raw_template) for name in names}
     engine = engine or Engine(generator)
     try:
         return run_named(jobs, out_dir, engine)

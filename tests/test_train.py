@@ -20,7 +20,7 @@ from in2 import redact
 from in2.cards import model_card
 from in2.cli import main
 from in2.errors import ConfigError
-from in2.train import sft
+from in2.train import card, sft
 from in2.train.args import gradient_accumulation
 from in2.train.hub import IGNORE
 from in2.train.model import attention_implementation, liger_kernels, load_model
@@ -474,7 +474,7 @@ def test_card_names_fsdp_version_and_offload(version, offload):
     plugin = FullyShardedDataParallelPlugin(fsdp_version=version, cpu_offload=offload)
     state = SimpleNamespace(distributed_type=SimpleNamespace(value="FSDP"), deepspeed_plugin=None, fsdp_plugin=plugin)
     trainer = SimpleNamespace(accelerator=SimpleNamespace(state=state))
-    assert sft.distributed(trainer) == f"FSDP, FSDP{version}, CPU offload {'on' if offload else 'off'}"
+    assert card.distributed(trainer) == f"FSDP, FSDP{version}, CPU offload {'on' if offload else 'off'}"
 
 
 def test_demo_recipe_trains_smollm2_from_its_gguf_weights(tmp_path, dataset_folder):

@@ -31,7 +31,7 @@ nvidia-smi > "$OUT/gpu.txt" 2>&1
 python3 -c "import optimi, liger_kernel" >> "$LOGS" 2>&1 || echo "torch-optimi or liger-kernel missing" >> "$LOGS"
 free -g >> "$OUT/gpu.txt"
 
-TEMPLATES=src/in2/data/chat_templates
+TEMPLATES=src/in2/chat_templates
 FULL7B=(--config recipes/film-7b/sft_full_1gpu.yaml --arch mistral-7b
         --chat_template_path $TEMPLATES/mistral-instruct.jinja)
 LORA12B=(--config recipes/mistral-nemo-12b/sft_lora.yaml --arch mistral-nemo-12b

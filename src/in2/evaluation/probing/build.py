@@ -177,17 +177,10 @@ class Builder:
             )
         return fits - fits % span_size
 
-    def build_set(
-        self,
-        length: int,
-        set_id: int,
-        span_size: int = 50,
-        positions_per_span: int | None = None,
-        num_items: int | None = None,
-    ) -> tuple[list[dict], list[int]]:
-        """`rows` as a list, and the skipped row numbers."""
+    def build_set(self, *args, **kwargs) -> tuple[list[dict], list[int]]:
+        """`rows(...)` as a list, and the skipped row numbers."""
         rows, skipped = [], []
-        for row, skip in self.rows(length, set_id, span_size, positions_per_span, num_items):
+        for row, skip in self.rows(*args, **kwargs):
             if skip:
                 skipped.append(len(rows))
             rows.append(row)

@@ -2,8 +2,8 @@
 
 glibc returns large freed blocks (activations, gradients) to the system and maps them again, zero-filled,
 on the next step, so a CPU training loop spends much of its time in the kernel. Raising malloc's mmap and
-trim thresholds keeps those blocks for reuse. Measured with the demo recipe on 2 cores: `make train`
-5m34s -> 3m47s (same loss), peak RSS +7%; generation (`make eval`) did not change, so only training
+trim thresholds keeps those blocks for reuse: the demo's `make train` is about a third faster with the
+same loss (benchmarks/RESULTS.md, Training); generation (`make eval`) did not change, so only training
 uses it. `IN2_KEEP_FREED_MEMORY=0` turns it off.
 """
 

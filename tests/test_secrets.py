@@ -5,6 +5,8 @@ and everything printed or logged is searched for them. The sanitizer's rules hav
 import base64
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -162,3 +164,16 @@ def test_log_records_are_sanitized_whoever_logs_them(caplog):
     caplog.set_level(logging.INFO)
     logging.getLogger("some.library").info("POST %s with key %s", f"http://{LOGIN}@h/v1", API_KEY)
     assert caplog.records[-1].getMessage() == "POST http://h/v1 with key <redacted>"
+
+
+def test_uncaught_tracebacks_and_warnings_are_sanitized():
+    """A library's warning or a crash's traceback may quote a URL or a key: stderr gets them redacted."""
+    code = (
+        "import warnings\nfrom in2 import redact\nredact.scrub_logs()\n"
+        f"warnings.warn('retrying http://{LOGIN}@h/v1')\n"
+        f"raise RuntimeError('request failed with key {API_KEY}')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "retrying http://h/v1" in run.stderr and "RuntimeError: request failed with key <redacted>" in run.stderr
+    assert LOGIN not in run.stderr and API_KEY not in run.stderr

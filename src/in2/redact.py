@@ -4,13 +4,17 @@
 (`token`, `key`, `sig`, `X-Amz-Signature`...). `text` does the same to every URL inside free text and
 blanks key-looking values (`sk-...`, `hf_...`, `Bearer ...`) and `name: value` / `name=value` pairs
 whose name says token, secret, password or API key. `data` applies both to a nested config or
-manifest. `scrub_logs` routes every log record of the process through `text`.
+manifest. `scrub_logs` routes every log record, warning and uncaught traceback of the process through
+`text`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+import traceback
+import warnings
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -128,7 +132,7 @@ def data(value: Any, name: str | None = None) -> Any:
 
 def scrub_logs() -> None:
     """Sanitize every log record created from now on (in2's and every library's) before any handler
-    formats it. Idempotent."""
+    formats it, every warning shown and the traceback of an uncaught exception. Idempotent."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "in2_redacts", False):
         return
@@ -146,3 +150,14 @@ def scrub_logs() -> None:
 
     factory.in2_redacts = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        show(text(str(message)), category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+
+    def excepthook(kind, value, tb):
+        sys.stderr.write(text("".join(traceback.format_exception(kind, value, tb))))
+
+    sys.excepthook = excepthook

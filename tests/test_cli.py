@@ -107,6 +107,9 @@ def test_a_bad_value_on_the_command_line_names_the_field(capsys):
     assert err == "in2: error: command line: mixture.short must be int, got 'abc'\n"
     err = _fails(["eval", "--config", EVAL, "--probes.lengths", "[4096"], capsys)
     assert err.startswith("in2: error: command line: probes.lengths:") and len(err.splitlines()) == 1
+    # a value that breaks a rule with the recipe's values: both are named
+    err = _fails(["synth", "--config", SYNTH, "--dry-run", "--context.min_context_tokens", "99999"], capsys)
+    assert err.startswith(f"in2: error: {SYNTH} + command line: context.min_context_tokens (99999) must be <=")
 
 
 def test_a_misspelt_recipe_key_is_still_blamed_on_the_recipe(tmp_path, capsys):

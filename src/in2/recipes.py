@@ -148,8 +148,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     try:
         cfg = from_dict(cls, data)
         cfg.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    except ConfigError as e:  # the values together break a rule: name where they came from
+        where = " + ".join([str(path)] * (path is not None) + ["command line"] * bool(extra))
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
     return cfg
 
 

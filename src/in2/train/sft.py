@@ -23,6 +23,7 @@ from in2.cards import model_card
 from in2.cpu import keep_freed_memory
 from in2.errors import ConfigError
 from in2.files import follow_umask
+from in2.recipes import did_you_mean
 from in2.tokenizer import chat_template_path
 from in2.train import card, checkpoints, data, optim, parallel
 from in2.train.args import (
@@ -65,7 +66,6 @@ def parse(argv: list[str] | None = None, parser: TrainParser | None = None):
 
 def _check_keys(path: Path, text: str) -> None:
     """Name unknown recipe keys (with a close match) before any dataclass validates values."""
-    import difflib
     from dataclasses import fields
 
     import yaml
@@ -79,8 +79,7 @@ def _check_keys(path: Path, text: str) -> None:
     known = {f.name for cls in argument_classes() for f in fields(cls)} | {"env"}
     unknown = sorted(set(data) - known)
     if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k for k in unknown]
-        raise ConfigError(f"{path}: unknown field(s): {', '.join(hints)}")
+        raise ConfigError(f"{path}: unknown field(s): {', '.join(did_you_mean(k, known) for k in unknown)}")
 
 
 class In2SFTTrainer(SFTTrainer):

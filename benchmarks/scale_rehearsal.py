@@ -32,15 +32,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.openai_server import CannedServer  # noqa: E402
+from tests.conftest import MISTRAL  # noqa: E402
+from tests.openai_server import CannedServer, canned_generator  # noqa: E402
 
 FILM_ROWS = 1_750_000
 FILM_MIX = {"fine_grained": 1_100_000, "integration": 300_000, "short": 150_000, "general": 200_000}
-MISTRAL = {
-    "name_or_path": "pkg://mistral_common/data/tokenizer.model.v1",
-    "gguf_file": None,
-    "chat_template": "mistral-instruct",
-}
 
 
 def paragraphs() -> list[str]:
@@ -74,15 +70,9 @@ def write_inputs(workdir: Path, rows: int, shards: int, url: str, **context) -> 
     cfg = {
         "corpus": {"source": str(workdir / "corpus.jsonl"), "filler_pool_texts": 300},
         "tokenizer": MISTRAL,
-        "generator": {
-            "backend": "openai",
-            "model": "canned",
-            "base_url": url,
-            "gguf_file": None,
-            "cache_dir": str(workdir / "cache"),
-            "concurrency": 64,
-            "api_key_env": "IN2_REHEARSAL_KEY",
-        },
+        "generator": canned_generator(
+            url, cache_dir=str(workdir / "cache"), concurrency=64, api_key_env="IN2_REHEARSAL_KEY"
+        ),
         "qa": {"oversample": 1.15},
         "context": {
             "min_context_tokens": 4096,

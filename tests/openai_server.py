@@ -17,6 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
+def canned_generator(url: str, **fields) -> dict:
+    """The `generator` section of a recipe that asks a CannedServer at `url` (model `canned`), plus `fields`."""
+    return {"backend": "openai", "model": "canned", "base_url": url, "gguf_file": None, **fields}
+
+
 def probe_answer(prompt: str) -> str | None:
     """The right answer to a VaL probe question (found by reading the context), or None."""
     m = re.search(r"### Context:\n(.*)\n\n### Instruction:\n(In above context.*)", prompt, re.S)

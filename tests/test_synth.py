@@ -10,7 +10,7 @@ import yaml
 
 from in2.cli import main
 from tests.conftest import MISTRAL
-from tests.openai_server import TRANSIENT, CannedServer, in2_process
+from tests.openai_server import TRANSIENT, CannedServer, canned_generator, in2_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-in2-test-secret-7f3a9c"
@@ -20,16 +20,13 @@ def write_config(tmp_path: Path, url: str, name: str = "run", **top) -> Path:
     cfg = {
         "corpus": {"source": "builtin:pydoc", "filler_pool_texts": 200},
         "tokenizer": MISTRAL,
-        "generator": {
-            "backend": "openai",
-            "model": "canned",
-            "base_url": url,
-            "gguf_file": None,
-            "cache_dir": str(tmp_path / f"{name}-cache"),
-            "concurrency": 1,
-            "max_retries": 2,
-            "api_key_env": "IN2_TEST_API_KEY",
-        },
+        "generator": canned_generator(
+            url,
+            cache_dir=str(tmp_path / f"{name}-cache"),
+            concurrency=1,
+            max_retries=2,
+            api_key_env="IN2_TEST_API_KEY",
+        ),
         "context": {"min_context_tokens": 512, "max_context_tokens": 1536, "num_length_buckets": 4, "max_length": 1792},
         "mixture": {"fine_grained": 10, "integration": 3, "short": 3, "general": 4, "validation_rows": 2},
         "general": {"source": "builtin:instructions", "instruction_field": "instruction", "response_field": "response"},

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import MISTRAL
-from tests.openai_server import CannedServer
+from tests.openai_server import CannedServer, canned_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("src", "data_cards", "setup.cfg", "pyproject.toml", "README.md")  # what setuptools reads
@@ -143,7 +143,7 @@ def test_synth_over_http_writes_the_dataset_and_its_card(installed):
         cfg = {
             "corpus": {"source": "builtin:pydoc", "filler_pool_texts": 100},
             "tokenizer": MISTRAL,
-            "generator": {"backend": "openai", "model": "canned", "base_url": s.url, "gguf_file": None},
+            "generator": canned_generator(s.url),
             "context": {"min_context_tokens": 512, "max_context_tokens": 1024, "num_length_buckets": 2},
             "mixture": {"fine_grained": 4, "integration": 1, "short": 1, "general": 2, "validation_rows": 1},
             "general": {

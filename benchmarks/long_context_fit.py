@@ -1,14 +1,17 @@
-"""The longest sequence one GPU can train, from measured peak memory: a straight line per setup.
+"""Peak GPU memory of long-context training as a straight line per setup, and the longest sequence it allows.
 
-    python benchmarks/long_context_fit.py results.jsonl            # table of every run, then the fits
-    python benchmarks/long_context_fit.py results.jsonl --predict lora12b --capacity 79.1   # one length
+    python benchmarks/long_context_fit.py results.jsonl            # every run, the lines, their check
+    python benchmarks/long_context_fit.py results.jsonl --predict lora12b_tiled --capacity 79.1   # one length
 
 Reads the JSON lines benchmarks/train_throughput.py appends (`--out`). With FlashAttention/SDPA,
-activation checkpointing and a chunked loss, every tensor that grows with the sequence grows linearly, so
-the peak reserved memory of one setup is a + b x tokens; two lengths fix the line and a third checks it.
-The longest sequence is where the line meets the GPU's memory less 1 GiB (CUDA context, fragmentation);
-with activation offloading the saved activations (layers x hidden x 2 bytes per token) must also fit in
-host RAM. A prediction is a prediction: gpu_long_context.sh then trains one step at it.
+activation checkpointing and a loss that never materializes the logits, every tensor that grows with the
+sequence grows linearly, so the peak reserved memory of one setup (method, offload, tiling) is
+a + b x tokens: a is the weights and optimizer states, b what each token keeps (the checkpointed layer
+inputs, layers x hidden x 2 bytes, unless offloaded) plus one layer's recomputation and backward. The check:
+each point is predicted from the line through the setup's other points (leave one out), with its error;
+the line is trusted where those errors are within 10%. The longest sequence is where the line meets the
+GPU's memory less 1 GiB (CUDA context); with activation offloading the saved activations must also fit in
+host RAM. A prediction is a prediction: train one step at it before relying on it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def setup(r: dict) -> str:
     """Runs that share everything but the sequence length."""
     kind = "lora" if r["lora"] else "full"
     size = {"mistral-7b": "7b", "mistral-nemo-12b": "12b"}.get(r["arch"], r["arch"])
-    return f"{kind}{size}" + ("_offload" if r["activation_offloading"] else "")
+    name = f"{kind}{size}" + ("_offload" if r["activation_offloading"] else "")
+    return name + ("_tiled" if r.get("tiled_mlp") else "")
 
 
 def load(path: str | Path) -> list[dict]:
@@ -49,12 +53,23 @@ def longest(a: float, b: float, capacity_gib: float) -> int:
     return int((capacity_gib - HEADROOM_GIB - a) / b) // 1024 * 1024
 
 
-def fits(runs: list[dict]) -> dict[str, tuple[float, float]]:
-    points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+def points(runs: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """(tokens, peak reserved GiB) of the runs that fitted, per setup."""
+    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in runs:
         if r.get("oom") is False and r.get("peak_reserved_gib") is not None:
-            points[setup(r)].append((r["seq_len"], r["peak_reserved_gib"]))
-    return {name: line for name, pts in points.items() if (line := fit(pts)) is not None}
+            out[setup(r)].append((r["seq_len"], r["peak_reserved_gib"]))
+    return out
+
+
+def fits(runs: list[dict]) -> dict[str, tuple[float, float]]:
+    return {name: line for name, pts in points(runs).items() if (line := fit(pts)) is not None}
+
+
+def left_out(runs: list[dict], r: dict) -> float | None:
+    """`r`'s peak reserved GiB as the line through its setup's other lengths predicts it (None: too few)."""
+    line = fit([(s, m) for s, m in points(runs)[setup(r)] if s != r["seq_len"]])
+    return None if line is None else line[0] + line[1] * r["seq_len"]
 
 
 def host_limit(r: dict, host_gib: float) -> int | None:
@@ -80,17 +95,20 @@ def main() -> None:
         limit = host_limit(example, args.host_gib)
         print(min(longest(a, b, args.capacity), limit or 10**9))
         return
-    print("| run | GPU | tokens | tokens/s | s/step (first step) | peak allocated / reserved GiB |")
-    print("|---|---|---|---|---|---|")
+    print("| run | setup | tokens | tokens/s | s/step (first step) | peak allocated / reserved GiB | predicted |")
+    print("|---|---|---|---|---|---|---|")
     for r in load(args.results):
         if "seq_len" not in r:
             why = "; ".join(f"{k} {v}" for k, v in r.items() if k != "name")
-            print(f"| {r.get('name')} | | | {why} | | |")
+            print(f"| {r.get('name')} | | | {why} | | | |")
             continue
         speed = r.get("tokens_per_s_per_device", "")
         step = f"{r.get('s_per_micro_step', '')} ({r.get('first_step_s', '')})"
         memory = "out of memory" if r["oom"] else f"{r.get('peak_memory_gib')} / {r.get('peak_reserved_gib')}"
-        print(f"| {r.get('name')} | {r['device']} | {r['seq_len']:,} | {speed} | {step} | {memory} |")
+        guess = None if r["oom"] else left_out(runs, r)
+        error = "" if guess is None else f"{guess:.1f} ({guess / r['peak_reserved_gib'] - 1:+.1%})"
+        print(f"| {r.get('name')} | {setup(r)} | {r['seq_len']:,} | {speed} | {step} | {memory} | {error} |")
+    print("\npredicted: the reserved GiB that the line through the setup's other lengths gives for this one")
     print("\n| setup | GiB = a + b x tokens | " + " | ".join(f"longest on {g}" for g in GPUS) + " |")
     print("|---|---|" + "---|" * len(GPUS))
     for name, (a, b) in sorted(lines.items()):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -93,11 +94,14 @@ def main() -> None:
     parser.add_argument("--name", help="a label for the report")
     args, rest = parser.parse_known_args()
 
+    from in2.train.allocator import expandable_segments
+
+    expandable_segments()  # as `in2 train` does, before anything touches the GPU
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM, MistralConfig
     from trl import SFTTrainer, get_peft_config
 
-    from in2.train import optim, sft
+    from in2.train import optim, sft, tiling
     from in2.train.model import attention_implementation, model_path, set_rope_theta
 
     script_args, training_args, model_args, _ = sft.parse(["--config", args.config, *rest])
@@ -136,12 +140,13 @@ def main() -> None:
     timer = Timer(device)
     cls_and_kwargs = optim.optimizer_cls_and_kwargs(script_args, training_args)
     tokenizer = model_path(model_args) if args.arch == "from-config" else TOKENIZERS.get(args.arch, MISTRAL_TOKENIZER)
+    tiling.check(script_args.tiled_mlp_tokens, "NO")
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=data,
         peft_config=get_peft_config(model_args),
-        callbacks=[timer],
+        callbacks=[timer, *tiling.callbacks(script_args.tiled_mlp_tokens)],
         processing_class=_tokenizer(tokenizer),
         optimizer_cls_and_kwargs=cls_and_kwargs,
     )
@@ -162,6 +167,8 @@ def main() -> None:
         "liger_kernels": bool(training_args.use_liger_kernel),
         "activation_checkpointing": bool(training_args.activation_checkpointing),
         "activation_offloading": bool(training_args.activation_offloading),
+        "tiled_mlp_tokens": script_args.tiled_mlp_tokens,
+        "allocator": os.environ.get("PYTORCH_ALLOC_CONF") or os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     }
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -173,6 +180,7 @@ def main() -> None:
     except torch.OutOfMemoryError as e:
         report["oom"] = True
         report["error"] = str(e).splitlines()[0]
+    report["tiled_mlp"] = tiling.describe(trainer)  # what the callback tiled, not what was asked
     if not report["oom"]:
         report["first_step_s"] = round(timer.first, 2)
     if not report["oom"] and args.steps:

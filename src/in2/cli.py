@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import metadata
 from pathlib import Path
 
-from in2 import redact
+from in2 import __version__, redact
 from in2.arguments import FIELD_USAGE, Parser, add_recipe_fields, subparser
 from in2.errors import ConfigError
 from in2.evaluation.config import EvalConfig
@@ -180,7 +179,7 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     """in2's parser; with `train`, `in2 train`'s own TrlParser is built (it imports TRL, ~8 s), else a
     placeholder that only names the command."""
     parser = Parser(prog="in2", description="IN2 training data, recipes and evaluation")
-    parser.add_argument("--version", action="version", version=f"in2 {metadata.version('in2')}")
+    parser.add_argument("--version", action="version", version=f"in2 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=subparser)
     p = _recipe_command(
         sub, "synth", "build an IN2 dataset folder from a corpus and a generator", SynthConfig, cmd_synth

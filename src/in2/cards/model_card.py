@@ -4,27 +4,16 @@ module; written by training (in2.train.sft), refreshed with results by evaluatio
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from in2 import cards
 from in2.assets import packaged
+from in2.versions import versions
 
 CARD_TEMPLATE = "model_card.md.j2"
 EVAL_RESULTS = "eval_results.json"
 CONTEXT = "in2_card.json"  # what the card was rendered from, so evaluation can render it again
 PACKAGES = ("in2", "trl", "transformers", "torch", "datasets", "peft", "accelerate", "deepspeed")
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages that shape training."""
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
 
 
 def read_eval_results(folder: str | Path) -> dict | None:
@@ -60,7 +49,7 @@ def header(ctx: dict) -> str:
 
 def markdown(ctx: dict) -> str:
     """The card's markdown for `ctx` (built by in2.train.sft)."""
-    ctx = {**ctx, "evaluation": read_eval_results(ctx["output_dir"]), "versions": versions()}
+    ctx = {**ctx, "evaluation": read_eval_results(ctx["output_dir"]), "versions": versions(PACKAGES)}
     return cards.render(packaged(__package__, CARD_TEMPLATE), header=header(ctx), **ctx)
 
 

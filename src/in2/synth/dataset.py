@@ -21,7 +21,6 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -69,16 +68,6 @@ def features():
 def schema():
     """The Arrow schema of every parquet file, with the `datasets` features in its metadata."""
     return features().arrow_schema
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def canonical(row: dict) -> bytes:

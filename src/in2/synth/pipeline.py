@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from in2 import prompts, redact
+from in2 import __version__, prompts, redact
 from in2 import tokenizer as tokenizers
 from in2.errors import ConfigError
 from in2.llm import Engine
@@ -31,6 +31,7 @@ from in2.synth.decontam import Decontaminator
 from in2.synth.mixture import counts, general_rows
 from in2.synth.qa import QAGenerator, expected_waves, oversample, planned, reject_rate
 from in2.synth.segment import Segmenter, Source
+from in2.versions import versions
 
 TEXT_BATCH = 256
 ROWS_FILE = "rows.parquet"
@@ -224,14 +225,14 @@ def _finalize(cfg: SynthConfig, shards: list[Path], manifest: dict) -> Path:
     have = manifest["counts"]["rows"]
     requested = {part: getattr(cfg.mixture, part) for part in have}
     manifest = {
-        "in2_version": dataset.versions().get("in2"),
+        "in2_version": __version__,
         **manifest,
         "requested": requested,
         # rows asked for and not built: the corpus or the instruction data ran out, or too many rejects
         "shortfall": {part: requested[part] - n for part, n in have.items() if n < requested[part]},
         "splits": None,  # filled by write_folder, with the content hash
         "content_hash": None,
-        "versions": dataset.versions(),
+        "versions": versions(dataset.PACKAGES),
     }
     rows = dataset.in_release_order([s / ROWS_FILE for s in shards], cfg.seed)
     return dataset.write_folder(cfg.output_dir, rows, sum(have.values()), manifest, cfg.mixture)

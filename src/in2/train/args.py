@@ -46,6 +46,12 @@ class In2ScriptArguments(ScriptArguments):
         "launch (accelerate_configs/deepspeed_zero3_sp8.yaml); None takes the accelerate config's "
         "parallelism_config_sp_size, else 1. See in2.train.parallel.",
     )
+    tiled_mlp_tokens: int | None = option(
+        None,
+        "Run each decoder MLP over slices of this many positions, forward and backward, so its intermediate "
+        "activations exist for one slice at a time (ALST's tiled MLP): what lets a 64K-128K row fit one GPU. "
+        "Costs one more MLP forward per layer; single-process training only; None: off. See in2.train.tiling.",
+    )
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from in2.train import checkpoints, optim, parallel
+from in2.train import checkpoints, optim, parallel, tiling
 
 if TYPE_CHECKING:
     from trl import SFTTrainer
@@ -82,6 +82,8 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         rows.append(("RoPE scaling", str(trainer.card["rope_scaling"])))
     if trainer.card["lora"]:
         rows.append(("LoRA", trainer.card["lora"]))
+    if tiled := tiling.describe(trainer):
+        rows.append(("tiled MLP", tiled))
     return rows
 
 

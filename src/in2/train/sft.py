@@ -25,7 +25,8 @@ from in2.errors import ConfigError
 from in2.files import follow_umask
 from in2.recipes import did_you_mean
 from in2.tokenizer import chat_template_path
-from in2.train import card, checkpoints, data, optim, parallel
+from in2.train import card, checkpoints, data, optim, parallel, tiling
+from in2.train.allocator import expandable_segments
 from in2.train.args import (
     In2ScriptArguments,
     TrainParser,
@@ -201,10 +202,15 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[FinishPartialForwards(), *([publisher] if publisher else [])],
+        callbacks=[
+            FinishPartialForwards(),
+            *tiling.callbacks(script_args.tiled_mlp_tokens),
+            *([publisher] if publisher else []),
+        ],
         optimizer_cls_and_kwargs=optim.optimizer_cls_and_kwargs(script_args, training_args),
         card=context,
     )
+    tiling.check(script_args.tiled_mlp_tokens, trainer.accelerator.distributed_type)
     resume = checkpoints.resume_point(output_dir, training_args.resume_from_checkpoint, trainer.args.should_save)
     if resume is not None:
         at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -229,6 +235,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
 
 def main(argv: list[str] | None = None, parser: TrainParser | None = None) -> int:
     redact.scrub_logs()  # `accelerate launch -m in2.train.sft` starts here, not in in2.cli
+    expandable_segments()
     script_args, training_args, model_args, recipe = parse(argv, parser)
     out = train(script_args, training_args, model_args, recipe)
     print(f"model and card written to {out}")

@@ -57,10 +57,10 @@ case "${1:-memory}" in
     # from the other two (long_context_fit.py's leave-one-out column)
     run lora12b_32k 40 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 32768 --steps 0
     run lora12b_offload_64k 60 "${LORA12B[@]}" --seq-len 65536 --steps 0
-    run lora12b_16k 30 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 16384 --steps 0
-    run lora12b_offload_32k 40 "${LORA12B[@]}" --seq-len 32768 --steps 0
     # where the memory went: 64K without the tiled MLP (the allocator setting kept)
     run lora12b_untiled_64k 45 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --tiled_mlp_tokens null --seq-len 65536 --steps 0
+    run lora12b_16k 30 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 16384 --steps 0
+    run lora12b_offload_32k 40 "${LORA12B[@]}" --seq-len 32768 --steps 0
     run full7b_16k 40 "${FULL7B[@]}" --seq-len 16384 --steps 0
     ;;
   speed)

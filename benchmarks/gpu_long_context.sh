@@ -6,7 +6,7 @@
 # fits the time left (TOTAL seconds from START) is skipped and listed as such.
 #
 # Usually run by benchmarks/gpu_check.sh (the one prepared GPU call). Alone, on the GPU, from the repository
-# root, after `. .whl/env.sh`:   OUT=/tmp/lc TOTAL=400 bash benchmarks/gpu_long_context.sh
+# root, after `. .whl/env.sh`:   OUT=/tmp/lc TOTAL=400 bash benchmarks/gpu_long_context.sh [memory|speed|RUN ...]
 # Appends one JSON line per run to $OUT/results.jsonl and the runs' last lines to $OUT/logs.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,24 +48,35 @@ run() {
   fi
 }
 
-case "${1:-memory}" in
-  memory)
+# one run by name: its time budget in seconds, then the benchmark's arguments
+one() {
+  case $1 in
     # the docs' 80 GB claims first: Nemo LoRA at 128K with activation offload, at 64K without
-    run lora12b_offload_128k 150 "${LORA12B[@]}" --seq-len 131072 --steps 0
-    run lora12b_64k 75 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 65536 --steps 1
-    # the lines' other points (one step each): three lengths per setup, so each point is also predicted
-    # from the other two (long_context_fit.py's leave-one-out column)
-    run lora12b_32k 40 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 32768 --steps 0
-    run lora12b_offload_64k 60 "${LORA12B[@]}" --seq-len 65536 --steps 0
+    lora12b_offload_128k) run "$1" 150 "${LORA12B[@]}" --seq-len 131072 --steps 0 ;;
+    lora12b_64k) run "$1" 75 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 65536 --steps 1 ;;
+    # the lines' other points (one step each): three lengths per setup, so that each point is also predicted
+    # from the other two (long_context_fit.py's "predicted" column)
+    lora12b_32k) run "$1" 40 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 32768 --steps 0 ;;
+    lora12b_offload_64k) run "$1" 60 "${LORA12B[@]}" --seq-len 65536 --steps 0 ;;
     # where the memory went: 64K without the tiled MLP (the allocator setting kept)
-    run lora12b_untiled_64k 45 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --tiled_mlp_tokens null --seq-len 65536 --steps 0
-    run lora12b_16k 30 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 16384 --steps 0
-    run lora12b_offload_32k 40 "${LORA12B[@]}" --seq-len 32768 --steps 0
-    run full7b_16k 40 "${FULL7B[@]}" --seq-len 16384 --steps 0
-    ;;
-  speed)
+    lora12b_untiled_64k) run "$1" 45 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --tiled_mlp_tokens null --seq-len 65536 --steps 0 ;;
+    lora12b_16k) run "$1" 30 "${LORA12B[@]}" "${NO_OFFLOAD[@]}" --seq-len 16384 --steps 0 ;;
+    lora12b_offload_32k) run "$1" 40 "${LORA12B[@]}" --seq-len 32768 --steps 0 ;;
+    full7b_16k) run "$1" 40 "${FULL7B[@]}" --seq-len 16384 --steps 0 ;;
     # throughput goal (>= 6,200 tokens/s): alone on the GPU
-    run full7b_32k 90 "${FULL7B[@]}" --seq-len 32768 --steps 2
-    run full7b_8k 45 "${FULL7B[@]}" --seq-len 8192 --steps 0
-    ;;
+    full7b_32k) run "$1" 90 "${FULL7B[@]}" --seq-len 32768 --steps 2 ;;
+    full7b_8k) run "$1" 45 "${FULL7B[@]}" --seq-len 8192 --steps 0 ;;
+    *) echo "unknown run: $1" >&2; return 1 ;;
+  esac
+}
+
+# `memory` (beside the GPU tests), `speed` (alone on the GPU), or run names in the order given
+case "${1:-memory}" in
+  memory) names=(lora12b_offload_128k lora12b_64k lora12b_32k lora12b_offload_64k lora12b_untiled_64k lora12b_16k
+                 lora12b_offload_32k full7b_16k) ;;
+  speed) names=(full7b_32k full7b_8k) ;;
+  *) names=("$@") ;;
 esac
+for name in "${names[@]}"; do
+  one "$name" || exit 2
+done

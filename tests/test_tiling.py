@@ -74,6 +74,26 @@ def test_recomputed_slices_draw_the_forward_dropout_masks(input_grad):
         torch.testing.assert_close(grads["tiled"][name], grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_the_backward_recomputation_is_out_of_reach_of_outer_saved_tensor_hooks():
+    """TRL's activation offloading holds saved-tensor hooks over forward and backward; the slices recomputed in
+    backward must keep their tensors to themselves (found on an H200: offloaded, they piled up on the copy
+    stream). The forward's own saved input still goes through the outer hooks."""
+    mlp = _lora_model(0.0).base_model.model.model.layers[0].mlp
+    tiling.tile(torch.nn.ModuleDict({"block": torch.nn.ModuleDict({"mlp": mlp})}), 8)
+    packed, phase = {"forward": 0, "backward": 0}, ["forward"]
+
+    def pack(t):
+        packed[phase[0]] += 1
+        return t
+
+    x = torch.randn(1, 32, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = mlp(x)
+        phase[0] = "backward"
+        out.sum().backward()
+    assert packed == {"forward": 1, "backward": 0}
+
+
 def test_tiling_is_refused_where_it_cannot_be_right():
     with pytest.raises(ConfigError, match="tiled_mlp_tokens: must be a positive"):
         tiling.check(0, "NO")

@@ -30,6 +30,10 @@ def _rng_state(device: torch.device) -> tuple:
     return torch.get_rng_state(), cuda
 
 
+def _kept():
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+
+
 class _TiledMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mlp, tokens: int, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
@@ -61,7 +65,10 @@ class _TiledMLP(torch.autograd.Function):
                 torch.set_rng_state(cpu_rng)
                 if cuda_rng is not None:
                     torch.cuda.set_rng_state(cuda_rng, device)
-                with torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled):
+                # own saved-tensor hooks: the recomputation keeps its tensors where they are, out of the reach of
+                # hooks active around the step (TRL's activation offloading would move each slice's
+                # intermediates to the host and back, on its copy stream)
+                with torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled), _kept():
                     out = ctx.mlp(leaf)
             torch.autograd.backward(out, piece_grad)
             if grad_x is not None:

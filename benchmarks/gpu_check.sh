@@ -1,7 +1,11 @@
 #!/bin/bash
 # Every GPU check in one call of at most 9 minutes on one H200-class GPU without network: `make test-gpu
 # PY=python3` from the source tree, beside it the long-context memory set (benchmarks/gpu_long_context.sh
-# memory), then the full 7B throughput rows alone on the GPU; a summary table at the end.
+# memory), then the full 7B throughput rows alone on the GPU; a summary table at the end. Measured on an H200
+# (2026-12-04): the tests take 390-400 s beside the memory runs (DeepSpeed 93 s, FSDP 70 s each, Liger 65 s),
+# so within TOTAL=470 the memory set reaches its first two runs (128K with offload 130-200 s, 64K 90 s) and
+# skips the rest, which `bash benchmarks/gpu_long_context.sh RUN ...` takes in a call of its own (about 5 min
+# for the 128K, 32K, untiled 64K and offloaded 64K runs with the 7B row).
 #
 # Prepare on a machine with PyPI, from the repository root, after `make install` (the DeepSpeed wheel is built
 # with .venv):
@@ -20,6 +24,11 @@
 set -u
 cd "$(dirname "$0")/.."
 
+if [ "${1:-}" = "--digest" ]; then  # sha256 over the sources, tests, recipes and configs that a run measures
+  find src tests benchmarks recipes accelerate_configs -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.sh' \
+    -o -name '*.jinja' -o -name '*.j2' \) -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
+  exit
+fi
 if [ "${1:-}" = "--fetch" ]; then
   mkdir -p .whl
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -47,7 +56,9 @@ for name in ('liger-kernel', 'deepspeed', 'torch-optimi', 'bitsandbytes', 'flash
         print(name, m.version(name))
     except m.PackageNotFoundError:
         print(name, 'not installed')"
-  git log -1 --format='commit %H' 2>/dev/null || echo "commit: not a git checkout"
+  # the device tool's copy may carry an older .git than its working tree: name the sources by their digest,
+  # which `bash benchmarks/gpu_check.sh --digest` prints for a checkout
+  echo "source digest $(bash benchmarks/gpu_check.sh --digest)"
   free -g | head -2
 } >> "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"

@@ -66,10 +66,24 @@ def fits(runs: list[dict]) -> dict[str, tuple[float, float]]:
     return {name: line for name, pts in points(runs).items() if (line := fit(pts)) is not None}
 
 
-def left_out(runs: list[dict], r: dict) -> float | None:
-    """`r`'s peak reserved GiB as the line through its setup's other lengths predicts it (None: too few)."""
-    line = fit([(s, m) for s, m in points(runs)[setup(r)] if s != r["seq_len"]])
-    return None if line is None else line[0] + line[1] * r["seq_len"]
+def kept_gib_per_token(r: dict) -> float:
+    """What activation checkpointing keeps per token (each layer's input, bf16), whether or not it is offloaded."""
+    layers, hidden = HIDDEN[r["arch"]]
+    return layers * hidden * 2 / 2**30
+
+
+def predicted(runs: list[dict], r: dict) -> tuple[float, str] | None:
+    """`r`'s peak reserved GiB predicted without `r`: from the line of its sibling setup (the same but for
+    activation offload) and the kept activations that offloading moves off the GPU, else from the line
+    through its own setup's other lengths; None where neither has two lengths."""
+    lines, name = fits(runs), setup(r)
+    sibling = setup({**r, "activation_offloading": not r["activation_offloading"]})
+    if sibling in lines and r["arch"] in HIDDEN:
+        a, b = lines[sibling]
+        kept = kept_gib_per_token(r) * (-1 if r["activation_offloading"] else 1)
+        return a + (b + kept) * r["seq_len"], f"from {sibling}"
+    line = fit([(s, m) for s, m in points(runs)[name] if s != r["seq_len"]])
+    return None if line is None else (line[0] + line[1] * r["seq_len"], "from the other lengths")
 
 
 def host_limit(r: dict, host_gib: float) -> int | None:
@@ -105,10 +119,14 @@ def main() -> None:
         speed = r.get("tokens_per_s_per_device", "")
         step = f"{r.get('s_per_micro_step', '')} ({r.get('first_step_s', '')})"
         memory = "out of memory" if r["oom"] else f"{r.get('peak_memory_gib')} / {r.get('peak_reserved_gib')}"
-        guess = None if r["oom"] else left_out(runs, r)
-        error = "" if guess is None else f"{guess:.1f} ({guess / r['peak_reserved_gib'] - 1:+.1%})"
+        guess = None if r["oom"] else predicted(runs, r)
+        error = "" if guess is None else f"{guess[0]:.1f} ({guess[0] / r['peak_reserved_gib'] - 1:+.1%}, {guess[1]})"
         print(f"| {r.get('name')} | {setup(r)} | {r['seq_len']:,} | {speed} | {step} | {memory} | {error} |")
-    print("\npredicted: the reserved GiB that the line through the setup's other lengths gives for this one")
+    print(
+        "\npredicted: the run's reserved GiB without the run itself: the line of the same setup with the other\n"
+        "offload setting, plus or minus the layer inputs checkpointing keeps (layers x hidden x 2 bytes per token),\n"
+        "else the line through the setup's other lengths"
+    )
     print("\n| setup | GiB = a + b x tokens | " + " | ".join(f"longest on {g}" for g in GPUS) + " |")
     print("|---|---|" + "---|" * len(GPUS))
     for name, (a, b) in sorted(lines.items()):

@@ -59,24 +59,32 @@ def test_the_allocator_setting_leaves_a_users_own_alone(monkeypatch):
 
 
 def test_long_context_fit_predicts_each_point_from_the_others(tmp_path, capsys, monkeypatch):
-    """Three lengths on one line and a fourth off it: the left-out prediction of the fourth shows its error,
-    the line gives the longest sequence per GPU, --predict prints one length."""
+    """A run is predicted without itself: from the other lengths of its setup, or from the line of the same setup
+    with the other activation-offload setting plus or minus the kept layer inputs (40 x 5120 x 2 bytes per
+    token for the 12B). The longest sequence per GPU comes from the lines; --predict prints one length."""
 
-    def run(name, tokens, reserved, **kw):
+    def run(name, tokens, reserved, offload=False):
         return {"name": name, "seq_len": tokens, "lora": True, "arch": "mistral-nemo-12b", "oom": False,
-                "activation_offloading": False, "tiled_mlp": "40 MLPs over slices of 8192 positions", "device": "H",
-                "peak_memory_gib": reserved - 1, "peak_reserved_gib": reserved, **kw}  # fmt: skip
+                "activation_offloading": offload, "tiled_mlp": "40 MLPs over slices of 8192 positions",
+                "device": "H", "peak_memory_gib": reserved - 1, "peak_reserved_gib": reserved}  # fmt: skip
 
     rows = [run("a", 16384, 34.0), run("b", 32768, 42.0), run("c", 65536, 58.0), run("d", 49152, 55.0)]
-    rows.append({"name": "e", "skipped": "10 s left, needs about 40 s"})
+    rows += [run("o1", 65536, 40.0, True), run("o2", 131072, 52.0, True), {"name": "e", "skipped": "10 s left"}]
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setattr(sys, "argv", ["long_context_fit.py", str(results)])
     runpy.run_path(str(ROOT / "benchmarks" / "long_context_fit.py"), run_name="__main__")
     out = capsys.readouterr().out
-    # d (55.0 measured) from a, b, c: 34 + (49152 - 16384) x 8 / 16384 = 50.0, 9.1% under
-    assert "| d | lora12b_tiled | 49,152 |" in out and "| 50.0 (-9.1%) |" in out
-    assert "| e | | | skipped 10 s left, needs about 40 s |" in out
+    kept = 40 * 5120 * 2 / 2**30  # GiB per token
+    # d from the offload line (28 + 12/65536 GiB per token) plus what offloading moves off the GPU
+    d = 28 + (12 / 65536 + kept) * 49152
+    assert (
+        "| d | lora12b_tiled | 49,152 | " in out
+        and f"| {d:.1f} ({d / 55 - 1:+.1%}, from lora12b_offload_tiled) |" in out
+    )
+    # o2 from the line through a-d (no offload) less the kept layer inputs
+    assert "| o2 | lora12b_offload_tiled | 131,072 |" in out and "from lora12b_tiled) |" in out
+    assert "| e | | | skipped 10 s left | | | |" in out
     monkeypatch.setattr(sys, "argv", ["long_context_fit.py", str(results), "--predict", "lora12b_tiled"])
     runpy.run_path(str(ROOT / "benchmarks" / "long_context_fit.py"), run_name="__main__")
     assert int(capsys.readouterr().out) > 65536

@@ -88,9 +88,9 @@ def test_tiled_mlp_on_the_gpu_wraps_liger_and_trains_to_the_untiled_losses(tmp_p
 def test_liger_kernels_give_the_loss_of_the_eager_model(tmp_path, tiny_model, dataset_folder):
     """Same weights, same batch, first-step loss (learning rate 0) with and without Liger's RMSNorm, SwiGLU and
     RoPE kernels, each arm in a process of its own (tests/gpu/arms.py: Liger patches the whole process).
-    Tolerance: 1e-4 relative in fp32 (elementwise kernels, another summation order); 1e-2 relative under bf16
-    autocast, against the spread bf16 rounding itself causes (the eager loss in bf16 against fp32), which
-    the test prints beside Liger's difference."""
+    Measured on an H200 (2026-12-04): Liger vs eager equal to the 4 decimals the Trainer logs a loss with, in
+    fp32 and under bf16 autocast, where bf16 itself moves the eager loss 1.2e-5 relative from fp32. Tolerances:
+    1e-4 relative (fp32) and 1e-3 (bf16, ~80x bf16's own spread): a kernel that changes the result fails."""
     arms = {}
     for liger in (False, True):
         cmd = [sys.executable, str(ROOT / "tests" / "gpu" / "arms.py"), "liger" if liger else "eager"]
@@ -107,7 +107,7 @@ def test_liger_kernels_give_the_loss_of_the_eager_model(tmp_path, tiny_model, da
         f"{eager['bf16'] / eager['fp32'] - 1:+.2e}; Liger's patches: {liger['patched']}"
     )
     assert liger["fp32"] == pytest.approx(eager["fp32"], rel=1e-4)
-    assert liger["bf16"] == pytest.approx(eager["bf16"], rel=1e-2)
+    assert liger["bf16"] == pytest.approx(eager["bf16"], rel=1e-3)
 
 
 def _env() -> dict:

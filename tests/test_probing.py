@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+import in2
 from in2.evaluation.probing import build, pools, report, score
 from in2.evaluation.tasks import PROBE_TASKS
 from tests.openai_server import CannedServer, in2_process
@@ -261,7 +262,9 @@ def test_eval_over_http_gives_a_perfect_reader_full_marks(tmp_path, server, prom
 
     cfg = _eval_config(tmp_path, [_http_model(server.url, tmp_path / "cache")], prompt_format=prompt_format)
     out = suite.evaluate(cfg)
-    data = json.loads((out / "results.json").read_text())["probing"]["models"]["reader"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["versions"]["in2"] == in2.__version__ and "transformers" in results["versions"]
+    data = results["probing"]["models"]["reader"]
     assert set(data["probes"]) == {
         f"{t}_{n}" for t in ("document_bi", "code_backward", "database_forward") for n in ("512", "1k")
     }

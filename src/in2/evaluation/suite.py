@@ -16,8 +16,10 @@ from in2.evaluation.config import EvalConfig
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
 from in2.recipes import to_dict
+from in2.versions import versions
 
 RESULTS = "results.json"
+PACKAGES = ("in2", "transformers", "torch", "lm-eval", "evaluate", "rouge", "openai")  # what shapes the scores
 TABLE = "results.md"
 
 
@@ -88,7 +90,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         raise ConfigError("models: list at least one model to evaluate")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data: dict = {"config": redact.data(to_dict(cfg))}
+    data: dict = {"versions": versions(PACKAGES), "config": redact.data(to_dict(cfg))}
     sections, plots = [], []
     if "probing" in cfg.suites:
         data["probing"], plots, text = _probing(cfg, out)

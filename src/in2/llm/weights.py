@@ -8,7 +8,8 @@ so a model retrained at the same path is asked afresh while an unchanged one is 
 - `gguf_file`: that file's sha256.
 - Hub id: the commit the Hub (or, offline, the local cache) has for it.
 
-(A server's model is known by its name only: in2.llm.openai_backend.)
+A server's model (in2.llm.openai_backend) is known by the same fingerprint when `model` is the local
+folder the server serves, else by its name and the server's URL.
 """
 
 from __future__ import annotations

@@ -14,6 +14,49 @@ PARTS = ("fine_grained", "integration", "short", "general")
 (data/<part>/) and the value of its `type` column."""
 QA_PARTS = PARTS[:3]
 """The parts made of QA pairs written by the generator (`general` rows come from instruction data)."""
+RUNTIME_FIELDS = frozenset(
+    {
+        "shard_index",
+        "output_dir",
+        "context.verify_rows",
+        "mixture.sort_buffer_mb",
+        *(
+            f"generator.{name}"
+            for name in (
+                "api_key_env",
+                "cache_dir",
+                "concurrency",
+                "batch_size",
+                "requests_per_minute",
+                "tokens_per_minute",
+                "max_retries",
+                "timeout_s",
+                "price_input_per_1m",
+                "price_output_per_1m",
+                "max_requests",
+                "max_cost_usd",
+                "max_errors_in_a_row",
+                "max_failure_rate",
+            )
+        ),
+    }
+)
+"""Fields that say how a shard runs (where its cache is, how fast it asks, what it may spend, how far it
+checks), never which rows it builds: `in2 merge` compares every other field across shards."""
+
+
+def data_settings(config: dict, prefix: str = "") -> dict[str, object]:
+    """A config (as in a manifest) flattened to dotted names, without RUNTIME_FIELDS: what shapes the rows."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        name = prefix + key
+        if name in RUNTIME_FIELDS:
+            continue
+        if isinstance(value, dict):
+            out.update(data_settings(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass

@@ -430,3 +430,26 @@ def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
 
     used = {i for split in load_dataset(str(tmp_path / "run")).values() for ids in split["source_ids"] for i in ids}
     assert used and not used & expected
+
+
+def test_failed_requests_are_asked_again_not_replaced_by_new_texts(tmp_path, env_key, capsys):
+    """Which rows exist must not depend on transient errors: an item whose request failed after the client's
+    retries is asked again (not replaced by a new text); one that keeps failing stops the run, and the rerun
+    builds the same set as a run that met no error."""
+    with CannedServer() as s:
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url, name="clean"))]) == 0
+    reference = manifest(tmp_path / "clean")
+    lenient = ["generator.max_retries=0", "generator.max_errors_in_a_row=100000", "generator.max_failure_rate=1"]
+    with CannedServer(faults={1: 500}) as s:  # every request's first attempt fails
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url)), *lenient]) == 0
+    m = manifest(tmp_path / "run")
+    assert m["rejected"] == reference["rejected"] and m["content_hash"] == reference["content_hash"]
+    assert m["counts"]["qa"]["planned"] == reference["counts"]["qa"]["planned"]
+    with CannedServer(faults={1: 500, 2: 500, 3: 500}) as s:  # three attempts fail: one, then two rounds again
+        cfg = write_config(tmp_path, s.url, name="stuck")
+        assert main(["synth", "--config", str(cfg), *lenient]) == 3
+        assert "requests still failed after 2 more rounds of retries (http_500 x" in capsys.readouterr().err
+        assert not (tmp_path / "stuck").exists()
+        assert main(["synth", "--config", str(cfg), *lenient]) == 0
+        assert max(s.answered.values()) == 1
+    assert manifest(tmp_path / "stuck")["content_hash"] == reference["content_hash"]

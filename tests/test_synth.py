@@ -453,3 +453,30 @@ def test_failed_requests_are_asked_again_not_replaced_by_new_texts(tmp_path, env
         assert main(["synth", "--config", str(cfg), *lenient]) == 0
         assert max(s.answered.values()) == 1
     assert manifest(tmp_path / "stuck")["content_hash"] == reference["content_hash"]
+
+
+def test_film_recipe_decontaminates_against_longbench_without_its_loading_script(tmp_path, monkeypatch):
+    """datasets refuses THUDM/LongBench's loading script: the FILM-7B recipe reads LongBench's data.zip (as
+    `in2 eval` does; here already unpacked in in2's cache) and each shard records the commit it read."""
+    from in2.assets import loading
+    from in2.errors import ConfigError
+    from in2.recipes import load_config
+    from in2.synth import decontam
+    from in2.synth.config import SynthConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / ".cache/in2/longbench/THUDM--LongBench/data"
+    folder.mkdir(parents=True)
+    passage = "the quick brown fox jumps over the lazy dog near the old river bank at noon"
+    cfg = load_config(SynthConfig, ROOT / "recipes/film-7b/in2_data.yaml")
+    longbench = [s for s in cfg.decontam.sources if s.source == "THUDM/LongBench"]
+    assert len(longbench) == 9
+    for s in longbench:
+        row = {"context": f"{s.name}: {passage}", "input": "q", "answers": ["a"]}
+        (folder / f"{s.name}.jsonl").write_text(json.dumps(row) + "\n")
+    cfg.decontam.sources = longbench
+    d = decontam.build(cfg.decontam)
+    assert d.stats["eval_texts"] == 9 * 3 and d.contaminated(f"It said {passage} and left.")
+    with pytest.raises(ConfigError, match="loaded through a script, which datasets no longer runs"):
+        with loading("decontam.sources[3]", "'THUDM/LongBench'"):
+            raise RuntimeError("Dataset scripts are no longer supported, but found LongBench.py")

@@ -52,3 +52,10 @@ def loading(field: str, ref: str) -> Iterator[None]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = " (a local path, or a Hub id that is reachable or cached)" if isinstance(e, OSError) else ""
         raise ConfigError(f"{field}: cannot load {ref}{where}: {first}") from None
+    except RuntimeError as e:  # datasets >= 4 refuses a repo's loading script
+        if "scripts are no longer supported" not in str(e):
+            raise
+        raise ConfigError(
+            f"{field}: cannot load {ref}: it is loaded through a script, which datasets no longer runs; "
+            "point at its data files instead (for a zip of .jsonl files on the Hub: `archive`)"
+        ) from None

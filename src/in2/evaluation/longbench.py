@@ -86,9 +86,10 @@ def load_prompts(lb: LongBenchConfig) -> tuple[dict[str, str], dict]:
     return data, source
 
 
-def data_folder(source: str) -> Path:
-    """A folder of `<task>.jsonl` files: `source` itself, or a Hub dataset repo's data.zip (LongBench's
-    release format) downloaded and unpacked once under ~/.cache/in2/longbench/."""
+def data_folder(source: str, archive: str = "data.zip", revision: str | None = None) -> Path:
+    """A folder of `<task>.jsonl` files: `source` itself, or a Hub dataset repo's zip `archive` (LongBench's
+    release format: data.zip) at `revision` (None: the latest), downloaded and unpacked once under
+    ~/.cache/in2/longbench/. No loading script runs (datasets no longer runs LongBench's)."""
     folder = Path(source)
     if folder.is_dir():
         return folder
@@ -96,9 +97,10 @@ def data_folder(source: str) -> Path:
 
     from huggingface_hub import hf_hub_download
 
-    target = Path.home() / ".cache" / "in2" / "longbench" / source.replace("/", "--")
+    name = source.replace("/", "--") + ("" if archive == "data.zip" else f"--{archive}")
+    target = Path.home() / ".cache" / "in2" / "longbench" / (name + (f"@{revision}" if revision else ""))
     if not target.is_dir():
-        archive = hf_hub_download(source, "data.zip", repo_type="dataset")
+        archive = hf_hub_download(source, archive, repo_type="dataset", revision=revision)
         partial = target.with_name(target.name + ".partial")
         with zipfile.ZipFile(archive) as z:
             z.extractall(partial)

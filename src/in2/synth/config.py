@@ -183,8 +183,18 @@ class EvalSourceConfig:
     """Evaluation data to keep out of training: local files or a Hugging Face dataset."""
 
     source: str = option("", "Local file/folder/glob or a Hugging Face dataset id.")
-    name: str | None = option(None, "HF dataset config, if any.")
+    name: str | None = option(None, "HF dataset config, if any; with `archive`, the `<name>.jsonl` file to read.")
     split: str = option("test", "Split to read.")
+    revision: str | None = option(
+        None,
+        "Hub commit (or tag) to read, so shards run on different days read the same data; None: the latest, "
+        "resolved to a commit when the shard starts and recorded in its manifest (merge compares them).",
+    )
+    archive: str | None = option(
+        None,
+        "A zip of `<name>.jsonl` files in the Hub dataset repo, read instead of loading the repo with "
+        "datasets (LongBench: `data.zip`; its loading script is one datasets no longer runs).",
+    )
     fields: list[str] = option(
         factory=lambda: ["text"], doc="Text fields whose n-grams are banned (e.g. context, input, answers)."
     )

@@ -106,6 +106,7 @@ def iter_records(
     shard_index: int = 0,
     num_shards: int = 1,
     stats: Counter | None = None,
+    revision: str | None = None,
 ) -> Iterator[dict]:
     """Rows of `source` that belong to this shard; `fields` must exist (checked on the first row)."""
     stats = Counter() if stats is None else stats
@@ -128,7 +129,7 @@ def iter_records(
         from datasets.distributed import split_dataset_by_node
 
         with loading("dataset", f"{source!r}" + (f", config {name!r}" if name else "") + f", split {split!r}"):
-            ds = load_dataset(source, name, split=split, streaming=streaming)
+            ds = load_dataset(source, name, split=split, streaming=streaming, revision=revision)
         if num_shards > 1:
             ds = split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
         rows, local = iter(ds), False

@@ -223,6 +223,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
             "ngram": cfg.decontam.ngram,
             "eval_sources": [e.source for e in cfg.decontam.sources],
             **(dict(decontaminator.stats) if decontaminator else {}),
+            **({"revisions": decontaminator.revisions} if decontaminator and decontaminator.revisions else {}),
         },
         "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
         # spent_usd_all_runs: this shard's every run, killed ones too (merge sums it over the shards)
@@ -333,6 +334,8 @@ def data_facts(manifest: dict) -> dict[str, object]:
     facts["tokenizer as loaded (sha256)"] = manifest.get("tokenizer", {}).get("sha256")
     facts["the generator's model (its cache key)"] = manifest.get("generator", {}).get("model_id")
     facts["in2 version"] = manifest.get("in2_version")
+    revisions = manifest.get("decontamination", {}).get("revisions", {})
+    facts.update({f"evaluation data {source} (Hub commit)": commit for source, commit in revisions.items()})
     return facts
 
 

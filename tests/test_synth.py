@@ -480,3 +480,50 @@ def test_film_recipe_decontaminates_against_longbench_without_its_loading_script
     with pytest.raises(ConfigError, match="loaded through a script, which datasets no longer runs"):
         with loading("decontam.sources[3]", "'THUDM/LongBench'"):
             raise RuntimeError("Dataset scripts are no longer supported, but found LongBench.py")
+
+
+def test_repeated_corpus_ids_are_skipped_and_counted(tmp_path, env_key):
+    """`id_field: url` names items, rows and requests: a second text with a url already seen is counted and
+    skipped (two rows with one id, two texts answered by one cached reply, otherwise)."""
+    import pyarrow.parquet as pq
+
+    from in2.synth.config import CorpusConfig
+    from in2.synth.corpus import iter_texts
+
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w") as f:
+        for i, t in enumerate(iter_texts(CorpusConfig(source="builtin:pydoc"))):
+            f.write(json.dumps({"url": f"https://example.org/{i // 2}", "text": t.text}) + "\n")  # pairs share a url
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url, corpus={"source": str(corpus), "id_field": "url", "filler_pool_texts": 200})
+        assert main(["synth", "--config", str(cfg)]) == 0
+    m = manifest(tmp_path / "run")
+    assert m["counts"]["corpus"]["skipped_duplicate_id"] == m["counts"]["corpus"]["texts_read"] // 2
+    ids = [i for f in (tmp_path / "run").rglob("*.parquet") for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
+    assert len(ids) == len(set(ids)) == 20 and "duplicate_row_ids" not in m
+
+
+def test_merge_reports_rows_two_shards_built_from_one_id(tmp_path, env_key, capsys):
+    """Each shard reads its own slice of the corpus, so one url can reach two shards: merge names it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from in2.synth import dataset
+    from in2.synth.mixture import order_key
+
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url)
+        for i in range(2):
+            assert main(["synth", "--config", str(cfg), "--num-shards", "2", "--shard-index", str(i)]) == 0
+    shards = sorted((tmp_path / "run.shards").iterdir())
+    twin = next(dataset.read_rows(shards[0] / "rows.parquet"))
+    table = pq.read_table(shards[1] / "rows.parquet")
+    rows = sorted([*table.to_pylist(), twin], key=lambda r: order_key(42, r["id"]))
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shards[1] / "rows.parquet")
+    m = manifest(shards[1])
+    m["counts"]["rows"][twin["type"]] += 1
+    m["rows_file"] = {"rows": len(rows), "bytes": (shards[1] / "rows.parquet").stat().st_size}
+    (shards[1] / "manifest.json").write_text(json.dumps(m))
+    assert main(["merge", "--config", str(cfg)]) == 0
+    assert manifest(tmp_path / "run")["duplicate_row_ids"] == {"rows": 1, "ids": [twin["id"]]}
+    assert f"1 rows repeat the id of another row (e.g. {twin['id']})" in capsys.readouterr().err

@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from in2.assets import packaged
+from in2.assets import jsonl_folder, packaged
 from in2.errors import ConfigError
 from in2.evaluation import metrics
 from in2.evaluation.config import EvalConfig, EvalModelConfig, LongBenchConfig
@@ -86,32 +86,10 @@ def load_prompts(lb: LongBenchConfig) -> tuple[dict[str, str], dict]:
     return data, source
 
 
-def data_folder(source: str, archive: str = "data.zip", revision: str | None = None) -> Path:
-    """A folder of `<task>.jsonl` files: `source` itself, or a Hub dataset repo's zip `archive` (LongBench's
-    release format: data.zip) at `revision` (None: the latest), downloaded and unpacked once under
-    ~/.cache/in2/longbench/. No loading script runs (datasets no longer runs LongBench's)."""
-    folder = Path(source)
-    if folder.is_dir():
-        return folder
-    import zipfile
-
-    from huggingface_hub import hf_hub_download
-
-    name = source.replace("/", "--") + ("" if archive == "data.zip" else f"--{archive}")
-    target = Path.home() / ".cache" / "in2" / "longbench" / (name + (f"@{revision}" if revision else ""))
-    if not target.is_dir():
-        archive = hf_hub_download(source, archive, repo_type="dataset", revision=revision)
-        partial = target.with_name(target.name + ".partial")
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(partial)
-        partial.rename(target)
-    inner = [p.parent for p in target.rglob("*.jsonl")]
-    return inner[0] if inner else target
-
-
 def load_rows(source: str, task: str, max_samples: int | None) -> list[dict]:
-    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip, see data_folder)."""
-    path = data_folder(source) / f"{task}.jsonl"
+    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip, see
+    in2.assets.jsonl_folder)."""
+    path = jsonl_folder(source) / f"{task}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"longbench.data: {path} does not exist")
     rows = read_jsonl(path, required=("context", "input", "answers"))

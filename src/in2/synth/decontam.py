@@ -88,12 +88,11 @@ def eval_records(src: EvalSourceConfig, revision: str | None) -> Iterable[dict]:
     fields = tuple(src.fields)
     if src.archive is None:
         return iter_records(src.source, name=src.name, split=src.split, fields=fields, revision=revision)
-    from in2.assets import loading
-    from in2.evaluation.longbench import data_folder
+    from in2.assets import jsonl_folder, loading
 
     field = f"decontam.sources ({src.source} {src.archive})"
     with loading(field, f"{src.source!r} at revision {revision or 'main'}"):
-        path = data_folder(src.source, src.archive, revision) / f"{src.name}.jsonl"
+        path = jsonl_folder(src.source, src.archive, revision) / f"{src.name}.jsonl"
     if not path.is_file():
         raise ConfigError(f"{field}: {src.archive} holds no {src.name}.jsonl (decontam.sources[].name)")
     return iter_records(str(path), fields=fields)

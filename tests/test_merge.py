@@ -153,10 +153,17 @@ def test_an_incomplete_shard_is_named_never_merged(built, tmp_path, capsys, dama
 @pytest.mark.parametrize(
     "edit, refused",
     [
-        ({"config.generator.cache_dir": "/elsewhere/shard-1", "config.generator.concurrency": 3}, None),
-        ({"config.generator.max_cost_usd": 9.0, "config.generator.timeout_s": 5.0, "config.output_dir": "x"}, None),
+        (
+            {
+                "config.generator.cache_dir": "/elsewhere/shard-1",
+                "config.generator.concurrency": 3,
+                "config.generator.max_cost_usd": 9.0,
+                "config.generator.timeout_s": 5.0,
+                "config.output_dir": "x",
+            },
+            None,
+        ),
         ({"config.generator.temperature": 0.3}, "generator.temperature"),
-        ({"config.qa.oversample": 2.0}, "qa.oversample"),
         ({"prompts.fine_grained.txt": "0" * 64}, "prompt file fine_grained.txt (sha256)"),
         ({"tokenizer.sha256": "1" * 64}, "tokenizer as loaded (sha256)"),
         ({"in2_version": "0.0.1"}, "in2 version"),

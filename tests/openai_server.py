@@ -105,8 +105,12 @@ class CannedServer:
         chaos_rate: float = 0.0,
         hang_s: float = 3.0,
         chaos_kinds: tuple[str, ...] = CHAOS,
+        error_code: str | None = None,
     ):
         self.faults = faults or {}
+        self.error_code = (
+            error_code  # the `code` of injected error bodies (default: the status), e.g. insufficient_quota
+        )
         self.latency_s = latency_s
         self.chaos_rate, self.hang_s, self.chaos_kinds = chaos_rate, hang_s, chaos_kinds
         self.chaos: Counter = Counter()
@@ -163,7 +167,9 @@ class CannedServer:
                     or (int(fault) if fault in ("429", "500") else None)
                 )
                 if status:
-                    payload = json.dumps({"error": {"message": "injected", "type": "test", "code": status}}).encode()
+                    payload = json.dumps(
+                        {"error": {"message": "injected", "type": "test", "code": outer.error_code or status}}
+                    ).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("retry-after-ms", "5")

@@ -183,9 +183,9 @@ def test_weights_fingerprint_follows_what_changes_answers(tmp_path):
     (model / "tokenizer.json").write_text("{}")
     base = fingerprint(_local(model, tmp_path), cache)
     assert base.startswith("weights-sha256:")
-    assert backend_class("openai").model_id(_local(model, tmp_path, backend="openai"), cache) == str(
-        model
-    )  # a server: its model name
+    served = backend_class("openai").model_id(_local(model, tmp_path, backend="openai"), cache)
+    assert served.startswith("weights-sha256:")  # a server of this folder: its weights, whatever its dtype
+    assert backend_class("openai").model_id(_local("gpt-4o", tmp_path, backend="openai"), cache) == "gpt-4o"
     # what training and evaluation write beside the weights changes no answer
     for name in ("README.md", "eval_results.json", "in2_card.json", "trainer_state.json", "optimizer.pt"):
         (model / name).write_text("x")
@@ -302,3 +302,115 @@ def test_a_registered_backend_answers_through_the_engine(tmp_path, monkeypatch):
     assert penalized.sampling["repetition_penalty"] == 1.2
     assert penalized.key(Request.user("x")) != again.key(Request.user("x"))
     assert again.model_id == "echo:toy"
+
+
+def test_a_served_folder_is_keyed_by_its_weights_and_a_named_model_by_its_server(tmp_path):
+    """vLLM serving checkpoints/<run> (eval recipes): retraining that folder must change the cache keys and
+    the prediction fingerprint; the same model name at two servers are two models."""
+    from in2.evaluation.runner import fingerprint
+
+    served = tmp_path / "checkpoints" / "run"
+    served.mkdir(parents=True)
+    (served / "config.json").write_text("{}")
+    (served / "model.safetensors").write_bytes(b"weights of the first training")
+    with CannedServer() as a, CannedServer() as b:
+        cfg = _cfg(a.url, tmp_path, model=str(served))
+        engine = Engine(cfg)
+        engine.generate(_requests(2))
+        before = fingerprint(engine, _requests(2))[0]
+        engine.close()
+        (served / "README.md").write_text("a card written beside the weights changes no answer")
+        engine = Engine(cfg)
+        engine.generate(_requests(2))
+        assert engine.usage.cached == 2 and fingerprint(engine, _requests(2))[0] == before
+        engine.close()
+        (served / "model.safetensors").write_bytes(b"weights of the second training")  # retrained in place
+        engine = Engine(cfg)
+        engine.generate(_requests(2))
+        assert engine.usage.sent == 2 and fingerprint(engine, _requests(2))[0] != before
+        engine.close()
+        request = _requests(1)[0]
+        assert Engine(_cfg(a.url, tmp_path)).key(request) != Engine(_cfg(b.url, tmp_path)).key(request)
+    assert sum(a.answered.values()) == 4 and not b.answered
+
+
+def test_a_request_budget_sends_exactly_that_many_requests_even_when_some_fail(tmp_path):
+    """A slice clipped by max_requests must not skip the requests after it (they came back as None)."""
+    from in2.llm.engine import BudgetExceeded
+
+    with CannedServer(chaos_rate=0.5, chaos_kinds=("500",)) as s:
+        engine = Engine(_cfg(s.url, tmp_path, concurrency=1, max_retries=0, max_requests=6))
+        with pytest.raises(BudgetExceeded, match="max_requests=6 reached after 6 requests"):
+            engine.generate(_requests(20))
+        assert len(s.attempts) == 6 and 0 < sum(s.answered.values()) < 6
+        engine = Engine(_cfg(s.url, tmp_path, concurrency=1, max_retries=0, max_requests=40))
+        out = engine.generate(_requests(20))
+    assert all(r is not None for r in out) and any(r.error for r in out)
+    assert engine.usage.asked + engine.usage.cached == 20
+
+
+def test_the_cost_cap_is_the_jobs_over_reruns_and_processes(tmp_path):
+    """max_cost_usd caps the job: a rerun starts from what earlier runs spent (recorded in the cache with
+    each answer, so a killed run counts too), and another process's spend published in the ledger counts."""
+    from in2.llm.engine import BudgetExceeded
+    from in2.llm.ledger import Ledger
+
+    prices = {"price_input_per_1m": 1000.0, "price_output_per_1m": 1000.0, "concurrency": 1}
+    with CannedServer() as s:
+        first = Engine(_cfg(s.url, tmp_path, max_cost_usd=0.2, **prices), job="job")
+        with pytest.raises(BudgetExceeded):
+            first.generate(_requests(40))
+        paid = sum(s.answered.values())
+        assert 0 < paid < 40 and first.spent()["job_usd"] >= 0.2  # not closed: as if killed
+        rerun = Engine(_cfg(s.url, tmp_path, max_cost_usd=0.2, **prices), job="job")
+        with pytest.raises(BudgetExceeded, match="the job has spent"):
+            rerun.generate(_requests(40))
+        assert sum(s.answered.values()) == paid  # nothing sent: the job's cap was already reached
+        Engine(_cfg(s.url, tmp_path, **prices), job="job").generate(_requests(40))  # no cap: finishes
+        assert sum(s.answered.values()) == 40 and max(s.answered.values()) == 1
+
+        ledger = tmp_path / "spend"
+        shard0 = Engine(_cfg(s.url, tmp_path / "0", **prices), job="job", ledger=Ledger(ledger, "shard-0"))
+        shard0.generate(_requests(4))
+        spent0 = shard0.spent()["own_usd"]
+        shard0.close()  # publishes its spend
+        shard1 = Engine(
+            _cfg(s.url, tmp_path / "1", max_cost_usd=spent0, **prices),
+            job="job",
+            ledger=Ledger(ledger, "shard-1"),
+        )
+        with pytest.raises(BudgetExceeded, match="over all its runs and shards"):
+            shard1.generate([Request.user("### Context ###\nanother text altogether here\n\nReply with x")])
+        assert sum(s.answered.values()) == 44
+
+
+def test_billed_attempts_count_timeouts_and_retried_empty_replies(tmp_path):
+    """An attempt that timed out may have been billed (counted at prompt/4 + max_tokens); a retried empty
+    reply's earlier attempts were billed."""
+    prices = {"price_input_per_1m": 1.0, "price_output_per_1m": 1.0}
+    with CannedServer(chaos_rate=1.0, chaos_kinds=("hang",), hang_s=1.0) as s:
+        engine = Engine(_cfg(s.url, tmp_path, timeout_s=0.3, max_retries=1, max_tokens=50, **prices))
+        out = engine.generate(_requests(2))
+    assert [r.error for r in out] == ["timeout", "timeout"] and list(s.attempts.values()) == [2, 2]
+    assert engine.usage.sent_completion_tokens == 2 * 2 * 50 and engine.usage.sent_prompt_tokens > 0
+    assert (
+        engine.cache.spent("")["usd"] == pytest.approx(engine.usage.cost(engine.cfg))
+        and engine.usage.cost(engine.cfg) > 0
+    )
+    with CannedServer(chaos_rate=1.0, chaos_kinds=("empty",)) as s:
+        engine = Engine(_cfg(s.url, tmp_path / "empty", max_retries=2, **prices))
+        engine.generate(_requests(1))
+        per_attempt = len(__import__("json").dumps(s.bodies[0]["messages"])) // 4  # the server's count
+    assert list(s.attempts.values()) == [3] and engine.usage.sent_prompt_tokens == 3 * per_attempt
+
+
+def test_systematic_errors_stop_the_run_with_one_line(tmp_path):
+    with CannedServer(status_for_all=429, error_code="insufficient_quota") as s:
+        engine = Engine(_cfg(s.url, tmp_path, concurrency=1, max_retries=0, max_errors_in_a_row=5))
+        with pytest.raises(FatalRequestError, match=r"5 requests in a row failed with http_429 \(insufficient_quota\)"):
+            engine.generate(_requests(40))
+    assert sum(s.attempts.values()) == 5
+    with CannedServer(chaos_rate=0.3, chaos_kinds=("500",)) as s:
+        engine = Engine(_cfg(s.url, tmp_path, max_retries=0, max_failure_rate=0.1))
+        with pytest.raises(FatalRequestError, match=r"max_failure_rate: \d+ of 1\d\d requests failed"):
+            engine.generate(_requests(400))

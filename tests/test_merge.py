@@ -148,3 +148,46 @@ def test_an_incomplete_shard_is_named_never_merged(built, tmp_path, capsys, dama
     err = capsys.readouterr().err
     assert f"shard folder {victim} is incomplete" in err and "rerun that shard" in err
     assert not (tmp_path / "copy").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, refused",
+    [
+        (
+            {
+                "config.generator.cache_dir": "/elsewhere/shard-1",
+                "config.generator.concurrency": 3,
+                "config.generator.max_cost_usd": 9.0,
+                "config.generator.timeout_s": 5.0,
+                "config.output_dir": "x",
+            },
+            None,
+        ),
+        ({"config.generator.temperature": 0.3}, "generator.temperature"),
+        ({"prompts.fine_grained.txt": "0" * 64}, "prompt file fine_grained.txt (sha256)"),
+        ({"tokenizer.sha256": "1" * 64}, "tokenizer as loaded (sha256)"),
+        ({"in2_version": "0.0.1"}, "in2 version"),
+    ],
+)
+def test_merge_ignores_runtime_fields_and_refuses_other_data(built, tmp_path, capsys, edit, refused):
+    """Shards may differ in where they cache and how fast or how expensively they ask; never in what
+    shapes their rows (settings, prompt files, tokenizer, in2 version)."""
+    work, config = built
+    shards = tmp_path / "copy.shards"
+    shutil.copytree(work / "release.shards", shards)
+    path = shards / "shard-00001-of-00003" / "manifest.json"
+    m = json.loads(path.read_text())
+    for dotted, value in edit.items():
+        head, _, last = dotted.rpartition(".") if not dotted.startswith("prompts.") else ("prompts", "", dotted[8:])
+        node = m
+        for key in head.split(".") if head else []:
+            node = node[key]
+        node[last if head else dotted] = value
+    path.write_text(json.dumps(m))
+    code = main(["merge", "--config", str(config), "--output-dir", str(tmp_path / "copy")])
+    err = capsys.readouterr().err
+    if refused is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and f"shard-00001-of-00003 was built with {refused} = " in err, err
+        assert not (tmp_path / "copy").exists()

@@ -430,3 +430,100 @@ def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
 
     used = {i for split in load_dataset(str(tmp_path / "run")).values() for ids in split["source_ids"] for i in ids}
     assert used and not used & expected
+
+
+def test_failed_requests_are_asked_again_not_replaced_by_new_texts(tmp_path, env_key, capsys):
+    """Which rows exist must not depend on transient errors: an item whose request failed after the client's
+    retries is asked again (not replaced by a new text); one that keeps failing stops the run, and the rerun
+    builds the same set as a run that met no error."""
+    with CannedServer() as s:
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url, name="clean"))]) == 0
+    reference = manifest(tmp_path / "clean")
+    lenient = ["generator.max_retries=0", "generator.max_errors_in_a_row=100000", "generator.max_failure_rate=1"]
+    with CannedServer(faults={1: 500}) as s:  # every request's first attempt fails
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url)), *lenient]) == 0
+    m = manifest(tmp_path / "run")
+    assert m["rejected"] == reference["rejected"] and m["content_hash"] == reference["content_hash"]
+    assert m["counts"]["qa"]["planned"] == reference["counts"]["qa"]["planned"]
+    with CannedServer(faults={1: 500, 2: 500, 3: 500}) as s:  # three attempts fail: one, then two rounds again
+        cfg = write_config(tmp_path, s.url, name="stuck")
+        assert main(["synth", "--config", str(cfg), *lenient]) == 3
+        assert "requests still failed after 2 more rounds of retries (http_500 x" in capsys.readouterr().err
+        assert not (tmp_path / "stuck").exists()
+        assert main(["synth", "--config", str(cfg), *lenient]) == 0
+        assert max(s.answered.values()) == 1
+    assert manifest(tmp_path / "stuck")["content_hash"] == reference["content_hash"]
+
+
+def test_film_recipe_decontaminates_against_longbench_without_its_loading_script(tmp_path, monkeypatch):
+    """datasets refuses THUDM/LongBench's loading script: the FILM-7B recipe reads LongBench's data.zip (as
+    `in2 eval` does; here already unpacked in in2's cache) and each shard records the commit it read."""
+    from in2.assets import loading
+    from in2.errors import ConfigError
+    from in2.recipes import load_config
+    from in2.synth import decontam
+    from in2.synth.config import SynthConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / ".cache/in2/longbench/THUDM--LongBench/data"
+    folder.mkdir(parents=True)
+    passage = "the quick brown fox jumps over the lazy dog near the old river bank at noon"
+    cfg = load_config(SynthConfig, ROOT / "recipes/film-7b/in2_data.yaml")
+    longbench = [s for s in cfg.decontam.sources if s.source == "THUDM/LongBench"]
+    assert len(longbench) == 9
+    for s in longbench:
+        row = {"context": f"{s.name}: {passage}", "input": "q", "answers": ["a"]}
+        (folder / f"{s.name}.jsonl").write_text(json.dumps(row) + "\n")
+    cfg.decontam.sources = longbench
+    d = decontam.build(cfg.decontam)
+    assert d.stats["eval_texts"] == 9 * 3 and d.contaminated(f"It said {passage} and left.")
+    with pytest.raises(ConfigError, match="loaded through a script, which datasets no longer runs"):
+        with loading("decontam.sources[3]", "'THUDM/LongBench'"):
+            raise RuntimeError("Dataset scripts are no longer supported, but found LongBench.py")
+
+
+def test_repeated_corpus_ids_are_skipped_and_counted(tmp_path, env_key):
+    """`id_field: url` names items, rows and requests: a second text with a url already seen is counted and
+    skipped (two rows with one id, two texts answered by one cached reply, otherwise)."""
+    import pyarrow.parquet as pq
+
+    from in2.synth.config import CorpusConfig
+    from in2.synth.corpus import iter_texts
+
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w") as f:
+        for i, t in enumerate(iter_texts(CorpusConfig(source="builtin:pydoc"))):
+            f.write(json.dumps({"url": f"https://example.org/{i // 2}", "text": t.text}) + "\n")  # pairs share a url
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url, corpus={"source": str(corpus), "id_field": "url", "filler_pool_texts": 200})
+        assert main(["synth", "--config", str(cfg)]) == 0
+    m = manifest(tmp_path / "run")
+    assert m["counts"]["corpus"]["skipped_duplicate_id"] == m["counts"]["corpus"]["texts_read"] // 2
+    ids = [i for f in (tmp_path / "run").rglob("*.parquet") for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
+    assert len(ids) == len(set(ids)) == 20 and "duplicate_row_ids" not in m
+
+
+def test_merge_reports_rows_two_shards_built_from_one_id(tmp_path, env_key, capsys):
+    """Each shard reads its own slice of the corpus, so one url can reach two shards: merge names it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from in2.synth import dataset
+    from in2.synth.mixture import order_key
+
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url)
+        for i in range(2):
+            assert main(["synth", "--config", str(cfg), "--num-shards", "2", "--shard-index", str(i)]) == 0
+    shards = sorted((tmp_path / "run.shards").iterdir())
+    twin = next(dataset.read_rows(shards[0] / "rows.parquet"))
+    table = pq.read_table(shards[1] / "rows.parquet")
+    rows = sorted([*table.to_pylist(), twin], key=lambda r: order_key(42, r["id"]))
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shards[1] / "rows.parquet")
+    m = manifest(shards[1])
+    m["counts"]["rows"][twin["type"]] += 1
+    m["rows_file"] = {"rows": len(rows), "bytes": (shards[1] / "rows.parquet").stat().st_size}
+    (shards[1] / "manifest.json").write_text(json.dumps(m))
+    assert main(["merge", "--config", str(cfg)]) == 0
+    assert manifest(tmp_path / "run")["duplicate_row_ids"] == {"rows": 1, "ids": [twin["id"]]}
+    assert f"1 rows repeat the id of another row (e.g. {twin['id']})" in capsys.readouterr().err

@@ -52,3 +52,34 @@ def loading(field: str, ref: str) -> Iterator[None]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = " (a local path, or a Hub id that is reachable or cached)" if isinstance(e, OSError) else ""
         raise ConfigError(f"{field}: cannot load {ref}{where}: {first}") from None
+    except RuntimeError as e:  # datasets >= 4 refuses a repo's loading script
+        if "scripts are no longer supported" not in str(e):
+            raise
+        raise ConfigError(
+            f"{field}: cannot load {ref}: it is loaded through a script, which datasets no longer runs; "
+            "point at its data files instead (for a zip of .jsonl files on the Hub: `archive`)"
+        ) from None
+
+
+def jsonl_folder(source: str, archive: str = "data.zip", revision: str | None = None) -> Path:
+    """A folder of `<name>.jsonl` files: `source` itself, or the zip `archive` of a Hub dataset repo
+    (LongBench's release format: data.zip) at `revision` (None: the latest), downloaded and unpacked
+    once under ~/.cache/in2/longbench/. No loading script runs (datasets no longer runs LongBench's)."""
+    folder = Path(source)
+    if folder.is_dir():
+        return folder
+    import zipfile
+
+    from huggingface_hub import hf_hub_download
+
+    name = source.replace("/", "--") + ("" if archive == "data.zip" else f"--{archive}")
+    target = Path.home() / ".cache" / "in2" / "longbench" / (name + (f"@{revision}" if revision else ""))
+    if not target.is_dir():
+        pinned = {"revision": revision} if revision else {}
+        path = hf_hub_download(source, archive, repo_type="dataset", **pinned)
+        partial = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(path) as z:
+            z.extractall(partial)
+        partial.rename(target)
+    inner = [p.parent for p in target.rglob("*.jsonl")]
+    return inner[0] if inner else target

@@ -94,6 +94,12 @@ def _print_done(out) -> None:
             "rejected: see `rejected` and counts in manifest.json)",
             file=sys.stderr,
         )
+    if dup := manifest.get("duplicate_row_ids"):
+        print(
+            f"in2: warning: {dup['rows']} rows repeat the id of another row (e.g. {dup['ids'][0]}): two shards "
+            "read texts with the same corpus.id_field value; see duplicate_row_ids in manifest.json",
+            file=sys.stderr,
+        )
     print(f"dataset folder: {out}")
     print(f'load it with:   from datasets import load_dataset; ds = load_dataset("{out}")')
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -110,6 +111,13 @@ def load_tokenizer(cfg: TokenizerConfig, field: str = "tokenizer", chat: bool = 
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token or tok.eos_token
     return tok
+
+
+def fingerprint(tok) -> str:
+    """sha256 of a loaded tokenizer's vocabulary, special tokens and chat template: what token counts
+    and rendered prompts depend on, whichever file or package version it came from."""
+    blob = json.dumps([sorted(tok.get_vocab().items()), tok.all_special_tokens, tok.chat_template], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def describe(cfg: TokenizerConfig) -> dict:

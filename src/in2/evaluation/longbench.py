@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from in2.assets import packaged
+from in2.assets import jsonl_folder, packaged
 from in2.errors import ConfigError
 from in2.evaluation import metrics
 from in2.evaluation.config import EvalConfig, EvalModelConfig, LongBenchConfig
@@ -86,30 +86,10 @@ def load_prompts(lb: LongBenchConfig) -> tuple[dict[str, str], dict]:
     return data, source
 
 
-def data_folder(source: str) -> Path:
-    """A folder of `<task>.jsonl` files: `source` itself, or a Hub dataset repo's data.zip (LongBench's
-    release format) downloaded and unpacked once under ~/.cache/in2/longbench/."""
-    folder = Path(source)
-    if folder.is_dir():
-        return folder
-    import zipfile
-
-    from huggingface_hub import hf_hub_download
-
-    target = Path.home() / ".cache" / "in2" / "longbench" / source.replace("/", "--")
-    if not target.is_dir():
-        archive = hf_hub_download(source, "data.zip", repo_type="dataset")
-        partial = target.with_name(target.name + ".partial")
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(partial)
-        partial.rename(target)
-    inner = [p.parent for p in target.rglob("*.jsonl")]
-    return inner[0] if inner else target
-
-
 def load_rows(source: str, task: str, max_samples: int | None) -> list[dict]:
-    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip, see data_folder)."""
-    path = data_folder(source) / f"{task}.jsonl"
+    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip, see
+    in2.assets.jsonl_folder)."""
+    path = jsonl_folder(source) / f"{task}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"longbench.data: {path} does not exist")
     rows = read_jsonl(path, required=("context", "input", "answers"))

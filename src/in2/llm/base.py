@@ -54,6 +54,22 @@ class Response:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    billed_prompt_tokens: int | None = None
+    """Prompt tokens of every attempt that may have been billed (retried empty replies, timeouts counted at
+    their estimate), failed or not; None: `prompt_tokens` (one attempt)."""
+    billed_completion_tokens: int | None = None
+    """Completion tokens of those attempts (a timed-out one counted as max_tokens); None: `completion_tokens`."""
+    detail: str | None = None
+    """The server's one-line reason for an error (e.g. `insufficient_quota`), for the stop message."""
+
+    @property
+    def billed(self) -> tuple[int, int]:
+        """(prompt, completion) tokens this request may have cost, over all its attempts."""
+        if self.cached:
+            return 0, 0
+        p = self.prompt_tokens if self.billed_prompt_tokens is None else self.billed_prompt_tokens
+        c = self.completion_tokens if self.billed_completion_tokens is None else self.billed_completion_tokens
+        return p, c
 
     def to_json(self) -> dict:
         return {

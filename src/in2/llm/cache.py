@@ -1,5 +1,6 @@
-"""On-disk request cache: answers keyed by what was asked (model, messages, sampling), and the
-sha256 of weight files, computed once per file version."""
+"""On-disk request cache: answers keyed by what was asked (model, messages, sampling), the spend of
+each job that used it (committed with each answer, so a killed run's spend is kept), and the sha256 of
+weight files, computed once per file version."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 # caches written by an older in2 are not replayed as if they were answers to today's requests.
 # Keys of local models carry a fingerprint of their weights (in2.llm.weights) where they once carried
 # the model path: such old keys just never match again, and keys of OpenAI-compatible servers did not
-# change, so that needed no bump. 2: the local backend's repetition penalty covers the reply only.
+# change, so that needed no bump. Keys of a server at a `base_url` name it beside the model (and a served
+# local folder is known by its weights): those keys changed without a bump for the same reason, while
+# keys for OpenAI's API (no base_url) stayed as they were, so a paid cache keeps answering. 2: the local backend's repetition penalty covers the reply only.
 CACHE_VERSION = 2
 CHUNK = 16 << 20
 
@@ -39,15 +42,37 @@ class Cache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, version TEXT, sha256 TEXT)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS spend (job TEXT PRIMARY KEY, requests INTEGER NOT NULL, "
+            "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, usd REAL NOT NULL)"
+        )
         self._db.commit()
 
     def get(self, key: str) -> dict | None:
         row = self._db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def put(self, key: str, value: dict) -> None:
-        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(value)))
+    def put(self, key: str | None, value: dict | None, spend: tuple[str, int, int, float] | None = None) -> None:
+        """Store an answer (key None: none) and add `spend` = (job, prompt tokens, completion tokens, USD)
+        of one sent request to that job's total, in one transaction."""
+        if key is not None:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(value)))
+        if spend is not None:
+            job, p, c, usd = spend
+            self._db.execute(
+                "INSERT INTO spend VALUES (?, 1, ?, ?, ?) ON CONFLICT(job) DO UPDATE SET requests = requests + 1, "
+                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens, usd = usd + excluded.usd",
+                (job, p, c, usd),
+            )
         self._db.commit()
+
+    def spent(self, job: str) -> dict:
+        """What the requests sent for `job` through this cache cost, over every run: requests, tokens, USD."""
+        row = self._db.execute(
+            "SELECT requests, prompt_tokens, completion_tokens, usd FROM spend WHERE job = ?", (job,)
+        ).fetchone()
+        return dict(zip(("requests", "prompt_tokens", "completion_tokens", "usd"), row or (0, 0, 0, 0.0), strict=True))
 
     def digest(self, path: str | Path) -> str:
         """sha256 of a file's content, hashed once per version (size, mtime and ctime) of the file."""

@@ -61,7 +61,16 @@ class GeneratorConfig:
         None, "Stop cleanly after sending this many requests in one run (answers from the cache do not count)."
     )
     max_cost_usd: float | None = option(
-        None, "Stop cleanly once the estimated spend of this run reaches this (from usage and the prices above)."
+        None,
+        "Stop cleanly once the job's estimated spend reaches this (from the prices above): every run of it, "
+        "killed ones too, as recorded in the answer cache, and for `in2 synth` every shard, as published in "
+        "<output_dir>.spend/. The cap of the whole job, not of one process.",
+    )
+    max_errors_in_a_row: int = option(
+        16, "Stop the run when this many requests in a row fail with the same error after their retries."
+    )
+    max_failure_rate: float = option(
+        0.05, "Stop the run when more than this share of its requests failed after their retries (once 100 were sent)."
     )
 
 
@@ -84,6 +93,8 @@ def generator_checks(g: GeneratorConfig, name: str) -> list[tuple[bool, str, str
         (g.temperature < 0, f"{name}.temperature", "must be >= 0"),
         (g.max_requests is not None and g.max_requests < 0, f"{name}.max_requests", "must be >= 0"),
         (g.max_cost_usd is not None and g.max_cost_usd < 0, f"{name}.max_cost_usd", "must be >= 0"),
+        (g.max_errors_in_a_row < 1, f"{name}.max_errors_in_a_row", "must be >= 1"),
+        (not 0 <= g.max_failure_rate <= 1, f"{name}.max_failure_rate", "must be in [0, 1]"),
         (
             g.max_cost_usd is not None and g.price_input_per_1m == g.price_output_per_1m == 0,
             f"{name}.max_cost_usd",

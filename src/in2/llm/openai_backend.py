@@ -3,16 +3,21 @@
 Retries on 408/409/429/5xx, timeouts and dropped connections are the openai client's own
 (exponential backoff, Retry-After honoured up to two minutes); replies that are not valid JSON or
 are empty are asked again here. What still fails is returned as a Response with an error, never
-cached, so a rerun tries it again.
+cached, so a rerun tries it again. Every attempt is counted in the response's billed tokens: those
+answered with their usage, those that got no answer (a timeout, a dropped connection: the server may
+have finished and billed them) and cut-off replies at an estimate (prompt characters / 4 plus max_tokens).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -21,6 +26,7 @@ from in2.errors import ConfigError
 from in2.llm.base import FatalRequestError, Request, Response
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
+from in2.llm.weights import describe
 
 
 def transient(response: Response) -> bool:
@@ -28,6 +34,23 @@ def transient(response: Response) -> bool:
     if response.error is not None:
         return response.error == "invalid_response"
     return not (response.text or "").strip() and response.finish_reason != "content_filter"
+
+
+_TALLY: ContextVar[dict | None] = ContextVar("in2_http_attempts", default=None)
+
+
+async def _on_request(request) -> None:
+    if (tally := _TALLY.get()) is not None:
+        tally["sent"] += 1
+
+
+async def _on_response(response) -> None:
+    if (tally := _TALLY.get()) is not None:
+        tally["answered"] += 1
+
+
+def estimated_prompt_tokens(request: Request) -> int:
+    return (len(request.raw or "") + sum(len(c) for _, c in request.messages) + len(request.prefix)) // 4
 
 
 class _RateLimiter:
@@ -65,9 +88,13 @@ class OpenAIBackend:
 
     @classmethod
     def model_id(cls, cfg: GeneratorConfig, cache: Cache) -> str:
-        """The model name: a server's weights cannot be seen from here, so serve a retrained model under a
-        new name."""
-        return cfg.model
+        """What the server answers with: the fingerprint of the weights when `model` is a local folder or
+        file (the path a server such as vLLM serves, e.g. a checkpoint `in2 train` writes again), else the
+        model's name and the server (OpenAI's API: the name alone, as every cache so far)."""
+        if Path(cfg.model).exists():  # gguf_file and dtype are the server's business here
+            blob = json.dumps(describe(cfg.model, None, cache), sort_keys=True)
+            return "weights-sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+        return cfg.model if cfg.base_url is None else f"{cfg.model}@{redact.url(cfg.base_url)}"
 
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
@@ -85,16 +112,32 @@ class OpenAIBackend:
         import openai
 
         return openai.AsyncOpenAI(
-            api_key=self._key, base_url=self.cfg.base_url, max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s
+            api_key=self._key,
+            base_url=self.cfg.base_url,
+            max_retries=self.cfg.max_retries,
+            timeout=self.cfg.timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(
+                event_hooks={"request": [_on_request], "response": [_on_response]}
+            ),
         )
 
     async def _call(self, client, request: Request, sampling: dict) -> Response:
         """One request; a reply that is not valid JSON (a proxy cut it short, say) or that is empty (an
         overloaded server's HTTP 200 with no text) is asked again up to max_retries times, since the
         client retries only transport and status errors. An empty reply that survives the retries is
-        returned as it is (the engine never caches it)."""
+        returned as it is (the engine never caches it). Its billed tokens cover every attempt (module
+        docstring)."""
+        limit = request.max_tokens or sampling["max_tokens"]
+        guess = estimated_prompt_tokens(request)
+        billed = [0, 0]
         for attempt in range(self.cfg.max_retries + 1):
+            tally = {"sent": 0, "answered": 0}
+            _TALLY.set(tally)
             response = await self._call_once(client, request, sampling)
+            unknown = tally["sent"] - tally["answered"] + (response.error == "invalid_response")
+            billed[0] += unknown * guess + (response.prompt_tokens if response.error is None else 0)
+            billed[1] += unknown * limit + (response.completion_tokens if response.error is None else 0)
+            response.billed_prompt_tokens, response.billed_completion_tokens = billed
             if not transient(response) or attempt == self.cfg.max_retries:
                 return response
             await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
@@ -135,7 +178,9 @@ class OpenAIBackend:
         except openai.APIConnectionError:
             return Response(text=None, error="connection_error")
         except openai.APIStatusError as e:
-            return Response(text=None, error=f"http_{e.status_code}")
+            reason = str(getattr(e, "code", None) or e.message).strip().splitlines() or [""]
+            detail = redact.text(reason[0][:200])
+            return Response(text=None, error=f"http_{e.status_code}", detail=detail or None)
         except (openai.APIResponseValidationError, json.JSONDecodeError):
             return Response(text=None, error="invalid_response")
         if not getattr(r, "choices", None):
@@ -159,9 +204,7 @@ class OpenAIBackend:
 
         async def one(j: int, request: Request) -> None:
             async with sem:
-                est = (len(request.raw or "") + sum(len(c) for _, c in request.messages)) // 4 + (
-                    request.max_tokens or sampling["max_tokens"]
-                )
+                est = estimated_prompt_tokens(request) + (request.max_tokens or sampling["max_tokens"])
                 await limiter.wait(est)
                 response = await self._call(client, request, sampling)
                 # Recorded before the slot is released: with concurrency 1, nothing is sent while an

@@ -8,7 +8,8 @@ so a model retrained at the same path is asked afresh while an unchanged one is 
 - `gguf_file`: that file's sha256.
 - Hub id: the commit the Hub (or, offline, the local cache) has for it.
 
-(A server's model is known by its name only: in2.llm.openai_backend.)
+A server's model (in2.llm.openai_backend) is known by the same fingerprint when `model` is the local
+folder the server serves, else by its name and the server's URL.
 """
 
 from __future__ import annotations
@@ -39,17 +40,20 @@ IGNORED = (
 )
 
 
-def hub_revision(repo_id: str) -> str | None:
-    """The commit of a Hub model repo that loading would use: asked from the Hub, or offline the one
-    the local cache's `main` points at; None when neither knows."""
+def hub_revision(repo_id: str, repo_type: str = "model", revision: str | None = None) -> str | None:
+    """The commit of a Hub repo (at `revision`, None: main) that loading would use: asked from the Hub, or
+    offline the one the local cache's ref points at; None when neither knows."""
     from huggingface_hub import HfApi, constants
 
     if not constants.HF_HUB_OFFLINE:
         try:
-            return HfApi().model_info(repo_id).sha
+            return HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision).sha
         except Exception:  # unreachable, unknown or gated: fall back to the cache
             pass
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    folder = f"{repo_type}s--{repo_id.replace('/', '--')}"
+    ref = Path(constants.HF_HUB_CACHE) / folder / "refs" / (revision or "main")
     return ref.read_text().strip() if ref.is_file() else None
 
 

@@ -14,6 +14,49 @@ PARTS = ("fine_grained", "integration", "short", "general")
 (data/<part>/) and the value of its `type` column."""
 QA_PARTS = PARTS[:3]
 """The parts made of QA pairs written by the generator (`general` rows come from instruction data)."""
+RUNTIME_FIELDS = frozenset(
+    {
+        "shard_index",
+        "output_dir",
+        "context.verify_rows",
+        "mixture.sort_buffer_mb",
+        *(
+            f"generator.{name}"
+            for name in (
+                "api_key_env",
+                "cache_dir",
+                "concurrency",
+                "batch_size",
+                "requests_per_minute",
+                "tokens_per_minute",
+                "max_retries",
+                "timeout_s",
+                "price_input_per_1m",
+                "price_output_per_1m",
+                "max_requests",
+                "max_cost_usd",
+                "max_errors_in_a_row",
+                "max_failure_rate",
+            )
+        ),
+    }
+)
+"""Fields that say how a shard runs (where its cache is, how fast it asks, what it may spend, how far it
+checks), never which rows it builds: `in2 merge` compares every other field across shards."""
+
+
+def data_settings(config: dict, prefix: str = "") -> dict[str, object]:
+    """A config (as in a manifest) flattened to dotted names, without RUNTIME_FIELDS: what shapes the rows."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        name = prefix + key
+        if name in RUNTIME_FIELDS:
+            continue
+        if isinstance(value, dict):
+            out.update(data_settings(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass
@@ -140,8 +183,18 @@ class EvalSourceConfig:
     """Evaluation data to keep out of training: local files or a Hugging Face dataset."""
 
     source: str = option("", "Local file/folder/glob or a Hugging Face dataset id.")
-    name: str | None = option(None, "HF dataset config, if any.")
+    name: str | None = option(None, "HF dataset config, if any; with `archive`, the `<name>.jsonl` file to read.")
     split: str = option("test", "Split to read.")
+    revision: str | None = option(
+        None,
+        "Hub commit (or tag) to read, so shards run on different days read the same data; None: the latest, "
+        "resolved to a commit when the shard starts and recorded in its manifest (merge compares them).",
+    )
+    archive: str | None = option(
+        None,
+        "A zip of `<name>.jsonl` files in the Hub dataset repo, read instead of loading the repo with "
+        "datasets (LongBench: `data.zip`; its loading script is one datasets no longer runs).",
+    )
     fields: list[str] = option(
         factory=lambda: ["text"], doc="Text fields whose n-grams are banned (e.g. context, input, answers)."
     )

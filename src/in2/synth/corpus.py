@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import re
 from collections import Counter
@@ -106,6 +107,7 @@ def iter_records(
     shard_index: int = 0,
     num_shards: int = 1,
     stats: Counter | None = None,
+    revision: str | None = None,
 ) -> Iterator[dict]:
     """Rows of `source` that belong to this shard; `fields` must exist (checked on the first row)."""
     stats = Counter() if stats is None else stats
@@ -128,7 +130,7 @@ def iter_records(
         from datasets.distributed import split_dataset_by_node
 
         with loading("dataset", f"{source!r}" + (f", config {name!r}" if name else "") + f", split {split!r}"):
-            ds = load_dataset(source, name, split=split, streaming=streaming)
+            ds = load_dataset(source, name, split=split, streaming=streaming, revision=revision)
         if num_shards > 1:
             ds = split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
         rows, local = iter(ds), False
@@ -149,10 +151,13 @@ def iter_records(
 
 
 def iter_texts(cfg, shard_index: int = 0, num_shards: int = 1, stats: Counter | None = None) -> Iterator[Text]:
-    """Usable texts of corpus config `cfg` for one shard; empty or non-text rows are counted, not kept."""
+    """Usable texts of corpus config `cfg` for one shard; empty or non-text rows, and a text whose id
+    (`id_field`) an earlier text of the shard had, are counted, not kept (items, rows and cached
+    requests are named by that id). The ids seen are kept as 8-byte hashes."""
     stats = Counter() if stats is None else stats
     limit = None if cfg.max_texts is None else -(-cfg.max_texts // num_shards)
     n = 0
+    seen: set[bytes] = set()
     for row in iter_records(
         cfg.source,
         name=cfg.name,
@@ -176,4 +181,9 @@ def iter_texts(cfg, shard_index: int = 0, num_shards: int = 1, stats: Counter | 
             stats["skipped_empty"] += 1
             continue
         tid = str(row[cfg.id_field]) if cfg.id_field and row.get(cfg.id_field) is not None else str(row["id"])
+        h = hashlib.blake2b(tid.encode(), digest_size=8).digest()
+        if h in seen:
+            stats["skipped_duplicate_id"] += 1
+            continue
+        seen.add(h)
         yield Text(id=tid, text=text)

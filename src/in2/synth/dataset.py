@@ -290,7 +290,11 @@ def write_folder(
     layout: dict[str, list[str]] = {}  # part -> its non-empty splits (load_dataset rejects empty ones)
     splits: Counter = Counter()
     sample = None
+    previous, duplicates = None, Counter()  # rows of one id arrive together (same order key)
     for (_, row_digest), row in tqdm(rows, total=total, desc="writing the release", unit="row"):
+        if row["id"] == previous:
+            duplicates[row["id"]] += 1
+        previous = row["id"]
         split = "validation" if splits["validation"] < n_validation else "train"
         splits[split] += 1
         digest.update(split.encode() + b"\0" + row_digest)
@@ -311,6 +315,8 @@ def write_folder(
     layout = {p: sorted(layout[p], key=("train", "validation").index) for p in PARTS if p in layout}
     manifest["splits"] = {"train": splits["train"], "validation": splits["validation"]}
     manifest["content_hash"] = digest.hexdigest()
+    if duplicates:  # shards skip repeated corpus ids, so these came from two shards' slices of the corpus
+        manifest["duplicate_row_ids"] = {"rows": duplicates.total(), "ids": sorted(duplicates)[:20]}
     card.plots(stats, tmp)
     config = {k: v for k, v in manifest["config"].items() if k not in ("num_shards", "shard_index")}
     (tmp / "synth_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))

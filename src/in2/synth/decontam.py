@@ -7,10 +7,12 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from in2.errors import ConfigError
 from in2.synth.config import DecontamConfig, EvalSourceConfig
 from in2.synth.corpus import iter_records
 
@@ -49,6 +51,8 @@ class Decontaminator:
         self.hasher = NgramHasher(n)
         self.banned = np.empty(0, dtype=np.uint64)
         self.stats: Counter = Counter()
+        self.revisions: dict[str, str] = {}
+        """The Hub commit each Hub source was read at (merge refuses shards that read different ones)."""
 
     def add(self, texts: Iterable[str]) -> None:
         chunks = [self.banned]
@@ -66,9 +70,37 @@ class Decontaminator:
         return bool((self.banned[idx] == h).any())
 
 
-def eval_texts(src: EvalSourceConfig) -> Iterable[str]:
-    """Every string (or list of strings) under `src.fields` of every row."""
-    for row in iter_records(src.source, name=src.name, split=src.split, streaming=True, fields=tuple(src.fields)):
+def hub_source(src: EvalSourceConfig) -> bool:
+    """Whether `src` names a Hugging Face dataset (not built-in data or a local path)."""
+    return not src.source.startswith("builtin:") and not Path(src.source).exists() and "*" not in src.source
+
+
+def resolved(src: EvalSourceConfig) -> str | None:
+    """The Hub commit `src` is read at: its `revision`, or the latest one's commit (None: offline and not
+    cached, or not a Hub dataset)."""
+    from in2.llm.weights import hub_revision
+
+    return hub_revision(src.source, "dataset", src.revision) if hub_source(src) else None
+
+
+def eval_records(src: EvalSourceConfig, revision: str | None) -> Iterable[dict]:
+    """Rows of `src` at `revision`: its `archive`'s `<name>.jsonl` (no loading script runs) or the dataset."""
+    fields = tuple(src.fields)
+    if src.archive is None:
+        return iter_records(src.source, name=src.name, split=src.split, fields=fields, revision=revision)
+    from in2.assets import jsonl_folder, loading
+
+    field = f"decontam.sources ({src.source} {src.archive})"
+    with loading(field, f"{src.source!r} at revision {revision or 'main'}"):
+        path = jsonl_folder(src.source, src.archive, revision) / f"{src.name}.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{field}: {src.archive} holds no {src.name}.jsonl (decontam.sources[].name)")
+    return iter_records(str(path), fields=fields)
+
+
+def eval_texts(src: EvalSourceConfig, revision: str | None = None) -> Iterable[str]:
+    """Every string (or list of strings) under `src.fields` of every row (at the Hub commit `revision`)."""
+    for row in eval_records(src, revision):
         for f in src.fields:
             value = row.get(f)
             values = value if isinstance(value, list) else [value]
@@ -81,5 +113,8 @@ def build(cfg: DecontamConfig) -> Decontaminator | None:
         return None
     d = Decontaminator(cfg.ngram)
     for src in cfg.sources:
-        d.add(tqdm(eval_texts(src), desc=f"eval n-grams: {src.source}", unit="text"))
+        commit = resolved(src)
+        if commit:
+            d.revisions[f"{src.source} {src.name or ''} {src.split}".strip()] = commit
+        d.add(tqdm(eval_texts(src, commit or src.revision), desc=f"eval n-grams: {src.source}", unit="text"))
     return d

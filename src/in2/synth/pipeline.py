@@ -22,10 +22,11 @@ from in2 import __version__, prompts, redact
 from in2 import tokenizer as tokenizers
 from in2.errors import ConfigError
 from in2.llm import Engine
+from in2.llm.ledger import Ledger
 from in2.recipes import from_dict, to_dict
 from in2.synth import dataset, decontam
 from in2.synth.assemble import Assembler, FillerPool, Sample, verify
-from in2.synth.config import QA_PARTS, SynthConfig
+from in2.synth.config import QA_PARTS, SynthConfig, data_settings
 from in2.synth.corpus import Text, iter_texts
 from in2.synth.decontam import Decontaminator
 from in2.synth.mixture import counts, general_rows
@@ -64,6 +65,16 @@ def source_stream(
                 yield src
 
 
+def job_engine(cfg: SynthConfig) -> Engine:
+    """The engine of this shard, its spend counted for the whole job (generator.max_cost_usd): in its cache
+    under the job's output_dir, and with several shards published to `<output_dir>.spend/` for the
+    others."""
+    ledger = None
+    if cfg.num_shards > 1:
+        ledger = Ledger(Path(cfg.output_dir + ".spend"), shard_name(cfg.shard_index, cfg.num_shards))
+    return Engine(cfg.generator, job=f"in2 synth {cfg.output_dir}", ledger=ledger)
+
+
 def qa_generator(cfg: SynthConfig, engine: Engine, assembler: Assembler) -> QAGenerator:
     return QAGenerator(
         cfg.qa, cfg.context, cfg.mixture, cfg.seed, engine, assembler.source_tokens, prefill=cfg.generator.prefill
@@ -82,6 +93,7 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
         "base_url": redact.url(g.base_url),
         "sampling": engine.sampling,
         "prefill": g.prefill,
+        "model_id": engine.model_id,
     }
 
 
@@ -164,7 +176,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
     pool: list[Source] = []
     decontaminator = decontam.build(cfg.decontam)
     stream = source_stream(cfg, tok, stats, pool, decontaminator)
-    engine = Engine(cfg.generator)
+    engine = job_engine(cfg)
     assembler = Assembler(tok, cfg.context, cfg.seed)
     gen = qa_generator(cfg, engine, assembler)
     need = {p: shard_share(getattr(cfg.mixture, p), cfg.shard_index, cfg.num_shards) for p in QA_PARTS}
@@ -193,10 +205,11 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
         checked.add(row)
     parts = sink.close()
     manifest = {
+        "in2_version": dataset.versions().get("in2"),
         "config": to_dict(cfg),
         "prompts": prompts.hashes(prompt_files(cfg)),
         "generator": describe_generator(cfg, engine),
-        "tokenizer": tokenizers.describe(cfg.tokenizer),
+        "tokenizer": {**tokenizers.describe(cfg.tokenizer), "sha256": tokenizers.fingerprint(tok)},
         "corpus": {"source": cfg.corpus.source, "name": cfg.corpus.name, "split": cfg.corpus.split},
         "counts": {
             "rows": counts(parts),
@@ -211,9 +224,11 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
             "ngram": cfg.decontam.ngram,
             "eval_sources": [e.source for e in cfg.decontam.sources],
             **(dict(decontaminator.stats) if decontaminator else {}),
+            **({"revisions": decontaminator.revisions} if decontaminator and decontaminator.revisions else {}),
         },
         "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
-        "usage": engine.usage.to_json(cfg.generator),
+        # spent_usd_all_runs: this shard's every run, killed ones too (merge sums it over the shards)
+        "usage": {**engine.usage.to_json(cfg.generator), "spent_usd_all_runs": round(engine.spent()["own_usd"], 4)},
         "token_accounting": verify(tok, checked.rows, cfg.context.max_length, cfg.context.verify_rows, cfg.seed),
     }
     engine.close()
@@ -312,6 +327,34 @@ def check_shard(path: Path) -> dict:
     return manifest
 
 
+def data_facts(manifest: dict) -> dict[str, object]:
+    """What a shard's rows depend on: its data settings (config less RUNTIME_FIELDS), the prompt files'
+    hashes, the tokenizer as loaded, what answered and the in2 version."""
+    facts: dict[str, object] = dict(data_settings(manifest["config"]))
+    facts.update({f"prompt file {name} (sha256)": h for name, h in manifest.get("prompts", {}).items()})
+    facts["tokenizer as loaded (sha256)"] = manifest.get("tokenizer", {}).get("sha256")
+    facts["the generator's model (its cache key)"] = manifest.get("generator", {}).get("model_id")
+    facts["in2 version"] = manifest.get("in2_version")
+    revisions = manifest.get("decontamination", {}).get("revisions", {})
+    facts.update({f"evaluation data {source} (Hub commit)": commit for source, commit in revisions.items()})
+    return facts
+
+
+def same_data(shards: list[Path], parts: list[dict]) -> None:
+    """ConfigError naming the first fact that differs between shard 0 and another shard; runtime fields
+    (generator.cache_dir, concurrency, max_cost_usd, ...) may differ."""
+    ref = data_facts(parts[0])
+    for path, part in zip(shards[1:], parts[1:], strict=True):
+        mine = data_facts(part)
+        for name in sorted(set(ref) | set(mine)):
+            if ref.get(name) != mine.get(name):
+                raise ConfigError(
+                    f"{path} was built with {name} = {mine.get(name)!r} but {shards[0].name} with "
+                    f"{ref.get(name)!r}: the shards of one job must share every setting that shapes the rows; "
+                    "rerun the odd shard with the job's settings, then merge again"
+                )
+
+
 def merge(output_dir: str) -> Path:
     """Join all shard folders of `<output_dir>.shards/` into the release folder, streaming their rows.
     A killed merge leaves the release as it was; run it again."""
@@ -336,11 +379,7 @@ def merge(output_dir: str) -> Path:
     shards = [root / shard_name(i, n) for i in range(n)]
     parts = [check_shard(s) for s in shards]
 
-    def core(c: dict) -> dict:
-        return {k: v for k, v in c.items() if k not in ("shard_index",)}
-
-    if any(core(p["config"]) != core(parts[0]["config"]) for p in parts):
-        raise ConfigError(f"{root}: shards were built with different configs")
+    same_data(shards, parts)
     merged = {k: v for k, v in parts[0].items() if k != "rows_file"}
     merged["config"] = {**parts[0]["config"], "shard_index": None}
     for key in ("counts", "rejected", "usage"):

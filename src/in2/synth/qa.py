@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from in2 import prompts
 from in2.llm import Engine, Request
+from in2.llm.base import FatalRequestError
 from in2.seeding import short_id, unit
 from in2.synth.config import QA_PARTS, ContextConfig, MixtureConfig, QAConfig
 from in2.synth.segment import Source
@@ -41,6 +42,18 @@ _STOP = frozenset(
     "from which who whom what when where why how not no do does did has have had can could will would should may "
     "might must than then there their they them he she his her we our you your i also into about such more most".split()
 )
+
+
+FAILED = "request_failed_"
+RETRY_ROUNDS = 2
+"""Rounds in which a wave's items whose requests failed for a passing reason are asked again."""
+REFUSED_AS_ASKED = ("http_400", "http_413", "http_422")
+"""Request errors that depend on the request itself (too long, rejected content): rejects, not retried."""
+
+
+def passing(reason: str | None) -> bool:
+    """A reject reason of a request that failed for a reason that may pass (not REFUSED_AS_ASKED)."""
+    return bool(reason) and reason.startswith(FAILED) and reason.removeprefix(FAILED) not in REFUSED_AS_ASKED
 
 
 def planned(missing: int, oversample: float) -> int:
@@ -314,6 +327,28 @@ class QAGenerator:
                     texts[i] = join(rq.prefix, rs.text) + "\n"
         return [r if r is not None else self._judge(items[i], texts[i], last[i]) for i, r in enumerate(results)]
 
+    def answered(self, items: list[QAItem], desc: str) -> list[tuple[QA | None, str | None]]:
+        """`generate`, with items whose request failed for a passing reason (a timeout, a dropped connection,
+        HTTP 429 or 5xx, a cut-off reply) asked again, RETRY_ROUNDS times, instead of being replaced by new
+        texts: which rows exist must not depend on transient errors. What still fails stops the run (a
+        rerun asks again; answers so far are cached). A request the server refuses for what it is (HTTP
+        400, 413, 422: the same each time) is a reject."""
+        results = self.generate(items, desc=desc)
+        for round_no in range(1, RETRY_ROUNDS + 1):
+            again = [i for i, (_, reason) in enumerate(results) if passing(reason)]
+            if not again:
+                return results
+            retried = self.generate([items[i] for i in again], desc=f"{desc}, failed requests again ({round_no})")
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
+        left = Counter(reason for _, reason in results if passing(reason))
+        if left:
+            raise FatalRequestError(
+                f"{sum(left.values())} requests still failed after {RETRY_ROUNDS} more rounds of retries "
+                f"({', '.join(f'{k.removeprefix(FAILED)} x{v}' for k, v in left.most_common())})"
+            )
+        return results
+
     # -- the loop -----------------------------------------------------------------------------
     def run(self, sources: Iterator[Source], need: dict[str, int]) -> dict[str, list[tuple[QAItem, QA]]]:
         accepted: dict[str, list[tuple[QAItem, QA]]] = {r: [] for r in need}
@@ -327,7 +362,7 @@ class QAGenerator:
                 break
             wave_no += 1
             self.stats["planned"] += len(wave)
-            for item, (qa, reason) in zip(wave, self.generate(wave, desc=f"QA pairs (wave {wave_no})"), strict=True):
+            for item, (qa, reason) in zip(wave, self.answered(wave, f"QA pairs (wave {wave_no})"), strict=True):
                 if qa is None:
                     self.stats[f"rejected_{reason}"] += 1
                 elif len(accepted[item.part]) < need[item.part]:

@@ -205,7 +205,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
         checked.add(row)
     parts = sink.close()
     manifest = {
-        "in2_version": dataset.versions().get("in2"),
+        "in2_version": __version__,
         "config": to_dict(cfg),
         "prompts": prompts.hashes(prompt_files(cfg)),
         "generator": describe_generator(cfg, engine),

@@ -65,7 +65,7 @@ def _load(cls, args):
 
 def cmd_synth(args) -> int:
     cfg = _load(SynthConfig, args)
-    from in2.synth import pipeline
+    from in2.synth import pipeline, shards
 
     if args.dry_run:
         report = pipeline.dry_run(cfg, sample=args.dry_run_sample)
@@ -77,6 +77,7 @@ def cmd_synth(args) -> int:
             f"<= ${report['estimated_cost_usd_at_most']:.2f}; nothing was sent"
         )
         return 0
+    shards.check_count(cfg.output_dir, cfg.num_shards)
     out = pipeline.synth(cfg)
     if cfg.num_shards > 1:
         print(f"shard {cfg.shard_index} of {cfg.num_shards} written to {out}; run `in2 merge` when all are done")

@@ -206,7 +206,7 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     else:  # named only: `in2 train` builds the real one
         p = sub.add_parser("train", help=TRAIN_HELP, add_help=False)
     p.set_defaults(func=cmd_train, parser=p)
-    evaluate = "VaL probing of every model in an eval recipe; report, plots, model card"
+    evaluate = "evaluate every model of an eval recipe (VaL probing, LongBench, short tasks); report, plots, model card"
     _recipe_command(sub, "eval", evaluate, EvalConfig, cmd_eval)
     probe = sub.add_parser(
         "probe",

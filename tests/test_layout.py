@@ -7,8 +7,15 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STAGES = ("synth", "release", "train", "evaluation", "cli")
-MAY_IMPORT = {"synth": set(), "release": set(), "train": set(), "evaluation": {"synth"}, "cli": set(STAGES)}
+STAGES = ("synth", "release", "train", "evaluation", "doctor", "cli")
+MAY_IMPORT = {
+    "synth": set(),
+    "release": set(),
+    "train": set(),
+    "evaluation": {"synth"},
+    "doctor": {"synth", "train", "evaluation"},
+    "cli": set(STAGES),
+}
 """The stages each stage may import besides the shared modules (errors, recipes, llm, cards, prompts...)."""
 
 

@@ -55,3 +55,10 @@ RELEASE_BYTES_PER_ROW = Figure(
     "~2.2x; C4 compresses less), x86_64, benchmarks/scale_rehearsal.py",
 )
 """Disk per released row; a sharded run holds the shards beside the release (twice this)."""
+
+MEAN_LONG_CONTEXT_TOKENS = Figure(
+    18_000,
+    "mean context of the scale rehearsal's rows with FILM-7B's lengths (4K-32K) and Mistral tokenizer, "
+    "benchmarks/scale_rehearsal.py",
+)
+"""Training tokens per long-context (fine-grained, integration) row."""

@@ -7,13 +7,14 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STAGES = ("synth", "release", "train", "evaluation", "doctor", "cli")
+STAGES = ("synth", "release", "train", "evaluation", "budget", "doctor", "cli")
 MAY_IMPORT = {
     "synth": set(),
     "release": set(),
     "train": set(),
     "evaluation": {"synth"},
-    "doctor": {"synth", "train", "evaluation"},
+    "budget": {"evaluation"},
+    "doctor": {"synth", "train", "evaluation", "budget"},
     "cli": set(STAGES),
 }
 """The stages each stage may import besides the shared modules (errors, recipes, llm, cards, prompts...)."""

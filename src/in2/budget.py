@@ -109,8 +109,8 @@ def sheet(dry_run: dict, synth: dict, train: dict) -> str:
     cap = dry_run["completion_tokens_at_most"]
     typical = requests * REPLY_TOKENS.value
     out = [
-        f"Computed by `python benchmarks/budget.py --write` from `benchmarks/film-7b-dry-run.json` (the dry run of "
-        f"`recipes/film-7b/in2_data.yaml`, Python's documentation standing in for C4), the recipes' fields and "
+        "Computed by `python benchmarks/budget.py --write` from `benchmarks/film-7b-dry-run.json` (the dry run of "
+        "`recipes/film-7b/in2_data.yaml`, Python's documentation standing in for C4), the recipes' fields and "
         "`src/in2/measured.py`; every row not measured says estimate.",
         "",
         f"**API** ({g['model']} at ${g['price_input_per_1m']:g} / ${g['price_output_per_1m']:g} per 1M input / output "

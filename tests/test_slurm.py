@@ -141,7 +141,7 @@ def test_the_launcher_names_a_positional_config_and_a_missing_file():
 
 
 @pytest.mark.parametrize("num_shards", [2, 4, 3, 12])
-def test_each_file_of_a_streamed_corpus_is_read_by_one_shard(tmp_path, num_shards):
+def test_each_file_of_a_streamed_corpus_is_read_by_one_shard(tmp_path, num_shards, capsys):
     """8 files over 2, 4 or 3 shards: each shard streams whole files of its own (3 shards: 3, 3 and 2 files),
     every row once; over 12 shards (more shards than files) each keeps 1 row in 12 of every file."""
     from datasets import load_dataset
@@ -160,6 +160,11 @@ def test_each_file_of_a_streamed_corpus_is_read_by_one_shard(tmp_path, num_shard
         if num_shards <= 8:  # whole files: 5 rows of each file it reads
             assert len(rows) == 5 * len(read)
     assert sorted(seen) == sorted(f"{f}/{i}" for f in range(8) for i in range(5))
+    err = capsys.readouterr().err
+    if num_shards == 3:
+        assert "shard 2 of 3 streams 2 of corpus's 8 files" in err
+    if num_shards == 12:
+        assert "each shard streams all of them and keeps 1 row in 12" in err
     assert streamed_per_kept(8, num_shards) == (1 if num_shards <= 8 else num_shards)
 
 

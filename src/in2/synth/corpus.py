@@ -115,6 +115,8 @@ def split_for_shard(ds, shard_index: int, num_shards: int, source: str):
         return split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
     files = ds.num_shards
     if streamed_per_kept(files, num_shards) == 1:
+        mine = len(range(shard_index, files, num_shards))
+        print(f"in2: shard {shard_index} of {num_shards} streams {mine} of {source}'s {files} files", file=sys.stderr)
         return split_dataset_by_node(ds, rank=shard_index, world_size=num_shards, strategy="shards")
     print(
         f"in2: note: {source} has {files} files, fewer than num_shards={num_shards}: each shard streams all of "

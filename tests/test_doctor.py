@@ -130,15 +130,22 @@ def hub(monkeypatch):
     """A local HTTP server answering the Hub's /api/whoami-v2 with `role` (set per test)."""
     from huggingface_hub import constants
 
-    state = {"role": "write"}
+    state = {"role": "write", "paths": []}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
         def do_GET(self):
+            state["paths"].append(self.path)
             body = {"name": "lab", "auth": {"accessToken": {"role": state["role"]}}}
-            if self.headers.get("Authorization") != "Bearer hf_test":
+            if self.path.startswith("/api/datasets/org/in2-film-7b/revision/v1.0.0"):
+                body = {"id": "org/in2-film-7b", "sha": "0123456789abcdef0123456789abcdef01234567"}
+            elif self.path.startswith("/api/datasets/"):
+                self.send_response(404)
+                self.end_headers()
+                return
+            elif self.headers.get("Authorization") != "Bearer hf_test":
                 self.send_response(401)
                 self.end_headers()
                 return
@@ -167,3 +174,11 @@ def test_a_hub_token_that_can_write_where_the_recipe_pushes(hub, monkeypatch):
     assert read.status == "BLOCKER" and "cannot write for org/film-7b-in2" in read.detail
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     assert doctor.hub_token_row(True, None).status == "BLOCKER"
+
+
+def test_a_hub_dataset_resolves_at_its_revision(hub):
+    ok = doctor.dataset_row("dataset", "org/in2-film-7b", "v1.0.0")
+    assert ok.status == "ok" and ok.detail == "org/in2-film-7b@v1.0.0 -> commit 0123456789"
+    assert hub["paths"][-1].startswith("/api/datasets/org/in2-film-7b/revision/v1.0.0")
+    missing = doctor.dataset_row("dataset", "org/in2-film-7b", "v9.9.9")
+    assert missing.status == "BLOCKER" and "@v9.9.9 not on the Hub" in missing.detail

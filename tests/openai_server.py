@@ -128,6 +128,18 @@ class CannedServer:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):  # /v1/models: the model every canned_generator names
+                outer.paths.append(self.path)
+                if not self.path.rstrip("/").endswith("/models"):
+                    self.send_error(404)
+                    return
+                data = json.dumps({"object": "list", "data": [{"id": "canned", "object": "model"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.paths.append(self.path)

@@ -7,8 +7,16 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STAGES = ("synth", "release", "train", "evaluation", "cli")
-MAY_IMPORT = {"synth": set(), "release": set(), "train": set(), "evaluation": {"synth"}, "cli": set(STAGES)}
+STAGES = ("synth", "release", "train", "evaluation", "budget", "doctor", "cli")
+MAY_IMPORT = {
+    "synth": set(),
+    "release": set(),
+    "train": set(),
+    "evaluation": {"synth"},
+    "budget": {"evaluation"},
+    "doctor": {"synth", "train", "evaluation", "budget"},
+    "cli": set(STAGES),
+}
 """The stages each stage may import besides the shared modules (errors, recipes, llm, cards, prompts...)."""
 
 

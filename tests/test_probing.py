@@ -1,8 +1,10 @@
 """VaL probing: pools, probe building, FILM layout, scoring rules."""
 
+import hashlib
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 import yaml
 
 import in2
+from in2.errors import ConfigError
 from in2.evaluation.probing import build, pools, report, score
 from in2.evaluation.tasks import PROBE_TASKS
 from tests.openai_server import CannedServer, in2_process
@@ -526,17 +529,43 @@ def test_film_pools_download_over_http_once(tmp_path, file_server):
     if not FILM.is_dir():
         pytest.skip("FILM's pools live in the shared folder beside the checkout")
     served, url, asked = file_server
-    for name in pools.FILM_FILES.values():  # a 50-line slice of each of FILM's real files
+    digests = {}
+    for name in pools.FILM_FILES.values():  # a 50-line slice of each of FILM's real files, at a revision
         lines = (FILM / "pieces" / name).read_text(encoding="utf-8").splitlines()[:50]
-        (served / name).write_text("\n".join(lines) + "\n")
-    folder = pools.download_film(tmp_path / "cache", url)
+        (served / "abc123").mkdir(exist_ok=True)
+        (served / "abc123" / name).write_text("\n".join(lines) + "\n")
+        digests[name] = hashlib.sha256((served / "abc123" / name).read_bytes()).hexdigest()
+    folder = pools.download_film(tmp_path / "cache", url + "{revision}/", "abc123", digests)
     assert len(asked) == 3 and not list(folder.glob("*.partial"))
-    pools.download_film(tmp_path / "cache", url)  # already there: nothing asked
+    pools.download_film(tmp_path / "cache", url + "{revision}/", "abc123", digests)  # there: nothing asked
     assert len(asked) == 3
     db = pools.load_film(folder, "database")
     assert len(db) == 50 and set(db[0]) == {"id", "label", "description"}
     with pytest.raises(FileNotFoundError, match=r"cannot download FILM's pool .*set probes.pools"):
-        pools.download_film(tmp_path / "other", url + "missing/")
+        pools.download_film(tmp_path / "other", url + "missing/", "abc123", digests)
+    # the slices are not FILM's files: with FILM's own digests the download is refused, naming the file
+    with pytest.raises(ConfigError, match=r"probes.pools: .*document_sentences.jsonl .*not FILM's 9970b18b.*abc123"):
+        pools.download_film(tmp_path / "third", url + "{revision}/", "abc123")
+
+
+@pytest.mark.skipif(not FILM.is_dir(), reason="FILM's pools live in the shared folder beside the checkout")
+def test_film_pools_are_pinned_to_a_commit_and_their_sha256(tmp_path):
+    """The digests in2 checks are those of FILM's files (the stored copy at FILM_REVISION); a changed byte is
+    not FILM's pool any more, and the build says which it read."""
+    from in2.evaluation.probing.build import load_pool
+
+    assert re.fullmatch(r"[0-9a-f]{40}", pools.FILM_REVISION) and "{revision}" in pools.FILM_URL
+    for name in pools.FILM_FILES.values():
+        assert pools.is_film(FILM / "pieces" / name)
+    _, described = load_pool("database", str(FILM / "pieces"), "builtin:pydoc", 0)
+    assert "FILM's released pool (microsoft/FILM@134c03b, sha256 checked" in described
+    copy = tmp_path / "pieces"
+    copy.mkdir()
+    raw = (FILM / "pieces" / "database_entities.jsonl").read_bytes()
+    (copy / "database_entities.jsonl").write_bytes(raw.replace(b"Q41713206", b"Q41713207"))
+    assert not pools.is_film(copy / "database_entities.jsonl")
+    _, described = load_pool("database", str(copy), "builtin:pydoc", 0)
+    assert described.startswith("a pool in FILM's layout") and "not FILM's file" in described
 
 
 def test_a_pool_too_short_for_the_length_is_flagged(tmp_path, caplog):

@@ -64,7 +64,7 @@ def _load(cls, args):
 
 def cmd_synth(args) -> int:
     cfg = _load(SynthConfig, args)
-    from in2.synth import pipeline
+    from in2.synth import pipeline, shards
 
     if args.dry_run:
         report = pipeline.dry_run(cfg, sample=args.dry_run_sample)
@@ -76,6 +76,7 @@ def cmd_synth(args) -> int:
             f"<= ${report['estimated_cost_usd_at_most']:.2f}; nothing was sent"
         )
         return 0
+    shards.check_count(cfg.output_dir, cfg.num_shards)
     out = pipeline.synth(cfg)
     if cfg.num_shards > 1:
         print(f"shard {cfg.shard_index} of {cfg.num_shards} written to {out}; run `in2 merge` when all are done")
@@ -134,6 +135,18 @@ def cmd_publish(args) -> int:
     )
     print(f"load it with: {report['load']}")
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from in2 import doctor
+
+    rows = doctor.diagnose(args.config, args.accelerate_config)
+    print(f"in2 doctor: {args.config}\n")
+    print(doctor.table(rows))
+    blockers = [r.check for r in rows if r.status == doctor.BLOCKER]
+    warnings = [r.check for r in rows if r.status == doctor.WARN]
+    print(f"\n{len(blockers)} blocker(s){': ' + ', '.join(blockers) if blockers else ''}; {len(warnings)} warning(s)")
+    return 1 if blockers else 0
 
 
 def cmd_train(args) -> int:
@@ -210,7 +223,19 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     else:  # named only: `in2 train` builds the real one
         p = sub.add_parser("train", help=TRAIN_HELP, add_help=False)
     p.set_defaults(func=cmd_train, parser=p)
-    evaluate = "VaL probing of every model in an eval recipe; report, plots, model card"
+    p = sub.add_parser(
+        "doctor",
+        help="check this machine against a recipe before anything runs: one table, exit 1 on a blocker",
+        description="Check what a synth, train or eval recipe needs on this machine (packages and kernels, CUDA "
+        "and GPU memory against the recipe's measured need, tokenizer, dataset, generator endpoint, disk, Hub "
+        "token, output folder) and print one table. Exit status 1 when a row is a BLOCKER, else 0.",
+    )
+    p.add_argument("--config", required=True, metavar="RECIPE", help="recipe YAML, e.g. recipes/film-7b/sft_full.yaml")
+    p.add_argument(
+        "--accelerate-config", metavar="FILE", help="the accelerate config the training recipe is launched with"
+    )
+    p.set_defaults(func=cmd_doctor, parser=p)
+    evaluate = "evaluate every model of an eval recipe (VaL probing, LongBench, short tasks); report, plots, model card"
     _recipe_command(sub, "eval", evaluate, EvalConfig, cmd_eval)
     probe = sub.add_parser(
         "probe",

@@ -124,13 +124,17 @@ class ShortTaskConfig:
 
 
 def _short_tasks() -> list[ShortTaskConfig]:
+    """The paper's eight short tasks (Section 4), as in its table (in2.evaluation.published.SHORT); where it
+    gives no shot count, lm-eval's default (0)."""
     return [
         ShortTaskConfig("mmlu", 5, "acc,none"),
         ShortTaskConfig("boolq", 0, "acc,none"),
         ShortTaskConfig("race", 0, "acc,none"),
+        ShortTaskConfig("commonsense_qa", 0, "acc,none"),
         ShortTaskConfig("arc_challenge", 0, "acc_norm,none"),
         ShortTaskConfig("hellaswag", 0, "acc_norm,none"),
         ShortTaskConfig("gsm8k", 8, "exact_match,strict-match"),
+        ShortTaskConfig("minerva_math", 4, "exact_match,none"),
     ]
 
 

@@ -6,6 +6,7 @@ import glob
 import hashlib
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,35 @@ def _read_local(files: list[Path], stats: Counter) -> Iterator[dict]:
                     yield row
 
 
+def streamed_per_kept(num_files: int, num_shards: int) -> int:
+    """Rows a shard streams for each row it keeps: 1 when every shard reads whole files of its own (at
+    least as many files as shards), else `num_shards` (every shard streams every file and keeps 1 row in
+    `num_shards`)."""
+    return 1 if num_shards <= 1 or num_files >= num_shards else num_shards
+
+
+def split_for_shard(ds, shard_index: int, num_shards: int, source: str):
+    """Shard `shard_index`'s part of a dataset: for a streamed one, whole files, each file read by one
+    shard only (files i, i + n, i + 2n, ...) when it has at least `num_shards` files; else one row in
+    `num_shards` of every file, with a warning that says so."""
+    from datasets import IterableDataset
+    from datasets.distributed import split_dataset_by_node
+
+    if not isinstance(ds, IterableDataset):
+        return split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
+    files = ds.num_shards
+    if streamed_per_kept(files, num_shards) == 1:
+        mine = len(range(shard_index, files, num_shards))
+        print(f"in2: shard {shard_index} of {num_shards} streams {mine} of {source}'s {files} files", file=sys.stderr)
+        return split_dataset_by_node(ds, rank=shard_index, world_size=num_shards, strategy="shards")
+    print(
+        f"in2: note: {source} has {files} files, fewer than num_shards={num_shards}: each shard streams all of "
+        f"them and keeps 1 row in {num_shards}",
+        file=sys.stderr,
+    )
+    return split_dataset_by_node(ds, rank=shard_index, world_size=num_shards, strategy="examples")
+
+
 def iter_records(
     source: str,
     *,
@@ -127,12 +157,11 @@ def iter_records(
         raise ConfigError(f"no {'/'.join(LOCAL_SUFFIXES)} files found at {source}")
     else:
         from datasets import load_dataset
-        from datasets.distributed import split_dataset_by_node
 
         with loading("dataset", f"{source!r}" + (f", config {name!r}" if name else "") + f", split {split!r}"):
             ds = load_dataset(source, name, split=split, streaming=streaming, revision=revision)
         if num_shards > 1:
-            ds = split_dataset_by_node(ds, rank=shard_index, world_size=num_shards)
+            ds = split_for_shard(ds, shard_index, num_shards, source)
         rows, local = iter(ds), False
     checked = False
     for i, row in enumerate(rows):

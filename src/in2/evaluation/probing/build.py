@@ -290,8 +290,14 @@ def load_pool(task: str, source: str, document_source: str = "builtin:pydoc", se
         if task == "code":
             return pools.functions(seed), "functions of the Python standard library"
         return pools.entities(seed), "the Python standard library's public callables"
-    folder = pools.download_film(Path.home() / ".cache" / "in2" / "film") if source == "film" else Path(source)
-    return pools.load_film(folder, task), f"FILM's released pool ({folder})"
+    if source == "film":
+        folder = pools.download_film(Path.home() / ".cache" / "in2" / "film" / pools.FILM_REVISION)
+    else:
+        folder = Path(source)
+    items = pools.load_film(folder, task)
+    if pools.is_film(folder / pools.FILM_FILES[task]):
+        return items, f"FILM's released pool (microsoft/FILM@{pools.FILM_REVISION[:7]}, sha256 checked; {folder})"
+    return items, f"a pool in FILM's layout from {folder} (not FILM's file at microsoft/FILM@{pools.FILM_REVISION[:7]})"
 
 
 def build_all(cfg) -> tuple[Path, list[str]]:

@@ -10,10 +10,12 @@ A pool is a list of items; each task renders its items into the context and asks
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 import sysconfig
 from pathlib import Path
 
+from in2.errors import ConfigError
 from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
@@ -27,7 +29,16 @@ FILM_FIELDS = {  # our item field -> FILM's pool field
     "code": {"name": "function_name", "body": "function_define", "piece": "piece"},
     "database": {"id": "id", "label": "label", "description": "dcpt"},
 }
-FILM_URL = "https://raw.githubusercontent.com/microsoft/FILM/main/VaLProbing/pieces/"
+FILM_REVISION = "134c03b723f8373088ec7b899f5948f8e5cd474d"
+"""The microsoft/FILM commit FILM's pools are downloaded at (`probes.pools: film`)."""
+FILM_URL = "https://raw.githubusercontent.com/microsoft/FILM/{revision}/VaLProbing/pieces/"
+FILM_SHA256 = {
+    "document_sentences.jsonl": "9970b18b6ebedbef18cf3870b5dbc5a4d82a8c8b245c60a564e5a1a1d92fad73",
+    "code_functions.jsonl": "06efc99bf274eba23be55325da349652e55f87c603aa52381b57ef871c060431",
+    "database_entities.jsonl": "cad506afa64bafa3e37e3be39f2d6153e9e0d6005d6fdfded4fe6b86d682310b",
+}
+"""sha256 of each pool file at FILM_REVISION, computed from a stored copy of the files at that commit (not
+from a download from GitHub)."""
 PIECE_WORDS = 8
 
 
@@ -40,18 +51,33 @@ def load_film(folder: str | Path, task: str) -> list[dict]:
     return [{ours: r[film] for ours, film in fields.items()} for r in read_jsonl(path, required=fields.values())]
 
 
-def download_film(folder: str | Path, url: str = FILM_URL) -> Path:
-    """Fetch FILM's three pool files into `folder` (needs network; skipped for files already there)."""
+def is_film(path: Path) -> bool:
+    """Whether `path` is byte for byte FILM's released pool file of its name (at FILM_REVISION)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() == FILM_SHA256.get(path.name)
+
+
+def download_film(
+    folder: str | Path, url: str = FILM_URL, revision: str = FILM_REVISION, sha256: dict[str, str] = FILM_SHA256
+) -> Path:
+    """Fetch FILM's three pool files at `revision` into `folder` (needs network; skipped for files already
+    there) and check each against its `sha256`."""
     from in2.evaluation.download import fetch
 
     for name in FILM_FILES.values():
-        fetch(
-            url + name,
+        source = url.replace("{revision}", revision) + name
+        path = fetch(
+            source,
             Path(folder) / name,
             "probes.pools",
             "FILM's pool",
             "put FILM's VaLProbing/pieces files in a folder and set probes.pools to it",
         )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256[name]:
+            raise ConfigError(
+                f"probes.pools: {path} (from {source}) has sha256 {digest}, not FILM's {sha256[name]} at "
+                f"microsoft/FILM@{revision[:7]}; delete it to download it again"
+            )
     return Path(folder)
 
 

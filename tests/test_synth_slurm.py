@@ -51,6 +51,7 @@ def array_task(work: Path, index: int, extra: list[str], *more: str) -> subproce
     env = {
         **os.environ,
         "SLURM_ARRAY_TASK_COUNT": "3",
+        "NUM_SHARDS": "3",  # the shard count is the script's, not the array's
         "SLURM_ARRAY_TASK_ID": str(index),
         "SLURM_ARRAY_JOB_ID": "4242",
         "IN2_SLURM_TEST_KEY": SECRET,

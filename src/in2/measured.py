@@ -21,16 +21,20 @@ class Figure:
 
 H200_1126 = "one H200, torch 2.11.0+cu130, transformers 5.24.0, trl 1.16.0, liger-kernel 0.8.5, commit 557db0e"
 H200_1204 = "one H200, torch 2.11.0+cu130, transformers 5.24.0, trl 1.16.0, liger-kernel 0.8.5, commit 767c5b4"
+H200_1204_TILED = (
+    "one H200, torch 2.11.0+cu130, transformers 5.24.0, trl 1.16.0, peft 0.21.2, liger-kernel 0.8.5, "
+    "expandable-segments allocator, commit 8a6476c"
+)
 
 GPU_MEMORY_GIB: dict[str, Figure | None] = {
-    "film-7b/sft_full_1gpu.yaml": Figure(73.75, f"peak reserved at 32K, Liger on, {H200_1204}"),
+    "film-7b/sft_full_1gpu.yaml": Figure(73.01, f"peak reserved at 32K, Liger on, {H200_1204_TILED}"),
     "film-7b/sft_lora.yaml": Figure(35.07, f"peak at 32K, Liger on, {H200_1126}"),
     "film-7b/sft_qlora.yaml": Figure(27.0, "LoRA's measured 35 GiB with ~4 GB of 4-bit base weights", False),
     "film-7b/sft_full.yaml": Figure(
         22.0, "per GPU of 8-way FSDP: 14.5 GB of sharded fp32 states + measured 32K activations + buffers", False
     ),
     "mistral-nemo-12b/sft_lora.yaml": Figure(
-        85.21, f"peak reserved at 128K with activation offload, first step, {H200_1204}"
+        50.4, f"peak reserved at 128K with activation offload and the tiled MLP, first step, {H200_1204_TILED}"
     ),
     "mistral-nemo-12b/sft_full.yaml": None,
 }
@@ -43,7 +47,7 @@ TOKENS_PER_S_PER_GPU: dict[str, Figure] = {
         f"the full recipe at 32K with bf16 weights on one GPU, Liger on (no FSDP traffic: under FSDP expect less), "
         f"{H200_1126}",
     ),
-    "film-7b/sft_full_1gpu.yaml": Figure(6235.6, f"at 32K, bf16 weights, Kahan AdamW, Liger on, {H200_1204}"),
+    "film-7b/sft_full_1gpu.yaml": Figure(6171.9, f"at 32K, bf16 weights, Kahan AdamW, Liger on, {H200_1204_TILED}"),
     "film-7b/sft_lora.yaml": Figure(5667.7, f"at 32K, Liger on, {H200_1126}"),
     "film-7b/sft_qlora.yaml": Figure(5667.7, "LoRA's measured rate; 4-bit dequantization makes it slower", False),
 }

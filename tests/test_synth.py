@@ -482,6 +482,34 @@ def test_film_recipe_decontaminates_against_longbench_without_its_loading_script
             raise RuntimeError("Dataset scripts are no longer supported, but found LongBench.py")
 
 
+def test_the_jobs_first_shard_pins_each_hub_sources_commit_for_the_others(tmp_path, monkeypatch):
+    """A Hub dataset that gets a new commit between two shards' starts: the later shard reads the commit the
+    first one pinned in the job's folder, so merge gets shards of one evaluation set; a source with its own
+    `revision` is never pinned. (`resolved` is where in2 asks the Hub for the latest commit; here the Hub's
+    answer changes between the shards. The data is in in2's cache as `in2 eval` unpacks it.)"""
+    from in2.synth import decontam
+    from in2.synth.config import DecontamConfig, EvalSourceConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for commit in ("c0ffee1", "beef002"):
+        folder = tmp_path / f".cache/in2/longbench/THUDM--LongBench@{commit}/data"
+        folder.mkdir(parents=True)
+        (folder / "qasper.jsonl").write_text(json.dumps({"context": f"text of commit {commit} " * 3}) + "\n")
+    sources = [EvalSourceConfig(source="THUDM/LongBench", archive="data.zip", name="qasper", fields=["context"])]
+    cfg = DecontamConfig(ngram=3, sources=sources)
+    pins = tmp_path / "data" / "in2-film-7b.revisions"
+    read = []
+    for latest in ("c0ffee1", "beef002"):  # the first shard starts, the dataset moves on, the second starts
+        monkeypatch.setattr(decontam, "resolved", lambda src, latest=latest: src.revision or latest)
+        d = decontam.build(cfg, pins=pins)
+        read.append((d.revisions, d.contaminated("text of commit c0ffee1 text"), d.contaminated("of commit beef002")))
+    assert read[0] == read[1] == ({"THUDM/LongBench qasper test": "c0ffee1"}, True, False)
+    assert len(list(pins.glob("*.json"))) == 1
+    sources[0].revision = "beef002"  # the recipe's own pin wins and is not recorded for the job
+    assert decontam.build(cfg, pins=pins).revisions == {"THUDM/LongBench qasper test": "beef002"}
+    assert len(list(pins.glob("*.json"))) == 1
+
+
 def test_repeated_corpus_ids_are_skipped_and_counted(tmp_path, env_key):
     """`id_field: url` names items, rows and requests: a second text with a url already seen is counted and
     skipped (two rows with one id, two texts answered by one cached reply, otherwise)."""

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -107,14 +109,37 @@ def eval_texts(src: EvalSourceConfig, revision: str | None = None) -> Iterable[s
             yield from (v for v in values if isinstance(v, str))
 
 
-def build(cfg: DecontamConfig) -> Decontaminator | None:
-    """The decontaminator for a config, or None when no evaluation data is configured."""
+def pinned(path: Path, key: str, commit: str | None) -> str | None:
+    """The job's commit for source `key`: the one an earlier shard recorded in `path` (one JSON file per
+    source key, written once: the first shard to resolve a source pins it for the whole job), else `commit`,
+    recorded now. Shards started days apart so read the same data, unless the recipe names a revision."""
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+    if not target.exists() and commit:
+        tmp = path / f".{target.name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"source": key, "commit": commit}))
+        try:
+            os.link(tmp, target)  # atomic and exclusive: of two shards resolving at once, one pins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return json.loads(target.read_text())["commit"] if target.exists() else commit
+
+
+def build(cfg: DecontamConfig, pins: Path | None = None) -> Decontaminator | None:
+    """The decontaminator for a config, or None when no evaluation data is configured. With `pins` (the job's
+    folder of pinned commits), a Hub source without a `revision` is read at the commit the job's first shard
+    resolved."""
     if not cfg.sources:
         return None
     d = Decontaminator(cfg.ngram)
     for src in cfg.sources:
+        key = f"{src.source} {src.name or ''} {src.split}".strip()
         commit = resolved(src)
+        if pins is not None and src.revision is None and hub_source(src):
+            commit = pinned(pins, key, commit)
         if commit:
-            d.revisions[f"{src.source} {src.name or ''} {src.split}".strip()] = commit
+            d.revisions[key] = commit
         d.add(tqdm(eval_texts(src, commit or src.revision), desc=f"eval n-grams: {src.source}", unit="text"))
     return d

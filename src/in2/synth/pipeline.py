@@ -174,7 +174,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
     pool: list[Source] = []
-    decontaminator = decontam.build(cfg.decontam)
+    decontaminator = decontam.build(cfg.decontam, pins=Path(cfg.output_dir + ".revisions"))
     stream = source_stream(cfg, tok, stats, pool, decontaminator)
     engine = job_engine(cfg)
     assembler = Assembler(tok, cfg.context, cfg.seed)

@@ -185,6 +185,14 @@ def test_only_whole_spans_count_and_dropped_positions_are_reported():
     preds = ["f" if v else "g" for _, _, v in scored]
     r = score.score("code_backward_test", rows, [], preds, span_size=2)
     assert r["avg"] == pytest.approx(37.5) and r["dropped"] == 1 and r["scored"] == 9
+    # Sets of 6 and 4 positions: the smaller set decides (2 whole spans). Taking the larger set's 6 would add
+    # a third span (set 0 alone, 100) and give Avg 58.3, Gap 75 instead of 37.5 / 25.
+    values = {0: [1, 0, 1, 0, 1, 1], 1: [1, 0, 0, 0]}
+    rows = [{"completion": "f", "position_id": p, "set_id": s} for s, vs in values.items() for p in range(len(vs))]
+    preds = ["f" if v else "g" for vs in values.values() for v in vs]
+    r = score.score("code_backward_test", rows, [], preds, span_size=2)
+    assert r["spans"] == pytest.approx([50.0, 25.0]) and r["dropped"] == 2
+    assert r["avg"] == pytest.approx(37.5) and r["gap"] == pytest.approx(25.0)
 
 
 def test_no_signal_instead_of_a_gap_near_zero():
@@ -257,6 +265,30 @@ def _http_model(url, cache, name="reader"):
             "cache_dir": str(cache),
         },
     }
+
+
+def test_eval_against_a_server_that_keeps_failing_ends_in_one_line(tmp_path, capsys):
+    """Every answer a 500 after the client's retries: `in2 eval` stops with one line and exit 3 (requests
+    failed, as `in2 synth` says it), no traceback; the answers are asked again on a rerun."""
+    from in2.cli import main
+    from tests.conftest import MISTRAL
+
+    with CannedServer(chaos_rate=1.0, chaos_kinds=("500",)) as s:
+        model = _http_model(s.url, tmp_path / "cache")
+        model["generator"].update(max_retries=0, concurrency=1)
+        recipe = {
+            "tokenizer": MISTRAL,
+            "probes": {"tasks": ["database"], "lengths": [512], "sets": 1, "span_size": 5, "positions_per_span": 1,
+                       "output_dir": str(tmp_path / "probes")},
+            "models": [model],
+            "output_dir": str(tmp_path / "results"),
+        }  # fmt: skip
+        (tmp_path / "eval.yaml").write_text(yaml.safe_dump(recipe))
+        code = main(["eval", "--config", str(tmp_path / "eval.yaml")])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("in2: error: ") and "requests failed" in last and "rerun" in last
 
 
 @pytest.mark.parametrize("prompt_format", ["chat", "raw"])

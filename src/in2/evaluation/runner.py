@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from in2.llm import Engine, Request
+from in2.llm.base import FatalRequestError
 
 
 def predictions_path(out_dir: str | Path, name: str) -> Path:
@@ -86,7 +87,7 @@ def run_named(jobs: dict[str, Iterable[Request | None]], out_dir: str | Path, en
             responses = engine.generate([r for _, r in part if r is not None], desc=f"answers {sent}/{todo}")
             failed = [r.error for r in responses if r.error is not None]
             if failed:
-                raise RuntimeError(f"{len(failed)} requests failed ({failed[0]}); rerun to retry them")
+                raise FatalRequestError(f"{len(failed)} requests failed ({failed[0]}); rerun to retry them")
             texts = iter(responses)
             for n, r in part:
                 line = {"samples": [(next(texts).text or "") if r is not None else ""]}

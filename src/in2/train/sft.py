@@ -31,7 +31,6 @@ from in2.train.args import (
     TrainParser,
     argument_classes,
     config_flag,
-    gradient_accumulation,
     make_parser,
 )
 from in2.train.fsdp import FinishPartialForwards
@@ -141,13 +140,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     resolve_recipe(training_args)
     optim.check(script_args, training_args, model_args)
     sp = parallel.check(script_args, training_args)
-    if script_args.global_batch_size:
-        try:
-            training_args.gradient_accumulation_steps = gradient_accumulation(
-                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size // sp
-            )
-        except ValueError as e:
-            raise ConfigError(f"global_batch_size: {e}") from None
+    parallel.settle_batch(script_args, training_args, sp)
     if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") == "true" and training_args.activation_checkpointing:
         # FSDP checkpoints activations itself; the trainer's would add an all-gather in every backward pass
         training_args.activation_checkpointing = training_args.gradient_checkpointing = False

@@ -22,7 +22,7 @@ from in2.cli import main
 from in2.errors import ConfigError
 from in2.train import card, sft
 from in2.train.args import gradient_accumulation
-from in2.train.hub import IGNORE
+from in2.train.hub import IGNORE, HubPublisher
 from in2.train.model import attention_implementation, liger_kernels, load_model
 from tests.conftest import write_recipe
 
@@ -369,6 +369,27 @@ def test_push_sends_checkpoints_to_branches_and_never_optimizer_states(tmp_path,
     assert 'model_id = "org/tiny-in2"' in hub.branches["main"]["README.md"].decode()
 
 
+def test_a_failed_checkpoint_upload_does_not_stop_the_final_push(tmp_path, caplog):
+    class FlakyHub(StandInHub):
+        def upload_folder(self, repo_id, folder_path, revision=None, **kwargs):
+            if revision == "checkpoint-1":
+                raise ConnectionError("503 from the Hub")
+            return super().upload_folder(repo_id, folder_path, revision=revision, **kwargs)
+
+    for folder in ("checkpoint-1", "checkpoint-2", "."):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "model.safetensors").write_bytes(b"weights")
+    hub, args = FlakyHub(), SimpleNamespace(output_dir=str(tmp_path))
+    publisher = HubPublisher("org/tiny-in2", api=hub)
+    for step in (1, 2):
+        publisher.on_save(args, SimpleNamespace(is_world_process_zero=True, global_step=step), None)
+    assert publisher.finish(tmp_path)
+    assert publisher.failed == [1] and set(hub.branches) == {"main", "checkpoint-1", "checkpoint-2"}
+    assert "model.safetensors" in hub.branches["main"] and "model.safetensors" in hub.branches["checkpoint-2"]
+    assert not hub.branches["checkpoint-1"]
+    assert "could not upload checkpoint-1 to org/tiny-in2" in caplog.text and "503 from the Hub" in caplog.text
+
+
 def test_ignore_patterns_cover_trainer_fsdp_and_deepspeed_states():
     states = [
         "optimizer.pt",
@@ -378,6 +399,9 @@ def test_ignore_patterns_cover_trainer_fsdp_and_deepspeed_states():
         "scaler.pt",
         "training_args.bin",
         "optimizer_0/__0_0.distcp",
+        "pytorch_model_fsdp.bin",  # FSDP FULL_STATE_DICT: a pickled second copy of the weights
+        "pytorch_model_fsdp_0/__0_0.distcp",  # FSDP SHARDED_STATE_DICT
+        "pytorch_model_fsdp_0/.metadata",
         "global_step500/zero_pp_rank_0_mp_rank_00_optim_states.pt",
         "latest",
         "checkpoint-500/model.safetensors",

@@ -108,47 +108,68 @@ def _weights(folder: Path) -> dict:
     return load_file(Path(folder) / "model.safetensors")
 
 
-def _final(out: Path) -> tuple[dict, dict]:
-    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
-    return state["log_history"][0], _weights(out)
+def _logged(checkpoint: Path) -> dict[int, dict]:
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return {h["step"]: h for h in history if "loss" in h}
 
 
-def test_two_process_sequence_parallel_step_equals_one_process(tmp_path, tiny_model, dataset_folder):
-    """Two CPU processes (DeepSpeed ZeRO-3, gloo) share one row through Ulysses; the loss, the gradient
-    norm and the weights after one step equal a plain one-process run on that row."""
-    from datasets import load_dataset
-
-    one_row = tmp_path / "one-row"
-    (one_row / "data").mkdir(parents=True)
-    load_dataset(str(dataset_folder), split="train").select([0]).to_parquet(one_row / "data" / "train-0.parquet")
-    (tmp_path / "1").mkdir()
-    (tmp_path / "2").mkdir()
-    common = dict(per_device_train_batch_size=1, max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=1.0)
-    single = write_recipe(tmp_path / "1", tiny_model, one_row, **common)
-    shared = write_recipe(tmp_path / "2", tiny_model, one_row, **common, sequence_parallel_size=2, use_cpu=False)
-    # accelerate only counts DeepSpeed's CPU processes with an explicit backend; gloo is the CPU one
-    shared.write_text(shared.read_text() + "ddp_backend: gloo\n")
-    sft.train(*sft.parse(["--config", str(single)])[:3])
+def _launch_sp(recipe: Path, *flags: str, port: int):
     env = {**os.environ, "DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [
         *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(SP8)),
         *("--num_processes", "2", "--parallelism_config_sp_size", "2", "--mixed_precision", "no"),
-        *("--main_process_port", "29519", "-m", "in2.train.sft", "--config", str(shared)),
+        *("--main_process_port", str(port), "-m", "in2.train.sft", "--config", str(recipe), *flags),
     ]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    log_1, weights_1 = _final(tmp_path / "1" / "out")
-    log_2, weights_2 = _final(tmp_path / "2" / "out")
-    assert log_2["loss"] == pytest.approx(log_1["loss"], rel=1e-5)
-    assert log_2["grad_norm"] == pytest.approx(log_1["grad_norm"], rel=1e-4)
+
+
+def test_two_process_sequence_parallel_steps_equal_one_process_and_resume(tmp_path, tiny_model, dataset_folder):
+    """Two CPU processes (DeepSpeed ZeRO-3, gloo) share each row through Ulysses. Two optimizer steps of two rows
+    whose answers differ in length: the loss (token mean over the step, as every recipe), the gradient norm and
+    the weights after step 1 equal a plain one-process run's; a rerun resumed from checkpoint-1, mid-epoch,
+    skips the rows trained and logs the same step 2."""
+    from datasets import load_dataset
+
+    rows = tmp_path / "rows"
+    (rows / "data").mkdir(parents=True)
+
+    # answers of 1x to 7x the tokens: a mean of per-row means would weigh them unlike the token mean
+    def lengthen(row, i):
+        return {"completion": [{"role": "assistant", "content": row["completion"][0]["content"] * (2 * i + 1)}]}
+
+    train = load_dataset(str(dataset_folder), split="train").select(range(4)).map(lengthen, with_indices=True)
+    train.to_parquet(rows / "data" / "train-0.parquet")
+    for name in ("1", "2", "2-resumed"):
+        (tmp_path / name).mkdir()
+    common = dict(per_device_train_batch_size=1, global_batch_size=2, max_steps=2, optim="sgd", learning_rate=0.5)
+    single = write_recipe(tmp_path / "1", tiny_model, rows, **common, max_grad_norm=1.0)
+    # pad_to_multiple_of 1024: every row the same length, as gloo's all_gather needs (NCCL's takes uneven sizes)
+    sp = dict(sequence_parallel_size=2, pad_to_multiple_of=1024)
+    shared = write_recipe(tmp_path / "2", tiny_model, rows, **common, max_grad_norm=1.0, **sp)
+    # accelerate only counts DeepSpeed's CPU processes with an explicit backend; gloo is the CPU one
+    shared.write_text(shared.read_text().replace("use_cpu: true", "use_cpu: false") + "ddp_backend: gloo\n")
+    sft.train(*sft.parse(["--config", str(single)])[:3])
+    _launch_sp(shared, port=29519)
+    one, two = tmp_path / "1" / "out", tmp_path / "2" / "out"
+    log_1, log_2 = _logged(one / "checkpoint-2"), _logged(two / "checkpoint-2")
+    for step in (1, 2):
+        assert log_2[step]["loss"] == pytest.approx(log_1[step]["loss"], rel=1e-5), step
+        assert log_2[step]["grad_norm"] == pytest.approx(log_1[step]["grad_norm"], rel=1e-4), step
+    weights_1, weights_2 = _weights(one / "checkpoint-1"), _weights(two / "checkpoint-1")
     assert set(weights_1) == set(weights_2)
     before = _weights(tiny_model)
     for name, w in weights_1.items():
         torch.testing.assert_close(weights_2[name], w, rtol=1e-4, atol=1e-6, msg=name)
     moved = max(float((w - before[name]).abs().max()) for name, w in weights_1.items())
     assert moved > 1e-3  # the step changed the weights, so equal weights mean equal gradients
-    card = (tmp_path / "2" / "out" / "README.md").read_text()
+    card = (two / "README.md").read_text()
     assert "| distributed | DEEPSPEED, ZeRO stage 3, Ulysses sequence parallel over 2 GPUs |" in card
+    resumed = tmp_path / "2-resumed" / "out"
+    _launch_sp(shared, "--resume_from_checkpoint", str(two / "checkpoint-1"), "--output_dir", str(resumed), port=29521)
+    log_r = _logged(resumed / "checkpoint-2")
+    assert log_r[2]["loss"] == pytest.approx(log_2[2]["loss"], rel=1e-5)
+    assert log_r[2]["grad_norm"] == pytest.approx(log_2[2]["grad_norm"], rel=1e-4)
 
 
 NEMO = ROOT / "recipes" / "mistral-nemo-12b" / "sft_full.yaml"

@@ -36,6 +36,7 @@ from in2.train.args import (
 from in2.train.fsdp import FinishPartialForwards
 from in2.train.hub import HubPublisher, check_token
 from in2.train.model import FLASH, liger_kernels, load_model, rope_scaling
+from in2.train.ulysses import UlyssesTrainer
 
 logger = logging.getLogger("in2.train")
 RECIPE_COPY = "in2_recipe.yaml"
@@ -81,9 +82,10 @@ def _check_keys(path: Path, text: str) -> None:
         raise ConfigError(f"{path}: unknown field(s): {', '.join(did_you_mean(k, known) for k in unknown)}")
 
 
-class In2SFTTrainer(SFTTrainer):
+class In2SFTTrainer(SFTTrainer, UlyssesTrainer):
     """SFTTrainer whose model card is in2's, in the output folder and in every checkpoint folder, with
-    whole-run figures after a resume, and whose checkpoints are complete once trainer_state.json exists."""
+    whole-run figures after a resume, and whose checkpoints are complete once trainer_state.json exists;
+    under sequence parallelism, with the token-mean loss and mid-epoch resume of in2.train.ulysses."""
 
     def __init__(self, *args, card: dict, **kwargs):
         self.card = card

@@ -19,7 +19,9 @@ def test_fsdp2_survives_evaluation_and_a_checkpoint_on_one_step_and_resumes_from
     losses = [v for s, k, v in runs["first"] if k == "loss"]
     assert losses[-1] < losses[0]  # learning rate 1e-3: the weights move
     card = (tmp_path / "resumed" / "README.md").read_text()
-    assert "| distributed | FSDP, FSDP2, CPU offload off |" in card and "| Liger kernels | off |" in card
+    # mixed_precision bf16 with the recipe's fp32 weights: FSDP2 reduces the gradients in fp32, not bf16
+    assert "| distributed | FSDP, FSDP2, CPU offload off, gradients reduced in float32 |" in card
+    assert "| Liger kernels | off |" in card
     pushed = checkpoint_push(tmp_path / "first" / "checkpoint-2")
     assert {"model.safetensors", "config.json", "trainer_state.json", "README.md"} <= pushed
 

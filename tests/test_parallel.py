@@ -165,6 +165,8 @@ def test_two_process_sequence_parallel_steps_equal_one_process_and_resume(tmp_pa
     assert moved > 1e-3  # the step changed the weights, so equal weights mean equal gradients
     card = (two / "README.md").read_text()
     assert "| distributed | DEEPSPEED, ZeRO stage 3, Ulysses sequence parallel over 2 GPUs |" in card
+    loss = "| loss | negative log-likelihood, mean over the answer tokens of each optimizer step (all its rows and"
+    assert loss in card and loss in (one / "README.md").read_text()
     resumed = tmp_path / "2-resumed" / "out"
     _launch_sp(shared, "--resume_from_checkpoint", str(two / "checkpoint-1"), "--output_dir", str(resumed), port=29521)
     log_r = _logged(resumed / "checkpoint-2")

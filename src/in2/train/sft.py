@@ -33,7 +33,7 @@ from in2.train.args import (
     config_flag,
     make_parser,
 )
-from in2.train.fsdp import FinishPartialForwards
+from in2.train.fsdp import FinishPartialForwards, reduce_in_weight_dtype
 from in2.train.hub import HubPublisher, check_token
 from in2.train.model import FLASH, liger_kernels, load_model, rope_scaling
 from in2.train.ulysses import UlyssesTrainer
@@ -90,6 +90,7 @@ class In2SFTTrainer(SFTTrainer, UlyssesTrainer):
     def __init__(self, *args, card: dict, **kwargs):
         self.card = card
         super().__init__(*args, **kwargs)
+        reduce_in_weight_dtype(self.accelerator, self.model.dtype)
         self.accounting = checkpoints.RunAccounting(self)
         self.add_callback(self.accounting)
 

@@ -63,7 +63,9 @@ class UlyssesTrainer(Trainer):
         if not (self._ulysses() and batch_samples and "shift_labels" in batch_samples[0]):
             return super()._get_num_items_in_batch(batch_samples, device)
         count = sum(batch["shift_labels"].ne(-100).sum() for batch in batch_samples).to(device)
-        return self.accelerator.gather(count).sum() if self.args.world_size > 1 else count
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (self._ulysses() and self.model.training and num_items_in_batch is not None):
@@ -71,8 +73,9 @@ class UlyssesTrainer(Trainer):
         if "labels" not in inputs:  # the adapter keeps only the shifted labels
             inputs["labels"] = inputs["shift_labels"]
         outputs = model(**inputs, num_items_in_batch=num_items_in_batch)  # this process's summed loss / step tokens
-        # DeepSpeed averages the gradients over all processes; the loss is already over the whole step
-        loss = outputs.loss * self.accelerator.num_processes
+        loss = outputs.loss
+        if self.args.average_tokens_across_devices:  # DeepSpeed averages the gradients over all processes
+            loss = loss * self.accelerator.num_processes
         self.loss_is_scaled_for_ga = True
         return (loss, outputs) if return_outputs else loss
 

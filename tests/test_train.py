@@ -635,3 +635,34 @@ def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
     assert "**Resumed** from the checkpoint at step 2 on " in card
     assert _card_without_resume_line(out, out, uninterrupted) == (uninterrupted / "README.md").read_text()
     assert "| training tokens |" in card and "| mean training loss |" in card
+
+
+def test_prepare_only_tokenizes_once_what_trl_would_and_training_loads_it(
+    tmp_path, tiny_model, dataset_folder, capsys, caplog
+):
+    """`in2 train --prepare_only true` writes TRL's own prepared rows (the in-trainer preparation's, row for row)
+    into a folder keyed by dataset, tokenizer, template and preparation settings; a rerun and the training run
+    reuse it, and a changed setting gets its own folder."""
+    from datasets import load_from_disk
+
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder)
+    assert main(["train", "--config", str(recipe), "--prepare_only", "true"]) == 0
+    folders = list((tmp_path / "out" / "prepared-data").iterdir())
+    assert len(folders) == 1 and f"prepared dataset in {folders[0]}" in capsys.readouterr().out
+    record = json.loads((folders[0] / "prepared.json").read_text())
+    assert record["rows"] == {"train": 8} and record["tokens"]["train"] > 8 * 100 and record["bytes"] > 0
+    prepared = load_from_disk(str(folders[0] / "train"))
+    assert prepared.column_names == ["input_ids", "labels"]  # not the raw text a second time
+    trl_own, _ = _trainer(tmp_path, tiny_model, dataset_folder, max_length=1024)
+    assert prepared["input_ids"] == trl_own.train_dataset["input_ids"]
+    assert prepared["labels"] == trl_own.train_dataset["labels"]
+
+    stamp = (folders[0] / "prepared.json").stat().st_mtime_ns
+    caplog.clear()
+    assert main(["train", "--config", str(recipe), "--prepare_only", "true"]) == 0
+    assert (folders[0] / "prepared.json").stat().st_mtime_ns == stamp and "prepared 8 rows" not in caplog.text
+    out = sft.train(*sft.parse(["--config", str(recipe), "--max_steps", "1"])[:3])
+    assert list((out / "prepared-data").iterdir()) == folders  # training loaded it
+    assert "TRL tokenizes the dataset inside the training job" not in caplog.text
+    main(["train", "--config", str(recipe), "--prepare_only", "true", "--max_length", "128"])
+    assert len(list((tmp_path / "out" / "prepared-data").iterdir())) == 2

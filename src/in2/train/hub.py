@@ -37,6 +37,7 @@ IGNORE = [
     "training_args.bin",
     "checkpoint-*",
     "incomplete-checkpoints*",  # torn checkpoints moved aside on resume (in2.train.checkpoints.ASIDE)
+    "prepared-data*",  # the tokenized dataset (in2.train.prepare)
 ]
 
 

@@ -25,7 +25,7 @@ from in2.errors import ConfigError
 from in2.files import follow_umask
 from in2.recipes import did_you_mean
 from in2.tokenizer import chat_template_path
-from in2.train import card, checkpoints, data, optim, parallel
+from in2.train import card, checkpoints, data, optim, parallel, prepare
 from in2.train.args import (
     In2ScriptArguments,
     TrainParser,
@@ -156,6 +156,8 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
 
     want_eval = training_args.eval_strategy != "no"
     train_set, eval_set = data.load_splits(script_args, want_eval)  # before the model: a bad dataset fails fast
+    dataset = data.dataset_info(script_args, train_set)
+    train_set, eval_set = prepare.splits(script_args, training_args, model_args, train_set, eval_set)
     if training_args.use_cpu or not torch.cuda.is_available():
         keep_freed_memory()
     model, tokenizer, attention = load_model(model_args, trust_remote_code=training_args.trust_remote_code)
@@ -178,7 +180,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         "hub_model_id": training_args.hub_model_id,
         "output_dir": str(output_dir),
         "base_model": script_args.base_model_id or model_args.model_name_or_path,
-        "dataset": data.dataset_info(script_args, train_set),
+        "dataset": dataset,
         "method": method,
         "lora": lora,
         "attention": attention,
@@ -223,9 +225,23 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     return output_dir
 
 
+def prepare_only(script_args, training_args, model_args) -> Path:
+    """`--prepare_only true`: tokenize the recipe's dataset into its prepared folder (in2.train.prepare)."""
+    _check(script_args, training_args)
+    resolve_recipe(training_args)
+    if (why := prepare.supported(training_args)) is not None:
+        raise ConfigError(f"prepare_only: TRL must tokenize this recipe inside the job: {why}")
+    train_set, eval_set = data.load_splits(script_args, training_args.eval_strategy != "no")
+    tokenizer = prepare.load_tokenizer(model_args, training_args)
+    return prepare.prepare(script_args, training_args, tokenizer, train_set, eval_set)
+
+
 def main(argv: list[str] | None = None, parser: TrainParser | None = None) -> int:
     redact.scrub_logs()  # `accelerate launch -m in2.train.sft` starts here, not in in2.cli
     script_args, training_args, model_args, recipe = parse(argv, parser)
+    if script_args.prepare_only:
+        print(f"prepared dataset in {prepare_only(script_args, training_args, model_args)}")
+        return 0
     out = train(script_args, training_args, model_args, recipe)
     print(f"model and card written to {out}")
     return 0

@@ -126,6 +126,28 @@ def test_slurm_launcher_spans_all_nodes_at_the_fixed_global_batch():
         "--seed 1",
     ):
         assert part in cmd
+    prepare = out.strip().splitlines()[-2]  # run first, on this node, with all its CPUs
+    assert prepare == ".venv/bin/in2 train --config recipes/film-7b/sft_full.yaml --prepare_only true --seed 1"
+
+
+def test_slurm_launchers_prepare_step_runs_as_shipped(tmp_path, tiny_model, dataset_folder):
+    """The preparation command launch.slurm runs before the job, with toy overrides, run as it prints it."""
+    env = {**os.environ, "IN2_DRY_RUN": "1", "VENV": str(Path(sys.executable).parent.parent)}
+    toy = ["--model_name_or_path", str(tiny_model), "--dataset_name", str(dataset_folder), "--dataset_config"]
+    toy += ["default", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--bf16", "false"]
+    script = ROOT / "accelerate_configs" / "launch.slurm"
+    out = subprocess.run(
+        ["bash", str(script), "recipes/film-7b/sft_full.yaml", "accelerate_configs/fsdp.yaml", *toy],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    run = subprocess.run(["bash", "-c", out.strip().splitlines()[-2]], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (prepared,) = (tmp_path / "out" / "prepared-data").iterdir()
+    assert json.loads((prepared / "prepared.json").read_text())["rows"] == {"train": 8, "eval": 2}
 
 
 # --- model loading --------------------------------------------------------------------------------

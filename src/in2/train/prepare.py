@@ -12,7 +12,7 @@ revision, splits, the folder's content hash and datasets' fingerprint of its fil
 serialization), the chat template, the TRL fields that shape the rows, and the TRL version. The folder
 appears whole or not at all (written aside, renamed last); `prepared.json` in it records the key's inputs, rows,
 tokens, bytes and seconds. An interrupted preparation starts over, but datasets' cache keeps each map's finished
-shards, which the rerun loads.
+shards, which the rerun loads; once the prepared copy is saved, those intermediate caches are removed.
 
 `in2 train` then loads the prepared splits and tells TRL to skip its preparation (`dataset_kwargs:
 {skip_prepare_dataset: true}`). Where nothing is prepared yet, a one-process run prepares first; a multi-process
@@ -178,6 +178,8 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
         shutil.rmtree(aside, ignore_errors=True)
         if not (target / MARK).is_file():
             raise
+    for split in splits.values():  # the maps' intermediate copies in datasets' cache, ~3x the prepared one
+        split.cleanup_cache_files()
     logger.warning(
         "prepared %s rows (%s tokens) in %.0f s with %d processes: %s",
         f"{record['rows']['train']:,}",

@@ -688,3 +688,14 @@ def test_prepare_only_tokenizes_once_what_trl_would_and_training_loads_it(
     assert "TRL tokenizes the dataset inside the training job" not in caplog.text
     main(["train", "--config", str(recipe), "--prepare_only", "true", "--max_length", "128"])
     assert len(list((tmp_path / "out" / "prepared-data").iterdir())) == 2
+
+
+def test_prepare_throughput_benchmark_runs_at_toy_size(monkeypatch, capsys):
+    import runpy
+
+    argv = ["prepare_throughput.py", "--rows", "6", "--context-tokens", "400", "--procs", "1", "--no-write"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "benchmarks" / "prepare_throughput.py"), run_name="__main__")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("| prepare (tokenize, labels, truncate, save) |") and "6 rows" in line
+    assert "8.0 bytes per token" in line  # int32 ids and labels

@@ -23,6 +23,8 @@ filesystem every node reads.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +38,7 @@ from in2.errors import ConfigError
 
 logger = logging.getLogger("in2.train")
 MARK = "prepared.json"
+WRITER_ROWS = 64  # rows each datasets map worker buffers before writing (see _writing_every)
 KEEP = ("input_ids", "labels", "seq_lengths")  # what TRL's collator reads of a prepared row
 # SFTConfig fields that change the prepared rows
 SHAPING = (
@@ -145,19 +148,21 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
     saved_procs, training_args.dataset_num_proc = training_args.dataset_num_proc, procs
     started = time.perf_counter()
     try:
-        splits = {
-            "train": SFTTrainer._prepare_dataset(
-                trainer, train, tokenizer, training_args, training_args.packing, None, "train"
-            )
-        }
-        if eval_set is not None:
-            packing = training_args.packing if training_args.eval_packing is None else training_args.eval_packing
-            splits["eval"] = SFTTrainer._prepare_dataset(
-                trainer, eval_set, tokenizer, training_args, packing, None, "eval"
-            )
+        with _writing_every(WRITER_ROWS):
+            splits = {
+                "train": SFTTrainer._prepare_dataset(
+                    trainer, train, tokenizer, training_args, training_args.packing, None, "train"
+                )
+            }
+            if eval_set is not None:
+                packing = training_args.packing if training_args.eval_packing is None else training_args.eval_packing
+                splits["eval"] = SFTTrainer._prepare_dataset(
+                    trainer, eval_set, tokenizer, training_args, packing, None, "eval"
+                )
         for name, split in splits.items():
             split = split.select_columns([c for c in KEEP if c in split.column_names])  # not the raw text again
-            split = split.cast(_int32(split.features))  # labels come out of TRL as int64: a third less disk
+            # TRL makes int64 labels: int32 takes a third less disk
+            split = split.cast(_int32(split.features), batch_size=WRITER_ROWS, writer_batch_size=WRITER_ROWS)
             splits[name] = split
             split.save_to_disk(str(aside / name), num_proc=min(procs, max(1, len(split) // 10_000)))
     finally:
@@ -190,6 +195,28 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
         target,
     )
     return target
+
+
+@contextlib.contextmanager
+def _writing_every(rows: int):
+    """datasets' `Dataset.map` with `writer_batch_size=rows` where the caller gives none. Each map worker holds
+    writer_batch_size rows as Python objects before it writes them: at the default 1000 and 15K-token rows that
+    is ~5 GB per worker (measured: 4.7 GB peak RSS for 1,000 such rows), with a worker per CPU. TRL's
+    `_prepare_dataset` passes no writer_batch_size, so it is set here, for the preparation only."""
+    from datasets import Dataset
+
+    original = Dataset.map
+
+    @functools.wraps(original)
+    def map_(self, *args, **kwargs):
+        kwargs.setdefault("writer_batch_size", rows)
+        return original(self, *args, **kwargs)
+
+    Dataset.map = map_
+    try:
+        yield
+    finally:
+        Dataset.map = original
 
 
 def _int32(features):

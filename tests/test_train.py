@@ -700,3 +700,19 @@ def test_prepare_throughput_benchmark_runs_at_toy_size(monkeypatch, capsys):
     assert line.startswith("| prepare (tokenize, labels, truncate, save) |") and "6 rows" in line
     per_token = float(re.search(r"\(([\d.]+) bytes per token\)", line).group(1))
     assert 8 <= per_token < 10  # int32 ids and labels (int64 labels alone make 12), plus Arrow's offsets
+
+
+def test_a_packed_recipe_prepares_trls_packed_sequences_and_trains_on_them(tmp_path, tiny_model, dataset_folder):
+    from datasets import load_from_disk
+
+    # BFD packs within each worker's shard: the same dataset_num_proc for both
+    pack = dict(packing=True, packing_strategy="bfd", dataset_num_proc=2)
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, **pack, max_steps=1)
+    out = sft.train(*sft.parse(["--config", str(recipe)])[:3])
+    (folder,) = (out / "prepared-data").iterdir()
+    prepared = load_from_disk(str(folder / "train"))
+    trl_own, _ = _trainer(tmp_path, tiny_model, dataset_folder, **pack, max_length=1024)
+    assert "seq_lengths" in prepared.column_names and len(prepared) < 8  # several rows per sequence
+    assert list(prepared["input_ids"]) == list(trl_own.train_dataset["input_ids"])
+    assert list(prepared["seq_lengths"]) == list(trl_own.train_dataset["seq_lengths"])
+    assert "finished after 1 optimizer steps" in (out / "README.md").read_text()

@@ -11,7 +11,8 @@ process with `dataset_num_proc` workers (default: every CPU), and the result is 
 revision, splits, the folder's content hash and datasets' fingerprint of its files), the tokenizer (its full
 serialization), the chat template, the TRL fields that shape the rows, and the TRL version. The folder
 appears whole or not at all (written aside, renamed last); `prepared.json` in it records the key's inputs, rows,
-tokens, bytes and seconds. An interrupted preparation starts over, but datasets' cache keeps each map's finished
+tokens, bytes and seconds. With packing, TRL's best-fit-decreasing packs within each worker's shard, so the packs
+depend on the worker count; that is left out of the key (every such packing is a valid one). An interrupted preparation starts over, but datasets' cache keeps each map's finished
 shards, which the rerun loads; once the prepared copy is saved, those intermediate caches are removed.
 
 `in2 train` then loads the prepared splits and tells TRL to skip its preparation (`dataset_kwargs:
@@ -184,7 +185,7 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
         shutil.rmtree(aside, ignore_errors=True)
         if not (target / MARK).is_file():
             raise
-    for split in splits.values():  # the maps' intermediate copies in datasets' cache, ~3x the prepared one
+    for split in splits.values():  # the maps' intermediate copies in datasets' cache, a full copy each
         split.cleanup_cache_files()
     logger.warning(
         "prepared %s rows (%s tokens) in %.0f s with %d processes: %s",
@@ -201,7 +202,7 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
 def _writing_every(rows: int):
     """datasets' `Dataset.map` with `writer_batch_size=rows` where the caller gives none. Each map worker holds
     writer_batch_size rows as Python objects before it writes them: at the default 1000 and 15K-token rows that
-    is ~5 GB per worker (measured: 4.7 GB peak RSS for 1,000 such rows), with a worker per CPU. TRL's
+    is several GB per worker (measured: 4.7 GB peak RSS, 1,000 such rows over 2 workers), with a worker per CPU. TRL's
     `_prepare_dataset` passes no writer_batch_size, so it is set here, for the preparation only."""
     from datasets import Dataset
 

@@ -35,7 +35,7 @@ from in2.train.args import (
 )
 from in2.train.fsdp import FinishPartialForwards, reduce_in_weight_dtype
 from in2.train.hub import HubPublisher, check_token
-from in2.train.model import FLASH, liger_kernels, load_model, rope_scaling
+from in2.train.model import FLASH, attention_implementation, liger_kernels, load_model, rope_scaling
 from in2.train.ulysses import UlyssesTrainer
 
 logger = logging.getLogger("in2.train")
@@ -128,6 +128,13 @@ def resolve_recipe(training_args: SFTConfig) -> None:
     training_args.use_liger_kernel = liger_kernels(training_args.use_liger_kernel)
 
 
+def unpack_without_flash(model_args, training_args: SFTConfig, attention: str | None) -> None:
+    """Packing off (with a warning) where FlashAttention was asked for and the attention fell back from it."""
+    if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
+        logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
+        training_args.packing = training_args.padding_free = False
+
+
 def _check(script_args: In2ScriptArguments, training_args: SFTConfig) -> None:
     if not script_args.dataset_name:
         raise ConfigError("dataset_name: required (an in2 dataset folder or a Hub dataset repo)")
@@ -157,13 +164,11 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     want_eval = training_args.eval_strategy != "no"
     train_set, eval_set = data.load_splits(script_args, want_eval)  # before the model: a bad dataset fails fast
     dataset = data.dataset_info(script_args, train_set)
-    train_set, eval_set = prepare.splits(script_args, training_args, model_args, train_set, eval_set)
     if training_args.use_cpu or not torch.cuda.is_available():
         keep_freed_memory()
     model, tokenizer, attention = load_model(model_args, trust_remote_code=training_args.trust_remote_code)
-    if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
-        logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
-        training_args.packing = training_args.padding_free = False
+    unpack_without_flash(model_args, training_args, attention)
+    train_set, eval_set = prepare.splits(script_args, training_args, model_args, train_set, eval_set)  # as packed
     parallel.configure(training_args, sp, model.config, attention)
 
     peft_config = get_peft_config(model_args)
@@ -231,6 +236,7 @@ def prepare_only(script_args, training_args, model_args) -> Path:
     resolve_recipe(training_args)
     if (why := prepare.supported(training_args)) is not None:
         raise ConfigError(f"prepare_only: TRL must tokenize this recipe inside the job: {why}")
+    unpack_without_flash(model_args, training_args, attention_implementation(model_args.attn_implementation))
     train_set, eval_set = data.load_splits(script_args, training_args.eval_strategy != "no")
     tokenizer = prepare.load_tokenizer(model_args, training_args)
     return prepare.prepare(script_args, training_args, tokenizer, train_set, eval_set)

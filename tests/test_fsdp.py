@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from in2.train.fsdp import finish_partial_forwards
+from in2.train.hub import IGNORE
 from tests.launch import eval_save_resume
 
 
@@ -18,7 +19,24 @@ def test_fsdp2_survives_evaluation_and_a_checkpoint_on_one_step_and_resumes_from
     losses = [v for s, k, v in runs["first"] if k == "loss"]
     assert losses[-1] < losses[0]  # learning rate 1e-3: the weights move
     card = (tmp_path / "resumed" / "README.md").read_text()
-    assert "| distributed | FSDP, FSDP2, CPU offload off |" in card and "| Liger kernels | off |" in card
+    # mixed_precision bf16 with the recipe's fp32 weights: FSDP2 reduces the gradients in fp32, not bf16
+    assert "| distributed | FSDP, FSDP2, CPU offload off, gradients reduced in float32 |" in card
+    assert "| Liger kernels | off |" in card
+    pushed = checkpoint_push(tmp_path / "first" / "checkpoint-2")
+    assert {"model.safetensors", "config.json", "trainer_state.json", "README.md"} <= pushed
+
+
+def checkpoint_push(checkpoint) -> set[str]:
+    """The files HubPublisher would upload from a saved checkpoint (upload_folder's own filter), checked to be
+    weights, configs, tokenizer and card only: no optimizer state and no pickle, FSDP's copy of the weights included."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = [p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file()]
+    pushed = set(filter_repo_objects(files, ignore_patterns=IGNORE))
+    assert any("fsdp" in f for f in files), files  # the checkpoint does hold FSDP's own files
+    leaked = [f for f in pushed if f.endswith((".bin", ".pt", ".pth", ".pkl", ".distcp")) or "optim" in f]
+    assert not leaked, leaked
+    return pushed
 
 
 class _Backbone(nn.Module):

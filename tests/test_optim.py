@@ -85,7 +85,9 @@ def test_kahan_adamw_tracks_fp32_master_adamw_where_plain_bf16_adamw_does_not_mo
 
 
 def _checked(**script):
-    training = SimpleNamespace(optim="adamw_torch_fused")
+    training = SimpleNamespace(
+        optim="adamw_torch_fused", deepspeed=None, fsdp=[], fsdp_config={}, bf16=True, fp16=False
+    )
     model = SimpleNamespace(dtype="bfloat16")
     for k, v in script.pop("training", {}).items():
         setattr(training, k, v)
@@ -102,6 +104,23 @@ def test_kahan_summation_needs_an_adamw_and_low_precision_weights():
         ConfigError, match="^kahan_summation: needs bfloat16 or float16 weights, but dtype is 'float32'"
     ):
         _checked(model={"dtype": "float32"})
+
+
+def test_kahan_summation_is_refused_where_fp32_master_weights_make_it_a_no_op(monkeypatch):
+    for var in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP", "ACCELERATE_MIXED_PRECISION", "FSDP_VERSION"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="^kahan_summation: does nothing under DeepSpeed ZeRO"):
+        _checked(training={"deepspeed": "ds.json"})
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    _checked()  # FSDP1 keeps the loaded bf16 weights in its flat parameters
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    with pytest.raises(ConfigError, match="^kahan_summation: does nothing under FSDP2 under mixed precision"):
+        _checked()
+    _checked(training={"bf16": False})  # FSDP without mixed precision updates the bf16 weights themselves
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    with pytest.raises(ConfigError, match="^kahan_summation: does nothing under DeepSpeed ZeRO"):
+        _checked(training={"bf16": False})
 
 
 def test_recipe_field_selects_kahan_adamw_in_in2_train(tmp_path, tiny_model, dataset_folder):

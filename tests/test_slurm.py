@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,20 @@ def test_the_launcher_spans_all_nodes_at_the_fixed_global_batch():
         "--global_batch_size 128 --seed 1",
     ):
         assert part in line
+    prepare = p.stdout.strip().splitlines()[-2]  # run first, on this node, with all its CPUs
+    assert prepare == ".venv/bin/in2 train --config recipes/film-7b/sft_full.yaml --prepare_only true --seed 1"
+
+
+def test_the_launchers_prepare_step_runs_as_shipped(tmp_path, tiny_model, dataset_folder):
+    """The preparation command launch.slurm runs before the job, with toy overrides, run as it prints it."""
+    toy = ["--model_name_or_path", str(tiny_model), "--dataset_name", str(dataset_folder), "--dataset_config"]
+    toy += ["default", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--bf16", "false"]
+    p, _ = launch("recipes/film-7b/sft_full.yaml", *toy, VENV=str(Path(sys.executable).parent.parent))
+    assert p.returncode == 0, p.stderr
+    done = subprocess.run(["bash", "-c", p.stdout.strip().splitlines()[-2]], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (prepared,) = (tmp_path / "out" / "prepared-data").iterdir()
+    assert json.loads((prepared / "prepared.json").read_text())["rows"] == {"train": 8, "eval": 2}
 
 
 def test_the_accelerate_config_is_a_named_option_and_overrides_follow_the_recipe():

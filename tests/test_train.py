@@ -22,7 +22,7 @@ from in2.cli import main
 from in2.errors import ConfigError
 from in2.train import card, sft
 from in2.train.args import gradient_accumulation
-from in2.train.hub import IGNORE
+from in2.train.hub import IGNORE, HubPublisher
 from in2.train.model import attention_implementation, liger_kernels, load_model
 from tests.conftest import write_recipe
 
@@ -343,6 +343,27 @@ def test_push_sends_checkpoints_to_branches_and_never_optimizer_states(tmp_path,
     assert 'model_id = "org/tiny-in2"' in hub.branches["main"]["README.md"].decode()
 
 
+def test_a_failed_checkpoint_upload_does_not_stop_the_final_push(tmp_path, caplog):
+    class FlakyHub(StandInHub):
+        def upload_folder(self, repo_id, folder_path, revision=None, **kwargs):
+            if revision == "checkpoint-1":
+                raise ConnectionError("503 from the Hub")
+            return super().upload_folder(repo_id, folder_path, revision=revision, **kwargs)
+
+    for folder in ("checkpoint-1", "checkpoint-2", "."):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "model.safetensors").write_bytes(b"weights")
+    hub, args = FlakyHub(), SimpleNamespace(output_dir=str(tmp_path))
+    publisher = HubPublisher("org/tiny-in2", api=hub)
+    for step in (1, 2):
+        publisher.on_save(args, SimpleNamespace(is_world_process_zero=True, global_step=step), None)
+    assert publisher.finish(tmp_path)
+    assert publisher.failed == [1] and set(hub.branches) == {"main", "checkpoint-1", "checkpoint-2"}
+    assert "model.safetensors" in hub.branches["main"] and "model.safetensors" in hub.branches["checkpoint-2"]
+    assert not hub.branches["checkpoint-1"]
+    assert "could not upload checkpoint-1 to org/tiny-in2" in caplog.text and "503 from the Hub" in caplog.text
+
+
 def test_ignore_patterns_cover_trainer_fsdp_and_deepspeed_states():
     states = [
         "optimizer.pt",
@@ -352,6 +373,9 @@ def test_ignore_patterns_cover_trainer_fsdp_and_deepspeed_states():
         "scaler.pt",
         "training_args.bin",
         "optimizer_0/__0_0.distcp",
+        "pytorch_model_fsdp.bin",  # FSDP FULL_STATE_DICT: a pickled second copy of the weights
+        "pytorch_model_fsdp_0/__0_0.distcp",  # FSDP SHARDED_STATE_DICT
+        "pytorch_model_fsdp_0/.metadata",
         "global_step500/zero_pp_rank_0_mp_rank_00_optim_states.pt",
         "latest",
         "checkpoint-500/model.safetensors",
@@ -585,3 +609,62 @@ def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
     assert "**Resumed** from the checkpoint at step 2 on " in card
     assert _card_without_resume_line(out, out, uninterrupted) == (uninterrupted / "README.md").read_text()
     assert "| training tokens |" in card and "| mean training loss |" in card
+
+
+def test_prepare_only_tokenizes_once_what_trl_would_and_training_loads_it(
+    tmp_path, tiny_model, dataset_folder, capsys, caplog
+):
+    """`in2 train --prepare_only true` writes TRL's own prepared rows (the in-trainer preparation's, row for row)
+    into a folder keyed by dataset, tokenizer, template and preparation settings; a rerun and the training run
+    reuse it, and a changed setting gets its own folder."""
+    from datasets import load_from_disk
+
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder)
+    assert main(["train", "--config", str(recipe), "--prepare_only", "true"]) == 0
+    folders = list((tmp_path / "out" / "prepared-data").iterdir())
+    assert len(folders) == 1 and f"prepared dataset in {folders[0]}" in capsys.readouterr().out
+    record = json.loads((folders[0] / "prepared.json").read_text())
+    assert record["rows"] == {"train": 8} and record["tokens"]["train"] > 8 * 100 and record["bytes"] > 0
+    prepared = load_from_disk(str(folders[0] / "train"))
+    assert prepared.column_names == ["input_ids", "labels"]  # not the raw text a second time
+    trl_own, _ = _trainer(tmp_path, tiny_model, dataset_folder, max_length=1024)
+    assert prepared["input_ids"] == trl_own.train_dataset["input_ids"]
+    assert prepared["labels"] == trl_own.train_dataset["labels"]
+
+    stamp = (folders[0] / "prepared.json").stat().st_mtime_ns
+    caplog.clear()
+    assert main(["train", "--config", str(recipe), "--prepare_only", "true"]) == 0
+    assert (folders[0] / "prepared.json").stat().st_mtime_ns == stamp and "prepared 8 rows" not in caplog.text
+    out = sft.train(*sft.parse(["--config", str(recipe), "--max_steps", "1"])[:3])
+    assert list((out / "prepared-data").iterdir()) == folders  # training loaded it
+    assert "TRL tokenizes the dataset inside the training job" not in caplog.text
+    main(["train", "--config", str(recipe), "--prepare_only", "true", "--max_length", "128"])
+    assert len(list((tmp_path / "out" / "prepared-data").iterdir())) == 2
+
+
+def test_prepare_throughput_benchmark_runs_at_toy_size(monkeypatch, capsys):
+    import runpy
+
+    argv = ["prepare_throughput.py", "--rows", "6", "--context-tokens", "400", "--procs", "1", "--no-write"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "benchmarks" / "prepare_throughput.py"), run_name="__main__")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("| prepare (tokenize, labels, truncate, save) |") and "6 rows" in line
+    per_token = float(re.search(r"\(([\d.]+) bytes per token\)", line).group(1))
+    assert 8 <= per_token < 10  # int32 ids and labels (int64 labels alone make 12), plus Arrow's offsets
+
+
+def test_a_packed_recipe_prepares_trls_packed_sequences_and_trains_on_them(tmp_path, tiny_model, dataset_folder):
+    from datasets import load_from_disk
+
+    # BFD packs within each worker's shard: the same dataset_num_proc for both
+    pack = dict(packing=True, packing_strategy="bfd", dataset_num_proc=2)
+    recipe = write_recipe(tmp_path, tiny_model, dataset_folder, **pack, max_steps=1)
+    out = sft.train(*sft.parse(["--config", str(recipe)])[:3])
+    (folder,) = (out / "prepared-data").iterdir()
+    prepared = load_from_disk(str(folder / "train"))
+    trl_own, _ = _trainer(tmp_path, tiny_model, dataset_folder, **pack, max_length=1024)
+    assert "seq_lengths" in prepared.column_names and len(prepared) < 8  # several rows per sequence
+    assert list(prepared["input_ids"]) == list(trl_own.train_dataset["input_ids"])
+    assert list(prepared["seq_lengths"]) == list(trl_own.train_dataset["seq_lengths"])
+    assert "finished after 1 optimizer steps" in (out / "README.md").read_text()

@@ -39,6 +39,16 @@ class In2ScriptArguments(ScriptArguments):
         "so that updates far below bf16's resolution (the paper's LR 1e-6) are not rounded away. "
         "See in2.train.optim.",
     )
+    prepared_dataset_dir: str | None = option(
+        None,
+        "Folder of tokenized datasets, one subfolder per dataset, tokenizer, chat template and TRL preparation "
+        "settings; None: <output_dir>/prepared-data. On a filesystem every node reads. See in2.train.prepare.",
+    )
+    prepare_only: bool = option(
+        False,
+        "Tokenize the dataset into prepared_dataset_dir with dataset_num_proc processes (default: every CPU) and "
+        "exit, before a multi-process training job (accelerate_configs/launch.slurm runs it first).",
+    )
     sequence_parallel_size: int | None = option(
         None,
         "GPUs that share each sequence (Ulysses sequence parallelism through DeepSpeed, accelerate's "

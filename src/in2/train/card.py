@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from in2.train import checkpoints, optim, parallel, tiling
+from in2.train import checkpoints, fsdp, optim, parallel, tiling
 
 if TYPE_CHECKING:
     from trl import SFTTrainer
@@ -62,6 +62,7 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
             f"{optim.describe(a, trainer.optimizer_cls_and_kwargs)}, weight decay {a.weight_decay:g}, "
             f"grad clip {a.max_grad_norm:g}",
         ),
+        ("loss", loss(a)),
         ("max length", str(a.max_length)),
         ("packing", f"{a.packing_strategy}" if a.packing else "off"),
         (
@@ -87,6 +88,15 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
     return rows
 
 
+def loss(args) -> str:
+    """The loss every recipe trains on (in2.train.ulysses makes sequence parallelism's the same)."""
+    kind = getattr(args.loss_type, "value", args.loss_type)
+    name = "negative log-likelihood" if kind == "nll" else str(kind)
+    if args.average_tokens_across_devices:
+        return f"{name}, mean over the answer tokens of each optimizer step (all its rows and processes)"
+    return f"{name}, mean over each process's answer tokens, averaged over the processes"
+
+
 def distributed(trainer: SFTTrainer) -> str:
     """How the run was spread: accelerate's distributed type, with the ZeRO stage or FSDP settings."""
     state = trainer.accelerator.state
@@ -100,4 +110,6 @@ def distributed(trainer: SFTTrainer) -> str:
         offload = plugin.cpu_offload  # FSDP1: CPUOffload(offload_params=...); FSDP2: (CPU)OffloadPolicy
         on = getattr(offload, "offload_params", type(offload).__name__ == "CPUOffloadPolicy")
         kind += f", FSDP{plugin.fsdp_version}, CPU offload {'on' if on else 'off'}"
+        if (reduce := fsdp.reduce_dtype(trainer.accelerator)) is not None:
+            kind += f", gradients reduced in {reduce}"
     return kind

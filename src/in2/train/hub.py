@@ -1,10 +1,14 @@
 """Publish a training run to the Hub: each checkpoint on its own branch, the final model on main.
 
-Optimizer, scheduler and RNG states never leave the machine.
+Only the weights (safetensors), config, tokenizer, card and trainer state go up: optimizer, scheduler and RNG
+states never leave the machine, and no pickle does (an FSDP checkpoint's `pytorch_model_fsdp*.bin` or sharded
+`*.distcp` is a second copy of the weights, ~29 GB for 7B in fp32, and a pickle is code to whoever loads it).
+A failed checkpoint upload is reported and does not stop the final model's push.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,8 +16,16 @@ from transformers import TrainerCallback
 
 from in2.errors import ConfigError
 
-# Trainer, FSDP and DeepSpeed resume states, and pickled arguments
+logger = logging.getLogger("in2.train")
+
+# Trainer, FSDP and DeepSpeed resume states, FSDP's own copy of the weights, and every pickle
 IGNORE = [
+    "*.bin",  # pytorch_model_fsdp.bin (FSDP FULL_STATE_DICT), training_args.bin, optimizer.bin
+    "*.pt",
+    "*.pth",
+    "*.pkl",
+    "*.distcp",  # torch.distributed.checkpoint shards (FSDP SHARDED_STATE_DICT)
+    "pytorch_model_fsdp*",
     "optimizer*",
     "*/optimizer*",
     "scheduler.pt",
@@ -25,6 +37,7 @@ IGNORE = [
     "training_args.bin",
     "checkpoint-*",
     "incomplete-checkpoints*",  # torn checkpoints moved aside on resume (in2.train.checkpoints.ASIDE)
+    "prepared-data*",  # the tokenized dataset (in2.train.prepare)
 ]
 
 
@@ -46,7 +59,8 @@ class HubPublisher(TrainerCallback):
             api = HfApi()
         self.api, self.repo_id, self.private = api, repo_id, private
         self._pool = ThreadPoolExecutor(max_workers=1)  # one upload at a time, in save order
-        self._pending: list[Future] = []
+        self._pending: list[tuple[int, Future]] = []
+        self.failed: list[int] = []  # steps whose checkpoint upload failed
         self._created = False
 
     def _repo(self) -> None:
@@ -69,12 +83,21 @@ class HubPublisher(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            self._pending.append(self._pool.submit(self.upload_checkpoint, folder, state.global_step))
+            upload = self._pool.submit(self.upload_checkpoint, folder, state.global_step)
+            self._pending.append((state.global_step, upload))
 
     def finish(self, output_dir: str | Path) -> str:
-        """Wait for checkpoint uploads, then upload the final folder to main; returns the commit id."""
-        for future in self._pending:
-            future.result()  # an upload error surfaces here, after training
+        """Wait for checkpoint uploads (a failed one is logged, in `failed`, and skipped), then upload the final
+        folder to main; returns the commit id."""
+        for step, future in self._pending:
+            try:
+                future.result()
+            except Exception as e:  # a checkpoint branch is a convenience; the final model must still go up
+                self.failed.append(step)
+                logger.warning(
+                    "could not upload checkpoint-%d to %s (branch checkpoint-%d): %s: %s; pushing the final model anyway",
+                    *(step, self.repo_id, step, type(e).__name__, e),
+                )
         self._repo()
         commit = self.api.upload_folder(
             repo_id=self.repo_id,

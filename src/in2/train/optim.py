@@ -6,10 +6,15 @@ keeps, per weight, a bf16 compensation buffer holding what rounding took away an
 next step (+2 bytes per parameter; 14.5 GB for 7.24B parameters). `kahan_summation: true` in a recipe
 selects it; `optim` then names the AdamW variant it replaces and AdamW's own fields (learning_rate,
 adam_beta1, adam_beta2, adam_epsilon, weight_decay) carry over.
+
+It is for runs that update bf16 weights themselves (one GPU, DDP). DeepSpeed ZeRO keeps fp32 master weights
+and hands the optimizer those, and accelerate's FSDP2 upcasts trainable weights to fp32 under mixed precision
+(`fsdp2_prepare_model`): there the compensation would never hold anything, so `check` refuses it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from in2.errors import ConfigError
@@ -30,6 +35,17 @@ def check(script_args, training_args, model_args) -> None:
         raise ConfigError(
             f"kahan_summation: replaces AdamW, but optim is {_name(training_args.optim)!r}; set optim to one of "
             f"{', '.join(ADAMW)}"
+        )
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" or training_args.deepspeed
+    fsdp2 = (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(training_args.fsdp)) and (
+        os.environ.get("FSDP_VERSION") == "2" or str((training_args.fsdp_config or {}).get("version")) == "2"
+    )
+    mixed = training_args.bf16 or training_args.fp16 or os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no"
+    if deepspeed or (fsdp2 and mixed):
+        how = "DeepSpeed ZeRO" if deepspeed else "FSDP2 under mixed precision"
+        raise ConfigError(
+            f"kahan_summation: does nothing under {how}, which updates fp32 master weights already; "
+            "set kahan_summation: false (it is for one-GPU or DDP runs that update bf16 weights)"
         )
     if model_args.dtype not in LOW_PRECISION:
         raise ConfigError(

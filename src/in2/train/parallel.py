@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from in2.errors import ConfigError
+from in2.train.args import gradient_accumulation
 
 ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3")
 ACCELERATE_SP = "PARALLELISM_CONFIG_SP_SIZE"
@@ -73,6 +74,26 @@ def check(script_args, training_args) -> int:
     return sp
 
 
+def settle_batch(script_args, training_args, sp: int) -> None:
+    """Derive gradient_accumulation_steps from global_batch_size over the data-parallel groups (processes / N).
+    A DeepSpeed JSON named by `deepspeed:` had its "auto" values filled when the arguments were built, with the
+    recipe's accumulation: it is filled again here, so DeepSpeed accumulates what the trainer does."""
+    if script_args.global_batch_size:
+        try:
+            training_args.gradient_accumulation_steps = gradient_accumulation(
+                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size // sp
+            )
+        except ValueError as e:
+            raise ConfigError(f"global_batch_size: {e}") from None
+    if training_args.deepspeed:  # as TrainingArguments.__post_init__ does, with the accumulation now known
+        from accelerate.utils import DeepSpeedPlugin
+        from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+        training_args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(training_args.deepspeed)
+        training_args.hf_deepspeed_config.trainer_config_process(training_args)
+        training_args.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=training_args.hf_deepspeed_config)
+
+
 def configure(training_args, sp: int, model_config, attention: str) -> None:
     """Once the model is loaded: check its heads and attention kernel against N, then hand accelerate the
     ParallelismConfig (DeepSpeed backend, sequences of variable length) through the training arguments."""
@@ -99,7 +120,9 @@ def configure(training_args, sp: int, model_config, attention: str) -> None:
 
     training_args.parallelism_config = ParallelismConfig(
         dp_replicate_size=1,
-        dp_shard_size=1,  # ZeRO shards over every process; the data-parallel groups are processes / N
+        # the data-parallel groups: processes / N. accelerate sets DeepSpeed's train_batch_size to micro batch x
+        # accumulation x this, and DeepSpeed checks it against processes / N (ZeRO itself shards over all)
+        dp_shard_size=training_args.world_size // sp,
         tp_size=1,
         cp_size=1,
         sp_size=sp,

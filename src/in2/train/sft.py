@@ -25,19 +25,19 @@ from in2.errors import ConfigError
 from in2.files import follow_umask
 from in2.recipes import did_you_mean
 from in2.tokenizer import chat_template_path
-from in2.train import card, checkpoints, data, optim, parallel, tiling
+from in2.train import card, checkpoints, data, optim, parallel, prepare, tiling
 from in2.train.allocator import expandable_segments
 from in2.train.args import (
     In2ScriptArguments,
     TrainParser,
     argument_classes,
     config_flag,
-    gradient_accumulation,
     make_parser,
 )
-from in2.train.fsdp import FinishPartialForwards
+from in2.train.fsdp import FinishPartialForwards, reduce_in_weight_dtype
 from in2.train.hub import HubPublisher, check_token
-from in2.train.model import FLASH, liger_kernels, load_model, rope_scaling
+from in2.train.model import FLASH, attention_implementation, liger_kernels, load_model, rope_scaling
+from in2.train.ulysses import UlyssesTrainer
 
 logger = logging.getLogger("in2.train")
 RECIPE_COPY = "in2_recipe.yaml"
@@ -83,13 +83,15 @@ def _check_keys(path: Path, text: str) -> None:
         raise ConfigError(f"{path}: unknown field(s): {', '.join(did_you_mean(k, known) for k in unknown)}")
 
 
-class In2SFTTrainer(SFTTrainer):
+class In2SFTTrainer(SFTTrainer, UlyssesTrainer):
     """SFTTrainer whose model card is in2's, in the output folder and in every checkpoint folder, with
-    whole-run figures after a resume, and whose checkpoints are complete once trainer_state.json exists."""
+    whole-run figures after a resume, and whose checkpoints are complete once trainer_state.json exists;
+    under sequence parallelism, with the token-mean loss and mid-epoch resume of in2.train.ulysses."""
 
     def __init__(self, *args, card: dict, **kwargs):
         self.card = card
         super().__init__(*args, **kwargs)
+        reduce_in_weight_dtype(self.accelerator, self.model.dtype)
         self.accounting = checkpoints.RunAccounting(self)
         self.add_callback(self.accounting)
 
@@ -127,6 +129,13 @@ def resolve_recipe(training_args: SFTConfig) -> None:
     training_args.use_liger_kernel = liger_kernels(training_args.use_liger_kernel)
 
 
+def unpack_without_flash(model_args, training_args: SFTConfig, attention: str | None) -> None:
+    """Packing off (with a warning) where FlashAttention was asked for and the attention fell back from it."""
+    if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
+        logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
+        training_args.packing = training_args.padding_free = False
+
+
 def _check(script_args: In2ScriptArguments, training_args: SFTConfig) -> None:
     if not script_args.dataset_name:
         raise ConfigError("dataset_name: required (an in2 dataset folder or a Hub dataset repo)")
@@ -142,13 +151,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     resolve_recipe(training_args)
     optim.check(script_args, training_args, model_args)
     sp = parallel.check(script_args, training_args)
-    if script_args.global_batch_size:
-        try:
-            training_args.gradient_accumulation_steps = gradient_accumulation(
-                script_args.global_batch_size, training_args.per_device_train_batch_size, training_args.world_size // sp
-            )
-        except ValueError as e:
-            raise ConfigError(f"global_batch_size: {e}") from None
+    parallel.settle_batch(script_args, training_args, sp)
     if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") == "true" and training_args.activation_checkpointing:
         # FSDP checkpoints activations itself; the trainer's would add an all-gather in every backward pass
         training_args.activation_checkpointing = training_args.gradient_checkpointing = False
@@ -161,12 +164,12 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
 
     want_eval = training_args.eval_strategy != "no"
     train_set, eval_set = data.load_splits(script_args, want_eval)  # before the model: a bad dataset fails fast
+    dataset = data.dataset_info(script_args, train_set)
     if training_args.use_cpu or not torch.cuda.is_available():
         keep_freed_memory()
     model, tokenizer, attention = load_model(model_args, trust_remote_code=training_args.trust_remote_code)
-    if model_args.attn_implementation in FLASH and attention not in FLASH and training_args.packing:
-        logger.warning("packing needs %s to keep documents apart; training unpacked", model_args.attn_implementation)
-        training_args.packing = training_args.padding_free = False
+    unpack_without_flash(model_args, training_args, attention)
+    train_set, eval_set = prepare.splits(script_args, training_args, model_args, train_set, eval_set)  # as packed
     parallel.configure(training_args, sp, model.config, attention)
 
     peft_config = get_peft_config(model_args)
@@ -183,7 +186,7 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         "hub_model_id": training_args.hub_model_id,
         "output_dir": str(output_dir),
         "base_model": script_args.base_model_id or model_args.model_name_or_path,
-        "dataset": data.dataset_info(script_args, train_set),
+        "dataset": dataset,
         "method": method,
         "lora": lora,
         "attention": attention,
@@ -233,10 +236,25 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     return output_dir
 
 
+def prepare_only(script_args, training_args, model_args) -> Path:
+    """`--prepare_only true`: tokenize the recipe's dataset into its prepared folder (in2.train.prepare)."""
+    _check(script_args, training_args)
+    resolve_recipe(training_args)
+    if (why := prepare.supported(training_args)) is not None:
+        raise ConfigError(f"prepare_only: TRL must tokenize this recipe inside the job: {why}")
+    unpack_without_flash(model_args, training_args, attention_implementation(model_args.attn_implementation))
+    train_set, eval_set = data.load_splits(script_args, training_args.eval_strategy != "no")
+    tokenizer = prepare.load_tokenizer(model_args, training_args)
+    return prepare.prepare(script_args, training_args, tokenizer, train_set, eval_set)
+
+
 def main(argv: list[str] | None = None, parser: TrainParser | None = None) -> int:
     redact.scrub_logs()  # `accelerate launch -m in2.train.sft` starts here, not in in2.cli
     expandable_segments()
     script_args, training_args, model_args, recipe = parse(argv, parser)
+    if script_args.prepare_only:
+        print(f"prepared dataset in {prepare_only(script_args, training_args, model_args)}")
+        return 0
     out = train(script_args, training_args, model_args, recipe)
     print(f"model and card written to {out}")
     return 0

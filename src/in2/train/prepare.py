@@ -6,7 +6,7 @@ Left to TRL, SFTTrainer tokenizes the whole set inside the job, on one process p
 process waits at a barrier that times out after `ddp_timeout` (1800 s): at FILM-7B's 1.75M rows (~2 x 25B
 tokens through the tokenizer) the first launch would hit it. Here TRL's own preparation (SFTTrainer's
 `_prepare_dataset`: chat template, tokenization, completion mask, labels, truncation, packing) runs in one
-process with `dataset_num_proc` workers (default: every CPU), and the result is saved with `save_to_disk` in
+process with `dataset_num_proc` workers (default: every CPU, at most one per 1,000 rows), and the result is saved with `save_to_disk` in
 `prepared_dataset_dir/<key>/`. The key is a hash of what the result depends on: the dataset (name, config,
 revision, splits, the folder's content hash and datasets' fingerprint of its files), the tokenizer (its full
 serialization), the chat template, the TRL fields that shape the rows, and the TRL version. The folder
@@ -145,7 +145,8 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
         if training_args.completion_only_loss is not None
         else "prompt" in sample and "completion" in sample,
     )
-    procs = num_proc or training_args.dataset_num_proc or os.cpu_count() or 1
+    # every CPU, but no more workers than thousands of rows: starting a worker costs seconds, a small set less
+    procs = num_proc or training_args.dataset_num_proc or min(os.cpu_count() or 1, max(1, len(train) // 1000))
     saved_procs, training_args.dataset_num_proc = training_args.dataset_num_proc, procs
     started = time.perf_counter()
     try:

@@ -166,7 +166,8 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
             # TRL makes int64 labels: int32 takes a third less disk
             split = split.cast(_int32(split.features), batch_size=WRITER_ROWS, writer_batch_size=WRITER_ROWS)
             splits[name] = split
-            split.save_to_disk(str(aside / name), num_proc=min(procs, max(1, len(split) // 10_000)))
+            writers = min(procs, len(split) // 10_000)  # datasets starts a process manager for any num_proc, 1 too
+            split.save_to_disk(str(aside / name), num_proc=writers if writers > 1 else None)
     finally:
         training_args.dataset_num_proc = saved_procs
     seconds = time.perf_counter() - started

@@ -231,8 +231,11 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
         if publisher is not None:
             commit = publisher.finish(output_dir)
             logger.warning("pushed %s to %s (%s)", output_dir, training_args.hub_model_id, commit[:10])
-    if hasattr(trainer, "end"):
-        trainer.end()
+    # every process waits for the first to finish its card, then the process group is taken down: a process
+    # that exits with it alive can abort in the communication threads' teardown (seen with gloo: SIGABRT,
+    # "terminate called without an active exception", after the last save)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return output_dir
 
 

@@ -30,6 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _record(text: str, section: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when run through runpy
+    from results_md import record
+
+    record(text, section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=int, default=10000)
@@ -97,8 +104,7 @@ def main() -> None:
     )
     print(line)
     if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(line + "\n")
+        _record(line, "Assembly")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,13 @@ def measure(latency: float, concurrency: int, rounds: int) -> dict:
     }
 
 
+def _record(text: str, section: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when run through runpy
+    from results_md import record
+
+    record(text, section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.5)
@@ -118,8 +125,7 @@ def main() -> None:
         )
         print(rows[-1])
     if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n" + "\n".join(rows) + "\n")
+        _record("\n".join(rows), "Generation")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,13 @@ def train_tokens_per_second(
     return trainer.state.num_input_tokens_seen / elapsed, len(trainer.train_dataset)
 
 
+def _record(text: str, section: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when run through runpy
+    from results_md import record
+
+    record(text, section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=16)
@@ -130,8 +137,7 @@ def main() -> None:
     ]
     print("\n".join(rows))
     if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n".join(rows) + "\n")
+        _record("\n".join(rows), "Packing")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def write_rows(folder: Path, rows: int, context_tokens: int) -> None:
     Dataset.from_generator(gen).to_parquet(folder / "data" / "train-00000-of-00001.parquet")
 
 
+def _record(text: str, section: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when run through runpy
+    from results_md import record
+
+    record(text, section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000)
@@ -99,8 +106,7 @@ def main() -> None:
     line = f"| prepare (tokenize, labels, truncate, save) | {machine} | {cmd} | {figure} |"
     print(line)
     if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(line + "\n")
+        _record(line, "Dataset preparation")
 
 
 if __name__ == "__main__":

@@ -223,6 +223,13 @@ def report(results: list[dict]) -> list[str]:
     return lines
 
 
+def _record(text: str, section: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when run through runpy
+    from results_md import record
+
+    record(text, section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10_000, 50_000])
@@ -245,18 +252,11 @@ def main() -> None:
     lines = report(results)
     print("\n".join(lines))
     if not args.no_write:
-        results_md = ROOT / "benchmarks" / "RESULTS.md"
-        if "## Scale rehearsal" not in results_md.read_text():
-            results_md.write_text(
-                results_md.read_text() + "\n## Scale rehearsal (rows appended by `benchmarks/scale_rehearsal.py`)\n"
-            )
-        with open(results_md, "a") as f:
-            f.write(
-                f"\n{machine}: `python benchmarks/scale_rehearsal.py --rows {' '.join(map(str, args.rows))} "
-                f"--shards {args.shards}{' --set ' + ' '.join(args.set) if args.set else ''}`\n\n"
-                + "\n".join(lines)
-                + "\n"
-            )
+        command = (
+            f"{machine}: `python benchmarks/scale_rehearsal.py --rows {' '.join(map(str, args.rows))} "
+            f"--shards {args.shards}{' --set ' + ' '.join(args.set) if args.set else ''}`"
+        )
+        _record("\n".join(["", command, "", *lines]), "Scale rehearsal")
 
 
 if __name__ == "__main__":

@@ -88,3 +88,20 @@ def test_long_context_fit_predicts_each_point_from_the_others(tmp_path, capsys, 
     monkeypatch.setattr(sys, "argv", ["long_context_fit.py", str(results), "--predict", "lora12b_tiled"])
     runpy.run_path(str(ROOT / "benchmarks" / "long_context_fit.py"), run_name="__main__")
     assert int(capsys.readouterr().out) > 65536
+
+
+def test_benchmark_rows_land_in_their_own_section_of_results_md(tmp_path):
+    """benchmarks/results_md.record: a row goes to the end of its section, before the next heading (not to the
+    end of the file, under whichever section came last); a missing section is added at the end."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from results_md import record
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Figures\n\n## Packing (rows)\n\n| a |\n\n## Assembly (rows)\n\n| b |\n")
+    record("| new packing row |", "Packing", path=md)
+    record("| c |", "Assembly", path=md)
+    record("| d |", "Scale rehearsal", path=md)
+    assert md.read_text() == (
+        "# Figures\n\n## Packing (rows)\n\n| a |\n| new packing row |\n\n## Assembly (rows)\n\n| b |\n| c |\n"
+        "\n## Scale rehearsal\n\n| d |\n"
+    )

@@ -106,6 +106,8 @@ class CannedServer:
         hang_s: float = 3.0,
         chaos_kinds: tuple[str, ...] = CHAOS,
         error_code: str | None = None,
+        port: int = 0,
+        models: tuple[str, ...] = ("canned",),
     ):
         self.faults = faults or {}
         self.error_code = (
@@ -128,12 +130,12 @@ class CannedServer:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):  # /v1/models: the model every canned_generator names
+            def do_GET(self):  # /v1/models: `models` (default the model every canned_generator names)
                 outer.paths.append(self.path)
                 if not self.path.rstrip("/").endswith("/models"):
                     self.send_error(404)
                     return
-                data = json.dumps({"object": "list", "data": [{"id": "canned", "object": "model"}]}).encode()
+                data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in models]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -221,7 +223,7 @@ class CannedServer:
                     with outer.lock:
                         outer.answered[key] += 1
 
-        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def kill_at(self, start, points: list[int]) -> None:

@@ -11,6 +11,7 @@ from in2 import __version__, redact
 from in2.arguments import FIELD_USAGE, Parser, add_recipe_fields, subparser
 from in2.errors import ConfigError
 from in2.evaluation.config import EvalConfig
+from in2.evaluation.serve import ServerError
 from in2.jsonl import BadFileError
 from in2.llm.base import FatalRequestError
 from in2.llm.engine import BudgetExceeded
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         args.train_argv = argv[1:]
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, BadFileError, PublishError) as e:
+    except (ConfigError, FileNotFoundError, BadFileError, PublishError, ServerError) as e:
         print(f"in2: error: {redact.text(str(e))}", file=sys.stderr)
         return 2
     except BudgetExceeded as e:

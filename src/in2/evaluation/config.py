@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from in2.evaluation.serve import ServeConfig, serve_checks
 from in2.evaluation.tasks import LONGBENCH_TASKS, PROBE_SEPARATORS, PROBE_TASKS, SUITES
 from in2.llm.config import GeneratorConfig, generator_checks
 from in2.prompts import MISTRAL_INST
@@ -164,6 +165,11 @@ class EvalModelConfig:
         "The model's own tokenizer, for LongBench's truncation (give `gguf_file: null` unless it is a "
         "GGUF file); None: loaded from generator.model and gguf_file.",
     )
+    serve: ServeConfig | None = option(
+        None,
+        "Start this model's server for its suites and stop it after (`{engine: vllm, args: [...]}`: "
+        "in2.evaluation.serve); None: the server at generator.base_url is yours to run.",
+    )
 
 
 @dataclass
@@ -236,4 +242,6 @@ class EvalConfig:
         ]
         for i, m in enumerate(self.models):
             checks += generator_checks(m.generator, f"models[{i}].generator")
+            if m.serve is not None:
+                checks += serve_checks(m.serve, m.generator, f"models[{i}]")
         raise_first(checks)

@@ -3,6 +3,7 @@ file and one report, and refresh the model card."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,10 +12,11 @@ from in2 import redact
 from in2.assets import resolve
 from in2.cards import model_card
 from in2.errors import ConfigError
-from in2.evaluation import longbench, tables
-from in2.evaluation.config import EvalConfig
+from in2.evaluation import longbench, serve, tables
+from in2.evaluation.config import EvalConfig, EvalModelConfig
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
+from in2.llm.config import GeneratorConfig
 from in2.recipes import to_dict
 from in2.versions import versions
 
@@ -43,30 +45,25 @@ def by_length(per_probe: dict[str, dict]) -> dict[str, dict]:
     return {t: score.overall([r for n, r in per_probe.items() if n.endswith("_" + t)]) for t in lengths}
 
 
-def _probing(cfg: EvalConfig, out: Path) -> tuple[dict, list[Path], str]:
-    probe_dir, names = build.build_all(cfg)
-    results = {}
-    for m in cfg.models:
-        pred_dir = out / "predictions" / slug(m.name)
-        run.run(probe_dir, names, m.generator, pred_dir, cfg.probes.prompt_format, cfg.probes.raw_template)
-        results[m.name] = score_folder(probe_dir, pred_dir, names, cfg.probes.span_size, cfg.probes.parity)
+def _probing(results: dict[str, dict], out: Path) -> tuple[dict, list[Path], str]:
+    """The probing section from every model's scores (`_probe_model`)."""
     plots = report.plots(results, out / "plots")
     text = (
         "### VaL probing\n\n" + report.table(results) + "\nPublished, for reference:\n\n" + report.published_probing()
     )
-    data = {
-        "models": {m: {"probes": per, "all": by_length(per)} for m, per in results.items()},
-        "probe_dir": str(probe_dir),
-    }
+    data = {"models": {m: {"probes": per, "all": by_length(per)} for m, per in results.items()}}
     return data, plots, text
 
 
-def _longbench(cfg: EvalConfig, out: Path) -> tuple[dict, str]:
+def _probe_model(cfg: EvalConfig, model: EvalModelConfig, probes: tuple[Path, list[str]], out: Path) -> dict:
+    probe_dir, names = probes
+    pred_dir = out / "predictions" / slug(model.name)
+    run.run(probe_dir, names, model.generator, pred_dir, cfg.probes.prompt_format, cfg.probes.raw_template)
+    return score_folder(probe_dir, pred_dir, names, cfg.probes.span_size, cfg.probes.parity)
+
+
+def _longbench(cfg: EvalConfig, results: dict[str, dict], source: dict) -> tuple[dict, str]:
     lb = cfg.longbench
-    prompts, source = longbench.load_prompts(lb)
-    results = {
-        m.name: longbench.run(cfg, i, out / "predictions" / slug(m.name), prompts) for i, m in enumerate(cfg.models)
-    }
     data = {
         "scoring": lb.scoring,
         "prompts": source,
@@ -76,30 +73,53 @@ def _longbench(cfg: EvalConfig, out: Path) -> tuple[dict, str]:
     return data, "### LongBench\n\n" + tables.longbench(results, lb.scoring, source)
 
 
-def _short(cfg: EvalConfig) -> tuple[dict, str]:
+def _short(cfg: EvalConfig, scores: dict[str, dict]) -> tuple[dict, str]:
     from in2.evaluation import short
 
-    scores = {m.name: short.run(cfg, m.generator) for m in cfg.models}
     deltas = short.deltas(scores, cfg.base)
     return {"scores": scores, "deltas": deltas, "base": cfg.base}, "### Short tasks\n\n" + tables.short(scores, deltas)
 
 
+def _served(cfg: EvalConfig, index: int, generator: GeneratorConfig) -> EvalConfig:
+    """`cfg` with models[index] answering through `generator` (its managed server's URL)."""
+    models = list(cfg.models)
+    models[index] = dataclasses.replace(models[index], generator=generator)
+    return dataclasses.replace(cfg, models=models)
+
+
 def evaluate(cfg: EvalConfig) -> Path:
-    """Run the whole evaluation; returns the results folder."""
+    """Run the whole evaluation, one model at a time (its server up, when in2 manages it, for all of its
+    suites); returns the results folder."""
     if not cfg.models:
         raise ConfigError("models: list at least one model to evaluate")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     data: dict = {"versions": versions(PACKAGES), "config": redact.data(to_dict(cfg))}
+    probes = build.build_all(cfg) if "probing" in cfg.suites else None
+    prompts, source = longbench.load_prompts(cfg.longbench) if "longbench" in cfg.suites else (None, None)
+    per: dict[str, dict[str, dict]] = {s: {} for s in cfg.suites}
+    for i, m in enumerate(cfg.models):
+        with serve.serving(m.name, m.generator, m.serve, out / "servers") as generator:
+            run_cfg = _served(cfg, i, generator)
+            model = run_cfg.models[i]
+            if probes is not None:
+                per["probing"][m.name] = _probe_model(run_cfg, model, probes, out)
+            if prompts is not None:
+                per["longbench"][m.name] = longbench.run(run_cfg, i, out / "predictions" / slug(m.name), prompts)
+            if "short" in cfg.suites:
+                from in2.evaluation import short
+
+                per["short"][m.name] = short.run(run_cfg, generator)
     sections, plots = [], []
-    if "probing" in cfg.suites:
-        data["probing"], plots, text = _probing(cfg, out)
+    if probes is not None:
+        data["probing"], plots, text = _probing(per["probing"], out)
+        data["probing"]["probe_dir"] = str(probes[0])
         sections.append(text)
-    if "longbench" in cfg.suites:
-        data["longbench"], text = _longbench(cfg, out)
+    if prompts is not None:
+        data["longbench"], text = _longbench(cfg, per["longbench"], source)
         sections.append(text)
     if "short" in cfg.suites:
-        data["short"], text = _short(cfg)
+        data["short"], text = _short(cfg, per["short"])
         sections.append(text)
     data["plots"] = [str(p.relative_to(out)) for p in plots]
     data, summary = redact.data(data), redact.text("\n".join(sections))

@@ -138,6 +138,14 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from in2.release import export
+
+    out = export.export(args.checkpoint, args.output, dtype=args.dtype, base=args.base)
+    print(f"merged model and card written to {out}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from in2 import doctor
 
@@ -217,6 +225,20 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; touch nothing")
     p.add_argument("--keep-card", metavar="DIR", help="also copy the released card to DIR/<org>--<name>-<version>.md")
     p.set_defaults(func=cmd_publish, parser=p)
+    p = sub.add_parser(
+        "export",
+        help="merge a LoRA/QLoRA checkpoint into its base: a plain model folder and card",
+        description="Merge the adapter of a LoRA or QLoRA checkpoint into its base weights (PEFT's "
+        "merge_and_unload; the base loaded in --dtype, never 4-bit) and write a plain model folder "
+        "(safetensors, config, tokenizer) with its model card, e.g. for a server without LoRA support.",
+    )
+    p.add_argument("checkpoint", help="folder written by `in2 train` with a LoRA/QLoRA recipe (adapter_config.json)")
+    p.add_argument("--output", required=True, help="folder to write the merged model to (new or empty)")
+    p.add_argument(
+        "--dtype", default="bfloat16", help="weights of the merged model: bfloat16 (default), float16, float32"
+    )
+    p.add_argument("--base", help="base model to merge into (default: the adapter's base_model_name_or_path)")
+    p.set_defaults(func=cmd_export, parser=p)
     if train:
         from in2.train.args import make_parser
 

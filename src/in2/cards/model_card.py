@@ -32,6 +32,7 @@ def header(ctx: dict) -> str:
     from huggingface_hub import ModelCardData
 
     tags = ["in2", "film-7b", "long-context", "lost-in-the-middle", "trl", "sft"]
+    adapter = ctx["method"] != "full fine-tune" and not ctx.get("merged_from")  # in2 export merges LoRA
     if ctx["method"] != "full fine-tune":
         tags.append("lora")
     dataset = ctx["dataset"]["name"]
@@ -39,7 +40,7 @@ def header(ctx: dict) -> str:
         base_model=ctx.get("base_model"),
         datasets=[dataset] if dataset and not Path(dataset).exists() else None,
         license=ctx.get("license"),
-        library_name="peft" if ctx["method"] != "full fine-tune" else "transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag="text-generation",
         model_name=ctx["model_name"],
         tags=tags,

@@ -29,8 +29,12 @@ ENTITIES = [("Q101", "heapq.heappush", "Push item onto heap"), ("Q202", "operato
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory):
+    return write_probes(tmp_path_factory.mktemp("probes"))
+
+
+def write_probes(folder: Path) -> Path:
     """A VaL database probe in FILM's layout (one set of 5 entities, every position queried), used as built."""
-    folder = tmp_path_factory.mktemp("probes")
+    folder.mkdir(exist_ok=True)
     context = "\n".join(f"<id: {i}, label: {label}, description: {d}>" for i, label, d in ENTITIES)
     rows = [
         {

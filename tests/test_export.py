@@ -52,3 +52,105 @@ def test_export_refuses_what_it_cannot_merge(tmp_path, tiny_model, capsys):
 
     assert main(["export", str(tiny_model), "--output", str(tmp_path / "x")]) == 2
     assert "no adapter_config.json, so not a LoRA/QLoRA checkpoint" in capsys.readouterr().err
+
+
+class StandInHub:
+    """The HfApi call `--push-card` makes; `files` holds what upload_folder would send."""
+
+    def __init__(self, *args, **kwargs):
+        self.files: dict[str, bytes] = {}
+        self.repo_id = None
+        StandInHub.last = self
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns=(), commit_message=None):
+        from fnmatch import fnmatch
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        self.repo_id, root = repo_id, Path(folder_path)
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and any(fnmatch(rel, pat) for pat in allow_patterns):
+                self.files[rel] = p.read_bytes()
+        return SimpleNamespace(oid="c0ffee" * 6 + "abcd")
+
+
+def test_eval_of_a_served_export_writes_its_model_index_and_pushes_the_card(
+    tmp_path, lora_checkpoint, monkeypatch, capsys
+):
+    """The lab's path: merge the LoRA checkpoint, serve the merged folder (a stand-in for vLLM), evaluate it,
+    and the card's YAML carries a model-index the Hub parses (huggingface_hub's ModelCard); --push-card sends
+    the card, its results and plots, and no weights."""
+    import huggingface_hub
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from in2.cli import main
+    from tests.test_eval_serve import _recipe, _served, write_probes
+
+    merged = tmp_path / "merged"
+    assert main(["export", str(lora_checkpoint), "--output", str(merged)]) == 0
+    prebuilt = write_probes(tmp_path / "probes")
+    model = _served(tmp_path, name="in2-lora-merged", model=str(merged))
+    recipe = _recipe(tmp_path, prebuilt, [model], model_card=str(merged))
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    assert main(["eval", "--config", str(tmp_path / "eval.yaml"), "--push-card"]) == 2  # before anything runs
+    assert "--push-card: give the model repo" in capsys.readouterr().err
+    assert main(["eval", "--config", str(tmp_path / "eval.yaml"), "--push-card", "org/merged"]) == 2
+    assert "--push-card: no Hugging Face token" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_stand_in")
+    monkeypatch.setattr(huggingface_hub, "HfApi", StandInHub)
+    assert main(["eval", "--config", str(tmp_path / "eval.yaml"), "--push-card", "org/merged"]) == 0
+    card = ModelCard.load(merged / "README.md")
+    results = {(r.dataset_name, r.metric_type): r for r in card.data.eval_results}
+    assert card.data.model_name == "merged" and card.data.library_name == "transformers"
+    avg = results[("VaL probing database_forward_512", "avg")]
+    assert avg.metric_value == 100.0 and avg.task_type == "text-generation"
+    assert results[("VaL probing All 512", "gap")].metric_value == 0.0, sorted(results)
+    hub = StandInHub.last
+    assert hub.repo_id == "org/merged" and set(hub.files) >= {"README.md", "eval_results.json"}
+    assert not any(f.endswith(".safetensors") for f in hub.files)
+    assert hub.files["README.md"] == (merged / "README.md").read_bytes()
+    assert "card and results pushed to org/merged" in capsys.readouterr().out
+
+
+def test_model_index_rows_for_longbench_and_short_tasks_name_their_datasets():
+    from huggingface_hub import EvalResult, ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from in2.evaluation import suite
+
+    data = {
+        "config": {
+            "probes": {"pools": "film"},
+            "longbench": {"data_revision": "v1.0", "prompts_revision": "8ae23fd"},
+            "short": {"tasks": [{"name": "gsm8k", "metric": "exact_match,strict-match"}]},
+        },
+        "probing": {"models": {"m": {"probes": {"code_backward_32k": {"avg": 83.31, "gap": 18.7}}, "all": {}}}},
+        "longbench": {
+            "scoring": "film",
+            "models": {"m": {"tasks": {"qasper": {"metric": "qa_f1", "score": 42.234}}, "average": 42.234}},
+        },
+        "short": {
+            "scores": {"m": {"gsm8k": 44.5}},
+            "datasets": {"gsm8k": {"path": "openai/gsm8k", "name": "main", "revision": None}},
+        },
+    }
+    rows = suite.model_index(data, "m")
+    yaml_data = ModelCardData(model_name="m", eval_results=[EvalResult(**r) for r in rows]).to_dict()
+    name, back = model_index_to_eval_results(yaml_data["model-index"])
+    got = {(r.dataset_name, r.metric_type): r for r in back}
+    assert name == "m" and len(back) == len(rows) == 5
+    code = got[("VaL probing code_backward_32k", "avg")]
+    assert code.metric_value == 83.31 and code.dataset_revision == "134c03b723f8373088ec7b899f5948f8e5cd474d"
+    qasper = got[("LongBench qasper", "qa_f1")]
+    assert (qasper.dataset_type, qasper.dataset_config, qasper.dataset_revision) == (
+        "THUDM/LongBench",
+        "qasper",
+        "v1.0",
+    )
+    assert qasper.metric_value == 42.23 and qasper.dataset_args == {"prompts_revision": "8ae23fd", "scoring": "film"}
+    gsm = got[("gsm8k (lm-evaluation-harness)", "exact_match")]
+    assert (gsm.dataset_type, gsm.dataset_config, gsm.metric_value) == ("openai/gsm8k", "main", 44.5)

@@ -168,11 +168,19 @@ def cmd_eval(args) -> int:
     from in2.evaluation import suite
 
     cfg = _load(EvalConfig, args)
+    repo = None
+    if args.push_card:
+        from in2.cards import model_card
+
+        repo = model_card.push_target(cfg.model_card, None if args.push_card is True else args.push_card)
     out = suite.evaluate(cfg)
     print((out / suite.TABLE).read_text())
     print(f"results: {out / suite.RESULTS}, plots: {out / 'plots'}")
     if cfg.model_card:
         print(f"model card refreshed: {cfg.model_card}/README.md")
+    if repo:
+        commit = model_card.push(cfg.model_card, repo)
+        print(f"card and results pushed to {repo} ({commit[:10]})")
     return 0
 
 
@@ -259,7 +267,16 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_doctor, parser=p)
     evaluate = "evaluate every model of an eval recipe (VaL probing, LongBench, short tasks); report, plots, model card"
-    _recipe_command(sub, "eval", evaluate, EvalConfig, cmd_eval)
+    p = _recipe_command(sub, "eval", evaluate, EvalConfig, cmd_eval)
+    p.add_argument(
+        "--push-card",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="REPO",
+        help="after the run, upload model_card's README.md (scores in its model-index), eval_results.json and plots "
+        "to the model repo REPO (default: the hub_model_id it was trained with); needs a Hugging Face token",
+    )
     probe = sub.add_parser(
         "probe",
         help="VaL probe files: build them, or score FILM-format predictions",

@@ -25,11 +25,16 @@ def read_eval_results(folder: str | Path) -> dict | None:
     rows = data.get("results")
     if not isinstance(rows, list) or any(not {"task", "metric", "value"} <= set(r) for r in rows):
         raise ValueError(f"{path}: 'results' must be a list of objects with task, metric and value")
-    return {"summary": data.get("summary"), "results": rows, "plots": list(data.get("plots", []))}
+    return {
+        "summary": data.get("summary"),
+        "results": rows,
+        "plots": list(data.get("plots", [])),
+        "model_index": list(data.get("model_index", [])),
+    }
 
 
 def header(ctx: dict) -> str:
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import EvalResult, ModelCardData
 
     tags = ["in2", "film-7b", "long-context", "lost-in-the-middle", "trl", "sft"]
     adapter = ctx["method"] != "full fine-tune" and not ctx.get("merged_from")  # in2 export merges LoRA
@@ -44,6 +49,7 @@ def header(ctx: dict) -> str:
         pipeline_tag="text-generation",
         model_name=ctx["model_name"],
         tags=tags,
+        eval_results=[EvalResult(**r) for r in (ctx.get("evaluation") or {}).get("model_index", [])] or None,
     )
     return data.to_yaml()
 
@@ -73,3 +79,44 @@ def refresh(folder: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a folder written by `in2 train` (no card context to render from)")
     return write(folder, json.loads(path.read_text()))
+
+
+PUSHED = ["README.md", EVAL_RESULTS, "plots/*"]
+"""What `in2 eval --push-card` uploads from a model folder: the card and what it shows, never weights."""
+
+
+def push_target(folder: str | Path | None, repo_id: str | None = None, api=None) -> str:
+    """The model repo the card of `folder` goes to (`repo_id`, else the hub_model_id it was trained with),
+    checked before an evaluation runs: a folder with a card, a repo id, a Hub token."""
+    from in2.errors import ConfigError
+
+    if folder is None:
+        raise ConfigError("--push-card: set model_card to the evaluated model's folder (its card is what is pushed)")
+    path = Path(folder) / CONTEXT
+    if not path.is_file():
+        raise ConfigError(f"model_card: {folder} has no {CONTEXT}: not a folder written by `in2 train` or `in2 export`")
+    repo_id = repo_id or json.loads(path.read_text()).get("hub_model_id")
+    if not repo_id or "/" not in repo_id:
+        raise ConfigError(f"--push-card: give the model repo, --push-card org/name ({folder} names none)")
+    if api is None:
+        from huggingface_hub import get_token
+
+        if not get_token():
+            raise ConfigError("--push-card: no Hugging Face token; set HF_TOKEN or run `hf auth login`")
+    return repo_id
+
+
+def push(folder: str | Path, repo_id: str, api=None) -> str:
+    """Upload the card of `folder` (README.md with its model-index), eval_results.json and plots to `repo_id`'s
+    main branch; returns the commit id."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        allow_patterns=PUSHED,
+        commit_message="in2 eval: scores in the model card",
+    )
+    return getattr(commit, "oid", "")

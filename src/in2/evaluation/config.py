@@ -72,6 +72,9 @@ class LongBenchConfig:
     data: str = option(
         "THUDM/LongBench", "A folder of LongBench's `<task>.jsonl` files, or a Hub dataset repo with them in data.zip."
     )
+    data_revision: str | None = option(
+        None, "Tag, branch or commit of the Hub dataset repo `data` (None: its latest); recorded with the scores."
+    )
     max_samples: int | None = option(None, "Rows per task (None: all), for quick runs.")
     max_input_tokens: int = option(
         31500,

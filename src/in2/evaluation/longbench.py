@@ -86,10 +86,10 @@ def load_prompts(lb: LongBenchConfig) -> tuple[dict[str, str], dict]:
     return data, source
 
 
-def load_rows(source: str, task: str, max_samples: int | None) -> list[dict]:
-    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip, see
+def load_rows(source: str, task: str, max_samples: int | None, revision: str | None = None) -> list[dict]:
+    """A task's rows from a folder of `<task>.jsonl` files (or a Hub repo's data.zip at `revision`, see
     in2.assets.jsonl_folder)."""
-    path = jsonl_folder(source) / f"{task}.jsonl"
+    path = jsonl_folder(source, revision=revision) / f"{task}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"longbench.data: {path} does not exist")
     rows = read_jsonl(path, required=("context", "input", "answers"))
@@ -138,7 +138,7 @@ def run(cfg: EvalConfig, index: int, out_dir: str | Path, prompts: dict[str, str
     prompter = Prompter(tokenizer or model_tokenizer(cfg, index), prompts, lb.max_input_tokens)
     jobs, refs = {}, {}
     for task in lb.tasks:
-        rows = load_rows(lb.data, task, lb.max_samples)
+        rows = load_rows(lb.data, task, lb.max_samples, lb.data_revision)
         limit = LONGBENCH_TASKS[task][1]
         if lb.prompt_format == "raw":
             jobs[f"longbench_{task}"] = [

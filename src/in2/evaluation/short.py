@@ -56,8 +56,9 @@ def _api_key(generator: GeneratorConfig):
             os.environ["OPENAI_API_KEY"] = before
 
 
-def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
-    """{task: metric in percent} for one model."""
+def run(cfg: EvalConfig, generator: GeneratorConfig, datasets: dict | None = None) -> dict[str, float]:
+    """{task: metric in percent} for one model; `datasets`, when given, gets each task's dataset (path, name,
+    revision) as lm-eval ran it."""
     try:
         import lm_eval
     except ImportError:
@@ -81,7 +82,20 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, float]:
                 task_manager=manager,
             )
             scores.update(extract(out, tasks))
+            if datasets is not None:
+                datasets.update(dataset_of(out, tasks))
     return scores
+
+
+def dataset_of(lm_eval_output: dict, tasks: list) -> dict[str, dict]:
+    """{task: {path, name, revision}} of the datasets lm-eval read (its task configs)."""
+    configs = lm_eval_output.get("configs", {})
+    out = {}
+    for t in tasks:
+        c = configs.get(t.name, {})
+        kwargs = c.get("dataset_kwargs") or {}
+        out[t.name] = {"path": c.get("dataset_path"), "name": c.get("dataset_name"), "revision": kwargs.get("revision")}
+    return out
 
 
 def _by_fewshot(cfg: EvalConfig) -> dict[int, list]:

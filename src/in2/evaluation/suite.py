@@ -98,6 +98,7 @@ def evaluate(cfg: EvalConfig) -> Path:
     probes = build.build_all(cfg) if "probing" in cfg.suites else None
     prompts, source = longbench.load_prompts(cfg.longbench) if "longbench" in cfg.suites else (None, None)
     per: dict[str, dict[str, dict]] = {s: {} for s in cfg.suites}
+    short_datasets: dict[str, dict] = {}
     for i, m in enumerate(cfg.models):
         with serve.serving(m.name, m.generator, m.serve, out / "servers") as generator:
             run_cfg = _served(cfg, i, generator)
@@ -109,7 +110,7 @@ def evaluate(cfg: EvalConfig) -> Path:
             if "short" in cfg.suites:
                 from in2.evaluation import short
 
-                per["short"][m.name] = short.run(run_cfg, generator)
+                per["short"][m.name] = short.run(run_cfg, generator, short_datasets)
     sections, plots = [], []
     if probes is not None:
         data["probing"], plots, text = _probing(per["probing"], out)
@@ -120,6 +121,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         sections.append(text)
     if "short" in cfg.suites:
         data["short"], text = _short(cfg, per["short"])
+        data["short"]["datasets"] = short_datasets
         sections.append(text)
     data["plots"] = [str(p.relative_to(out)) for p in plots]
     data, summary = redact.data(data), redact.text("\n".join(sections))
@@ -157,6 +159,93 @@ def card_rows(data: dict, model: str) -> list[dict]:
     return [{**r, "model": model} for r in rows]
 
 
+def model_index(data: dict, model: str) -> list[dict]:
+    """One model's scores as Hub `model-index` results (huggingface_hub.EvalResult fields): VaL Avg and Gap per
+    probe and length, LongBench per task and average, short tasks; each with its dataset and revision."""
+    rows: list[dict] = []
+
+    def add(dataset_type, dataset_name, metric_type, metric_name, value, **extra):
+        rows.append(
+            {
+                "task_type": "text-generation",
+                "dataset_type": dataset_type,
+                "dataset_name": dataset_name,
+                "metric_type": metric_type,
+                "metric_name": metric_name,
+                "metric_value": round(float(value), 2),
+                **{k: v for k, v in extra.items() if v is not None},
+            }
+        )
+
+    config = data.get("config", {})
+    probing = data.get("probing", {}).get("models", {}).get(model)
+    if probing:
+        pools = config.get("probes", {}).get("pools")
+        revision = pools_revision(pools)
+        named = {**probing["probes"], **{f"All {length}": r for length, r in probing["all"].items()}}
+        for name, r in named.items():
+            for metric in ("avg", "gap"):
+                if r.get(metric) is None or (metric == "gap" and r.get("no_signal")):
+                    continue
+                add(
+                    "val-probing",
+                    f"VaL probing {name}",
+                    metric,
+                    f"VaL {metric.capitalize()} ({name})",
+                    r[metric],
+                    dataset_config=name.replace(" ", "_").lower(),  # the Hub groups results by dataset, not its name
+                    dataset_revision=revision,
+                    dataset_args={"pools": pools},
+                )
+    lb = data.get("longbench", {})
+    if model in lb.get("models", {}):
+        lb_cfg = config.get("longbench", {})
+        per = lb["models"][model]
+        args = {"prompts_revision": lb_cfg.get("prompts_revision"), "scoring": lb["scoring"]}
+        for task, r in per["tasks"].items():
+            add(
+                "THUDM/LongBench",
+                f"LongBench {task}",
+                r["metric"],
+                f"LongBench {task} ({r['metric']})",
+                r["score"],
+                dataset_config=task,
+                dataset_split="test",
+                dataset_revision=lb_cfg.get("data_revision"),
+                dataset_args=args,
+            )
+        add(
+            "THUDM/LongBench",
+            "LongBench (average of the tasks run)",
+            "score",
+            "LongBench average",
+            per["average"],
+            dataset_revision=lb_cfg.get("data_revision"),
+            dataset_args=args,
+        )
+    short = data.get("short", {})
+    for task, value in short.get("scores", {}).get(model, {}).items():
+        ds = short.get("datasets", {}).get(task, {})
+        metric = next((t["metric"] for t in config.get("short", {}).get("tasks", []) if t["name"] == task), "score")
+        add(
+            ds.get("path") or task,
+            f"{task} (lm-evaluation-harness)",
+            metric.split(",")[0],
+            f"{task} {metric}",
+            value,
+            dataset_config=ds.get("name"),
+            dataset_revision=ds.get("revision"),
+        )
+    return rows
+
+
+def pools_revision(pools: str | None) -> str | None:
+    """The revision of the probe pools: FILM's pinned commit for `film`, else none known."""
+    from in2.evaluation.probing.pools import FILM_REVISION
+
+    return FILM_REVISION if pools == "film" else None
+
+
 def refresh_card(cfg: EvalConfig, data: dict, summary: str, plots: list[Path]) -> Path:
     """Write eval_results.json (this checkpoint's rows; every model in the summary) and re-render the card."""
     folder = Path(cfg.model_card)
@@ -168,7 +257,11 @@ def refresh_card(cfg: EvalConfig, data: dict, summary: str, plots: list[Path]) -
         shutil.copyfile(p, folder / "plots" / p.name)
         copied.append(f"plots/{p.name}")
     text = "Every model below was evaluated in the same run; rows marked (paper) are published numbers.\n\n" + summary
+    index = [r for model in mine for r in model_index(data, model)]  # the Hub reads them as this model's
     (folder / model_card.EVAL_RESULTS).write_text(
-        json.dumps({"summary": text, "results": rows, "plots": copied}, indent=2, ensure_ascii=False) + "\n"
+        json.dumps(
+            {"summary": text, "results": rows, "plots": copied, "model_index": index}, indent=2, ensure_ascii=False
+        )
+        + "\n"
     )
     return model_card.refresh(folder)

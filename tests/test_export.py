@@ -154,3 +154,24 @@ def test_model_index_rows_for_longbench_and_short_tasks_name_their_datasets():
     assert qasper.metric_value == 42.23 and qasper.dataset_args == {"prompts_revision": "8ae23fd", "scoring": "film"}
     gsm = got[("gsm8k (lm-evaluation-harness)", "exact_match")]
     assert (gsm.dataset_type, gsm.dataset_config, gsm.metric_value) == ("openai/gsm8k", "main", 44.5)
+
+
+@pytest.mark.parametrize(("every", "pushed"), [(1, [1, 2, 3, 4]), (2, [2, 4]), (0, [])])
+def test_checkpoint_pushes_follow_the_cadence(tmp_path, every, pushed):
+    """push_checkpoints_every: every Nth save (by save number, so a resumed run keeps it), 0 the final only."""
+    from types import SimpleNamespace
+
+    from in2.train.hub import HubPublisher
+    from tests.test_train import StandInHub as BranchHub
+
+    hub = BranchHub()
+    publisher = HubPublisher("org/tiny-in2", api=hub, every=every)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_strategy="steps", save_steps=5)
+    for step in (5, 10, 15, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"w")
+        publisher.on_save(args, SimpleNamespace(global_step=step, is_world_process_zero=True), None)
+    (tmp_path / "model.safetensors").write_bytes(b"final")
+    publisher.finish(tmp_path)
+    assert set(hub.branches) == {"main"} | {f"checkpoint-{5 * n}" for n in pushed}
+    assert hub.branches["main"]["model.safetensors"] == b"final"

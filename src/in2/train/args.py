@@ -33,6 +33,12 @@ class In2ScriptArguments(ScriptArguments):
         None, "Hub id of the base model for the model card, when model_name_or_path is a local path."
     )
     license: str | None = option(None, "License of the trained model, for its card.")
+    push_checkpoints_every: int = option(
+        1,
+        "With push_to_hub: upload every Nth saved checkpoint (the Nth, 2Nth, ... save of the run, counted from "
+        "global_step / save_steps, so a resumed run keeps the cadence) to its own branch; 0: the final model "
+        "only. Each FILM-7B full checkpoint is ~29 GB of fp32 weights (docs/training.md).",
+    )
     kahan_summation: bool = option(
         False,
         "Train bf16 weights with torch-optimi's Kahan-compensated AdamW instead of `optim` (an AdamW), "

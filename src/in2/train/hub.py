@@ -50,9 +50,10 @@ def check_token() -> None:
 
 
 class HubPublisher(TrainerCallback):
-    """Uploads `checkpoint-N` to branch `checkpoint-N` in the background as training goes on."""
+    """Uploads `checkpoint-N` to branch `checkpoint-N` in the background as training goes on: every
+    `every`th save (0: none; the final model is always pushed by `finish`)."""
 
-    def __init__(self, repo_id: str, private: bool | None = None, api=None):
+    def __init__(self, repo_id: str, private: bool | None = None, api=None, every: int = 1):
         if api is None:
             from huggingface_hub import HfApi
 
@@ -62,6 +63,7 @@ class HubPublisher(TrainerCallback):
         self._pending: list[tuple[int, Future]] = []
         self.failed: list[int] = []  # steps whose checkpoint upload failed
         self._created = False
+        self.every, self._saves = every, 0
 
     def _repo(self) -> None:
         if not self._created:
@@ -80,8 +82,18 @@ class HubPublisher(TrainerCallback):
             commit_message=f"in2: checkpoint at step {step}",
         )
 
+    def due(self, args, state) -> bool:
+        """Whether this save is one to upload: the run's save number (global_step / save_steps for step saves,
+        so a resumed run keeps its cadence; else saves of this session) is a multiple of `every`."""
+        self._saves += 1
+        if self.every <= 0:
+            return False
+        steps = args.save_steps if getattr(args, "save_strategy", "steps") == "steps" else None
+        number = state.global_step // steps if isinstance(steps, int) and steps >= 1 else self._saves
+        return number % self.every == 0
+
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if state.is_world_process_zero and self.due(args, state):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             upload = self._pool.submit(self.upload_checkpoint, folder, state.global_step)
             self._pending.append((state.global_step, upload))

@@ -143,6 +143,8 @@ def _check(script_args: In2ScriptArguments, training_args: SFTConfig) -> None:
         raise ConfigError("hub_token: keep tokens out of recipes and arguments; set HF_TOKEN or run `hf auth login`")
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ConfigError("hub_model_id: required with push_to_hub (org/name of the model repo)")
+    if script_args.push_checkpoints_every < 0:
+        raise ConfigError("push_checkpoints_every: must be >= 0 (0: push the final model only)")
 
 
 def train(script_args, training_args, model_args, recipe: str = "", hub_api=None) -> Path:
@@ -159,7 +161,12 @@ def train(script_args, training_args, model_args, recipe: str = "", hub_api=None
     if training_args.push_to_hub:
         if hub_api is None:
             check_token()
-        publisher = HubPublisher(training_args.hub_model_id, training_args.hub_private_repo, api=hub_api)
+        publisher = HubPublisher(
+            training_args.hub_model_id,
+            training_args.hub_private_repo,
+            api=hub_api,
+            every=script_args.push_checkpoints_every,
+        )
         training_args.push_to_hub = False  # in2 publishes: checkpoints to branches, never optimizer states
 
     want_eval = training_args.eval_strategy != "no"

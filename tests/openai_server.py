@@ -43,6 +43,19 @@ def probe_answer(prompt: str) -> str | None:
     return f"The label is {hit.group(1)} and the description is {hit.group(2)}." if hit else ""
 
 
+def ruler_answer(prompt: str) -> str | None:
+    """The right answer to a RULER needle-in-a-haystack question (the needles' values for the queried keys,
+    read from the context), or None for any other prompt."""
+    m = re.search(r"What (?:are all|is) the special magic \w+ for (.+?) mentioned in the provided text\?", prompt)
+    if not m:
+        return None
+    keys = re.split(r", and |, ", m.group(1))
+    values = [
+        v for k in keys for v in re.findall(rf"One of the special magic \w+ for {re.escape(k)} is: (\S+?)\.", prompt)
+    ]
+    return " " + ", ".join(values) + "."
+
+
 def canned_answer(body: dict) -> str:
     """A well-formed, grounded reply for the in2 QA prompts and VaL probes (or a fixed string otherwise)."""
     prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
@@ -51,6 +64,9 @@ def canned_answer(body: dict) -> str:
     probe = probe_answer(prompt)
     if probe is not None:
         return probe
+    ruler = ruler_answer(prompt)
+    if ruler is not None:
+        return ruler
     m = re.search(r"### Context ###\n(.*)\n\nReply with", prompt, re.S)
     if not m:
         return "ok"

@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from in2.evaluation.serve import ServeConfig, serve_checks
-from in2.evaluation.tasks import LONGBENCH_TASKS, PROBE_SEPARATORS, PROBE_TASKS, SUITES
+from in2.evaluation.tasks import (
+    LONGBENCH_TASKS,
+    PROBE_SEPARATORS,
+    PROBE_TASKS,
+    RULER_LENGTHS,
+    RULER_TASKS,
+    SUITES,
+)
 from in2.llm.config import GeneratorConfig, generator_checks
 from in2.prompts import MISTRAL_INST
 from in2.recipes import option, raise_first
@@ -121,6 +128,29 @@ class LongBenchConfig:
 
 
 @dataclass
+class RulerConfig:
+    """RULER through lm-evaluation-harness's `ruler` tasks (in2.evaluation.ruler)."""
+
+    tasks: list[str] = option(
+        factory=lambda: list(RULER_TASKS), doc="RULER tasks (default: its 13, as lm-eval names them)."
+    )
+    lengths: list[int] = option(
+        factory=lambda: [4096, 8192, 16384, 32768], doc="Sequence lengths, among RULER's 4096 ... 131072."
+    )
+    limit: int | None = option(None, "Examples per task and length (None: lm-eval's 500, RULER's setting).")
+    threshold: float = option(
+        85.6, "Score a length must exceed to count as effective (RULER's: Llama-2-7B-chat at 4K)."
+    )
+    tokenizer: str | None = option(
+        None, "Tokenizer that sizes the examples (HF id or folder); None: the model's own (generator.model)."
+    )
+    apply_chat_template: bool = option(
+        True, "Send each example through the model's chat template (RULER does, for chat models)."
+    )
+    batch_size: int = option(1, "lm-eval batch size (local models).")
+
+
+@dataclass
 class ShortTaskConfig:
     name: str = option("mmlu", "An lm-evaluation-harness task name.")
     num_fewshot: int = option(0, "Few-shot examples per question.")
@@ -180,9 +210,10 @@ class EvalConfig:
     """The whole `in2 eval` job: build probes, run every model, score, report, refresh the model card."""
 
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    suites: list[str] = option(factory=lambda: ["probing"], doc="Any of probing, longbench, short.")
+    suites: list[str] = option(factory=lambda: ["probing"], doc="Any of probing, longbench, ruler, short.")
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     longbench: LongBenchConfig = field(default_factory=LongBenchConfig)
+    ruler: RulerConfig = field(default_factory=RulerConfig)
     short: ShortConfig = field(default_factory=ShortConfig)
     models: list[EvalModelConfig] = option(
         factory=list, doc="Models to evaluate, a list of {name, generator, tokenizer}."
@@ -242,6 +273,17 @@ class EvalConfig:
                 "base",
                 f"{self.base!r} is not the name of a model in models",
             ),
+        ]
+        ru = self.ruler
+        checks += [(t not in RULER_TASKS, "ruler.tasks", f"unknown task {t!r}") for t in ru.tasks]
+        checks += [
+            (n not in RULER_LENGTHS, "ruler.lengths", f"{n} is not one of RULER's lengths {list(RULER_LENGTHS)}")
+            for n in ru.lengths
+        ]
+        checks += [
+            (not ru.tasks, "ruler.tasks", "must name at least one task"),
+            (not ru.lengths, "ruler.lengths", "must name at least one length"),
+            (ru.limit is not None and ru.limit < 1, "ruler.limit", "must be >= 1"),
         ]
         for i, m in enumerate(self.models):
             checks += generator_checks(m.generator, f"models[{i}].generator")

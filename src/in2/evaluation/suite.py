@@ -73,6 +73,15 @@ def _longbench(cfg: EvalConfig, results: dict[str, dict], source: dict) -> tuple
     return data, "### LongBench\n\n" + tables.longbench(results, lb.scoring, source)
 
 
+def _ruler(cfg: EvalConfig, results: dict[str, dict]) -> tuple[dict, str]:
+    from in2.evaluation import ruler
+
+    r = cfg.ruler
+    models = {m: ruler.summary(per, r.threshold, r.tasks) for m, per in results.items()}
+    data = {"threshold": r.threshold, "lengths": r.lengths, "limit": r.limit, "models": models}
+    return data, "### RULER\n\n" + tables.ruler(models, r.threshold)
+
+
 def _short(cfg: EvalConfig, scores: dict[str, dict]) -> tuple[dict, str]:
     from in2.evaluation import short
 
@@ -107,6 +116,10 @@ def evaluate(cfg: EvalConfig) -> Path:
                 per["probing"][m.name] = _probe_model(run_cfg, model, probes, out)
             if prompts is not None:
                 per["longbench"][m.name] = longbench.run(run_cfg, i, out / "predictions" / slug(m.name), prompts)
+            if "ruler" in cfg.suites:
+                from in2.evaluation import ruler
+
+                per["ruler"][m.name] = ruler.run(run_cfg, generator)
             if "short" in cfg.suites:
                 from in2.evaluation import short
 
@@ -118,6 +131,9 @@ def evaluate(cfg: EvalConfig) -> Path:
         sections.append(text)
     if prompts is not None:
         data["longbench"], text = _longbench(cfg, per["longbench"], source)
+        sections.append(text)
+    if "ruler" in cfg.suites:
+        data["ruler"], text = _ruler(cfg, per["ruler"])
         sections.append(text)
     if "short" in cfg.suites:
         data["short"], text = _short(cfg, per["short"])
@@ -151,6 +167,15 @@ def card_rows(data: dict, model: str) -> list[dict]:
         rows.append(
             {"task": "LongBench average", "metric": f"score; {how}", "value": round(lb["models"][model]["average"], 1)}
         )
+    ru = data.get("ruler", {}).get("models", {}).get(model)
+    if ru:
+        from in2.evaluation.ruler import length_label
+
+        for n, value in ru["per_length"].items():
+            rows.append({"task": f"RULER {length_label(n)}", "metric": "score", "value": round(value, 1)})
+        rows.append({"task": "RULER average", "metric": "score", "value": round(ru["average"], 1)})
+        eff = length_label(ru["effective_length"])
+        rows.append({"task": "RULER effective length", "metric": f"> {data['ruler']['threshold']:g}", "value": eff})
     short = data.get("short", {})
     for task, value in short.get("scores", {}).get(model, {}).items():
         delta = short.get("deltas", {}).get(model, {}).get(task)
@@ -223,6 +248,18 @@ def model_index(data: dict, model: str) -> list[dict]:
             dataset_revision=lb_cfg.get("data_revision"),
             dataset_args=args,
         )
+    ru = data.get("ruler", {}).get("models", {}).get(model)
+    if ru:
+        from in2.evaluation.ruler import length_label
+
+        lm_eval = data.get("versions", {}).get("lm-eval")
+        for task, per in ru["tasks"].items():
+            for n, r in per.items():
+                add("ruler", f"RULER {task}", "recall", f"RULER {task} {length_label(n)}", r["score"],
+                    dataset_config=f"{task}_{n}", dataset_args={"lm_eval": lm_eval, "limit": data["ruler"]["limit"]})  # fmt: skip
+        for n, value in ru["per_length"].items():
+            add("ruler", f"RULER {length_label(n)}", "recall", f"RULER {length_label(n)} (mean of the tasks run)", value,
+                dataset_config=f"all_{n}", dataset_args={"lm_eval": lm_eval, "tasks": len(ru["tasks"])})  # fmt: skip
     short = data.get("short", {})
     for task, value in short.get("scores", {}).get(model, {}).items():
         ds = short.get("datasets", {}).get(task, {})

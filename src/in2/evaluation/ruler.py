@@ -1,0 +1,135 @@
+"""RULER (Hsieh et al., arXiv 2404.06654) through lm-evaluation-harness's `ruler` tasks, scored as RULER scores.
+
+lm-eval builds each task's examples for a length with a tokenizer (`ruler.tokenizer`, else the model's own:
+`generator.model`), one lm-eval run per length (so `ruler.limit` examples of every length), and sends them
+to the model like the short tasks (`hf` locally, `local-completions` for a server: with
+`ruler.apply_chat_template`, the default, rendered through the model's chat template by lm-eval with the
+model's tokenizer and sent as token ids; without it, as text). in2 scores every answer again from lm-eval's
+logged samples with RULER's rule (recall of the expected strings, case-insensitive, after stripping; `all`
+for most tasks, best single answer for the QA tasks), records lm-eval's own number beside it, and reports:
+
+- per task and length, in percent; per length the mean over the tasks run (RULER's score at that length);
+- the average over the lengths run (RULER's `Avg.` when they are 4K-128K);
+- the effective length: the longest length up to which every length run scores above `ruler.threshold`
+  (85.6, Llama-2-7B-chat's score at 4K, RULER's threshold).
+
+Downloads: the noise-haystack NIAH tasks (niah_single_1, niah_multikey_2, niah_multikey_3), variable tracking
+and common/frequent word extraction are generated offline; the essay-haystack NIAH tasks read Paul Graham's
+essays (the Hub dataset baber/paul_graham_essays) and the QA tasks SQuAD and HotpotQA, which lm-eval downloads
+on first use into the Hugging Face caches (see docs/evaluation.md for running them offline).
+"""
+
+from __future__ import annotations
+
+import re
+
+from in2.errors import ConfigError
+from in2.evaluation.config import EvalConfig
+from in2.evaluation.tasks import RULER_OFFLINE, RULER_PART, RULER_TASKS
+from in2.llm.config import GeneratorConfig
+
+
+def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, dict[str, dict]]:
+    """{task: {length: {"score", "lm_eval", "n"}}} for one model (scores in percent)."""
+    try:
+        import lm_eval
+        import wonderwords  # noqa: F401 (lm-eval's ruler extra)
+    except ImportError:
+        raise ConfigError(
+            'suites: "ruler" needs lm-evaluation-harness with its ruler extra: pip install -e ".[short]"'
+        ) from None
+    import torch
+
+    from in2.evaluation.short import _api_key, lm_eval_model
+
+    r = cfg.ruler
+    model, model_args = lm_eval_model(generator)
+    tokenizer = r.tokenizer or (model_args.get("pretrained") if model == "hf" else generator.model)
+    model_args = {**model_args, "max_length": max(r.lengths)}
+    if model != "hf":  # with the chat template, lm-eval renders it with the model's tokenizer and sends token ids
+        model_args.update(
+            tokenizer=tokenizer, tokenized_requests=r.apply_chat_template, tokenizer_backend="huggingface"
+        )
+    out: dict[str, dict[str, dict]] = {t: {} for t in r.tasks}
+    with _api_key(generator):
+        for length in r.lengths:
+            result = lm_eval.simple_evaluate(
+                model=model,
+                model_args=model_args,
+                tasks=list(r.tasks),
+                batch_size=r.batch_size,
+                limit=r.limit,
+                device="cuda" if torch.cuda.is_available() else "cpu",
+                metadata={"max_seq_lengths": [length], "tokenizer": tokenizer},
+                apply_chat_template=r.apply_chat_template,
+                log_samples=True,
+            )
+            for task in r.tasks:
+                out[task][str(length)] = score_samples(task, length, result)
+    return out
+
+
+def score_samples(task: str, length: int, result: dict) -> dict:
+    """One task at one length from an lm-eval result: in2's score from the logged answers and lm-eval's own."""
+    samples = result.get("samples", {}).get(task, [])
+    mine = [example_score(task, _answer(s), s["doc"]["outputs"]) for s in samples if s["doc"]["max_length"] == length]
+    theirs = result.get("results", {}).get(task, {}).get(f"{length},none")
+    return {
+        "score": 100 * sum(mine) / len(mine) if mine else float("nan"),
+        "lm_eval": None if theirs is None or theirs == -1 else 100 * float(theirs),
+        "n": len(mine),
+    }
+
+
+def _answer(sample: dict) -> str:
+    resps = sample.get("filtered_resps") or sample.get("resps") or [""]
+    first = resps[0]
+    return first[0] if isinstance(first, list) else first
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def example_score(task: str, prediction: str, references: list[str]) -> float:
+    """RULER's rule for one answer: the share of `references` found in it (`all`), or for the QA tasks whether
+    any is (`part`); case-insensitive, control characters read as line breaks, ends stripped."""
+    text = _CONTROL.sub("\n", prediction.strip()).strip().lower()
+    found = [ref.lower() in text for ref in references]
+    if task in RULER_PART:
+        return float(any(found))
+    return sum(found) / len(references) if references else 0.0
+
+
+def per_length(results: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """The mean over the tasks run, per length (RULER's score at that length)."""
+    lengths = sorted({n for per in results.values() for n in per}, key=int)
+    return {n: sum(per[n]["score"] for per in results.values()) / len(results) for n in lengths}
+
+
+def effective_length(scores: dict[str, float], threshold: float) -> int | None:
+    """The longest length up to which every length run scores above `threshold`; None if the shortest does not."""
+    best = None
+    for n in sorted(scores, key=int):
+        if not scores[n] > threshold:
+            break
+        best = int(n)
+    return best
+
+
+def summary(results: dict[str, dict[str, dict]], threshold: float, tasks: list[str]) -> dict:
+    scores = per_length(results)
+    return {
+        "tasks": results,
+        "per_length": scores,
+        "average": sum(scores.values()) / len(scores) if scores else float("nan"),
+        "effective_length": effective_length(scores, threshold),
+        "all_13_tasks": set(tasks) == set(RULER_TASKS),
+        "offline_tasks_only": set(tasks) <= set(RULER_OFFLINE),
+    }
+
+
+def length_label(n: int | str | None) -> str:
+    if n is None:
+        return "below the shortest"
+    n = int(n)
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)

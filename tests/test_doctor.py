@@ -4,6 +4,7 @@ a real local server, real folders and the installed packages."""
 import functools
 import http.server
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -106,13 +107,16 @@ def test_a_synth_recipe_checks_tokenizer_corpus_endpoint_and_disk(tmp_path, caps
 
 def test_an_eval_recipe_checks_lm_eval_and_every_model(tmp_path, capsys, server):
     recipe = yaml.safe_load((ROOT / "recipes/film-7b/eval.yaml").read_text())
-    recipe["models"][0]["generator"] = canned_generator(server.url)
+    recipe["models"][0]["generator"] = canned_generator(server.url)  # a server of one's own
+    del recipe["models"][0]["serve"]
+    recipe["models"][1]["serve"] = {**recipe["models"][1]["serve"], "command": [sys.executable, "-m", "in2.cli"]}
     recipe["output_dir"] = str(tmp_path / "results")
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    got = rows(path, capsys, 1)  # the second model's server (localhost:8001) is not running
+    got = rows(path, capsys, 1)  # vllm is not installed here: the third model cannot be started
     assert got["lm-eval"][0] == "ok"
-    assert got["model FILM-7B"][0] == "ok" and got["model Mistral-7B-Instruct-v0.2"][0] == "BLOCKER"
+    assert got["model film-7b-in2"][0] == "ok" and got["model Mistral-7B-Instruct-v0.2"][0] == "ok"
+    assert got["model FILM-7B"][0] == "BLOCKER" and "`vllm`, which is not on PATH" in got["model FILM-7B"][1]
 
 
 def test_disk_and_output_folder(tmp_path):

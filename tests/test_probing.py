@@ -493,7 +493,7 @@ def test_eval_recipes_load():
     film = load_config(EvalConfig, root / "film-7b" / "eval.yaml")
     assert film.probes.lengths == [32768] and film.probes.sets == 4 and film.probes.span_size == 50
     assert all(m.generator.max_tokens == 128 and m.generator.temperature == 0 for m in film.models)
-    assert film.suites == ["probing", "longbench", "short"] and film.base == "Mistral-7B-Instruct-v0.2"
+    assert film.suites == ["probing", "longbench", "ruler", "short"] and film.base == "Mistral-7B-Instruct-v0.2"
     from in2.errors import ConfigError
 
     with pytest.raises(ConfigError, match="probes.prompt_format"):

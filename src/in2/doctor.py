@@ -257,6 +257,16 @@ def synth_rows(path: str) -> list[Row]:
     return rows
 
 
+def serve_row(check: str, serve) -> Row:
+    """A model whose server `in2 eval` starts (serve:): its executable is on PATH."""
+    import shutil
+
+    exe = (serve.command or ["vllm"])[0]
+    if shutil.which(exe) is None:
+        return Row(check, BLOCKER, f"in2 eval starts it with `{exe}`, which is not on PATH (pip install vllm)")
+    return Row(check, OK, f"in2 eval starts it with {exe} ({shutil.which(exe)})")
+
+
 def eval_rows(path: str) -> list[Row]:
     from in2.evaluation.config import EvalConfig
     from in2.recipes import load_config
@@ -264,7 +274,8 @@ def eval_rows(path: str) -> list[Row]:
     cfg = load_config(EvalConfig, path, [])
     rows = [package("lm-eval", 'suites: "short"' if "short" in cfg.suites else None)]
     for m in cfg.models:
-        rows.append(endpoint_row(f"model {m.name}", m.generator))
+        check = f"model {m.name}"
+        rows.append(endpoint_row(check, m.generator) if m.serve is None else serve_row(check, m.serve))
     rows.append(output_row(cfg.output_dir))
     return rows
 

@@ -45,7 +45,12 @@ def probe_answer(prompt: str) -> str | None:
 
 def ruler_answer(prompt: str) -> str | None:
     """The right answer to a RULER needle-in-a-haystack question (the needles' values for the queried keys,
-    read from the context), or None for any other prompt."""
+    read from the context) or common-words question (the 10 words the last list repeats most), or None for
+    any other prompt."""
+    if "What are the 10 most common words in the above list?" in prompt:
+        listing = prompt.rsplit("Below is a numbered list of words.", 1)[1].split("Question:", 1)[0]
+        counts = Counter(re.findall(r"\d+\. (\S+)", listing))
+        return " " + " ".join(f"{i + 1}. {w}" for i, (w, _) in enumerate(counts.most_common(10)))
     m = re.search(r"What (?:are all|is) the special magic \w+ for (.+?) mentioned in the provided text\?", prompt)
     if not m:
         return None

@@ -22,6 +22,7 @@ on first use into the Hugging Face caches (see docs/evaluation.md for running th
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from in2.errors import ConfigError
 from in2.evaluation.config import EvalConfig
@@ -50,9 +51,17 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, dict[str, dict
         model_args.update(
             tokenizer=tokenizer, tokenized_requests=r.apply_chat_template, tokenizer_backend="huggingface"
         )
+    from lm_eval.tasks import TaskManager
+
+    folder = Path(lm_eval.__file__).parent / "tasks" / "ruler"  # index RULER's tasks only, not lm-eval's thousands
     out: dict[str, dict[str, dict]] = {t: {} for t in r.tasks}
     with _api_key(generator):
         for length in r.lengths:
+            manager = TaskManager(
+                include_path=str(folder),
+                include_defaults=False,
+                metadata={"max_seq_lengths": [length], "tokenizer": tokenizer},
+            )
             result = lm_eval.simple_evaluate(
                 model=model,
                 model_args=model_args,
@@ -60,7 +69,7 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, dict[str, dict
                 batch_size=r.batch_size,
                 limit=r.limit,
                 device="cuda" if torch.cuda.is_available() else "cpu",
-                metadata={"max_seq_lengths": [length], "tokenizer": tokenizer},
+                task_manager=manager,
                 apply_chat_template=r.apply_chat_template,
                 log_samples=True,
             )

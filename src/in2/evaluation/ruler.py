@@ -21,6 +21,9 @@ on first use into the Hugging Face caches (see docs/evaluation.md for running th
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
@@ -30,8 +33,10 @@ from in2.evaluation.tasks import RULER_OFFLINE, RULER_PART, RULER_TASKS
 from in2.llm.config import GeneratorConfig
 
 
-def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, dict[str, dict]]:
-    """{task: {length: {"score", "lm_eval", "n"}}} for one model (scores in percent)."""
+def run(cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path) -> dict[str, dict[str, dict]]:
+    """{task: {length: {"score", "lm_eval", "n"}}} for one model (scores in percent). Each length's scores
+    are kept in `out_dir/ruler_<length>.json` with a fingerprint of what made them (model weights or name,
+    tasks, limit, tokenizer, template, lm-eval version): a rerun skips the lengths already done."""
     try:
         import lm_eval
         import wonderwords  # noqa: F401 (lm-eval's ruler extra)
@@ -55,8 +60,16 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, dict[str, dict
 
     folder = Path(lm_eval.__file__).parent / "tasks" / "ruler"  # index RULER's tasks only, not lm-eval's thousands
     out: dict[str, dict[str, dict]] = {t: {} for t in r.tasks}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with _api_key(generator):
         for length in r.lengths:
+            path = out_dir / f"ruler_{length}.json"
+            key = fingerprint(cfg, generator, tokenizer, length)
+            if path.is_file() and (kept := json.loads(path.read_text())).get("fingerprint") == key:
+                for task in r.tasks:
+                    out[task][str(length)] = kept["scores"][task]
+                continue
             manager = TaskManager(
                 include_path=str(folder),
                 include_defaults=False,
@@ -73,9 +86,37 @@ def run(cfg: EvalConfig, generator: GeneratorConfig) -> dict[str, dict[str, dict
                 apply_chat_template=r.apply_chat_template,
                 log_samples=True,
             )
+            scores = {task: score_samples(task, length, result) for task in r.tasks}
             for task in r.tasks:
-                out[task][str(length)] = score_samples(task, length, result)
+                out[task][str(length)] = scores[task]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"fingerprint": key, "scores": scores}, indent=1) + "\n")
+            os.replace(tmp, path)
     return out
+
+
+def fingerprint(cfg: EvalConfig, generator: GeneratorConfig, tokenizer: str | None, length: int) -> str:
+    """What one length's scores depend on: the answering model (its weights' fingerprint for a local folder,
+    as the request cache keys it), the examples and lm-eval's version."""
+    from in2.llm import Engine
+    from in2.versions import versions
+
+    engine = Engine(generator)
+    try:
+        model = engine.model_id
+    finally:
+        engine.close()
+    r = cfg.ruler
+    spec = {
+        "model": model,
+        "tasks": sorted(r.tasks),
+        "limit": r.limit,
+        "tokenizer": tokenizer,
+        "chat": r.apply_chat_template,
+        "length": length,
+        "lm_eval": versions(("lm-eval",)),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def score_samples(task: str, length: int, result: dict) -> dict:

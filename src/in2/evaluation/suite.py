@@ -119,7 +119,7 @@ def evaluate(cfg: EvalConfig) -> Path:
             if "ruler" in cfg.suites:
                 from in2.evaluation import ruler
 
-                per["ruler"][m.name] = ruler.run(run_cfg, generator)
+                per["ruler"][m.name] = ruler.run(run_cfg, generator, out / "predictions" / slug(m.name))
             if "short" in cfg.suites:
                 from in2.evaluation import short
 

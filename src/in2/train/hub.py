@@ -88,7 +88,7 @@ class HubPublisher(TrainerCallback):
         self._saves += 1
         if self.every <= 0:
             return False
-        steps = args.save_steps if getattr(args, "save_strategy", "steps") == "steps" else None
+        steps = getattr(args, "save_steps", None) if getattr(args, "save_strategy", "steps") == "steps" else None
         number = state.global_step // steps if isinstance(steps, int) and steps >= 1 else self._saves
         return number % self.every == 0
 

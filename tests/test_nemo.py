@@ -136,6 +136,7 @@ def test_nemo_data_and_eval_recipes():
     ev = load_config(EvalConfig, NEMO / "eval.yaml")
     assert ev.probes.lengths == [32768, 65536, 131072] and ev.probes.pools == "film"
     assert ev.tokenizer.name_or_path == TEKKEN["name_or_path"] and "[INST]{prompt}[/INST]" == ev.probes.raw_template
+    assert "ruler" in ev.suites and ev.ruler.lengths[-1] == 131072
 
 
 def test_nemo_recipe_dry_run_offline(tmp_path, capsys, monkeypatch, stdlib_corpus):

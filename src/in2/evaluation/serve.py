@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from in2 import redact
 from in2.errors import ConfigError
 from in2.llm.config import GeneratorConfig
 from in2.recipes import option
@@ -120,7 +121,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def tail(log: Path, lines: int = LOG_LINES) -> str:
     text = log.read_text(errors="replace") if log.is_file() else ""
-    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
+    return redact.text("\n".join(text.rstrip("\n").split("\n")[-lines:]))
 
 
 def _die_with_parent() -> None:  # runs in the child before exec (Linux): SIGTERM when in2 dies
@@ -140,7 +141,7 @@ class Server:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "w") as out:
-            out.write(f"$ {shlex.join(self.cmd)}\n")
+            out.write(f"$ {redact.text(shlex.join(self.cmd))}\n")  # e.g. an --api-key stays out of the log
             out.flush()
             self.proc = subprocess.Popen(
                 self.cmd,

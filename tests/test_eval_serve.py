@@ -1,5 +1,5 @@
 """Servers managed by `in2 eval` (in2.evaluation.serve), with a stand-in for `vllm serve` that serves the
-project's test server (tests/vllm_stand_in.py): started on a free port, waited for, used by every suite,
+project's test server (tests/vllm_serve_stand_in.py): started on a free port, waited for, used by every suite,
 stopped on success, error, Ctrl-C, SIGTERM and kill -9 of in2, never left behind."""
 
 import json
@@ -19,7 +19,7 @@ from in2.recipes import from_dict
 from tests.conftest import MISTRAL
 from tests.openai_server import in2_process
 
-STAND_IN = [sys.executable, str(Path(__file__).with_name("vllm_stand_in.py"))]
+STAND_IN = [sys.executable, str(Path(__file__).with_name("vllm_serve_stand_in.py"))]
 
 
 ENTITIES = [("Q101", "heapq.heappush", "Push item onto heap"), ("Q202", "operator.truth", "Return True if a is true"),

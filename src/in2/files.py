@@ -1,10 +1,12 @@
-"""Files in2 writes get the permissions the user's umask gives: libraries that write through a private
-temporary file (safetensors writes `model.safetensors` as 0600) would otherwise leave a checkpoint or a
-converted model that teammates sharing the folder cannot read."""
+"""Files in2 writes: with the permissions the user's umask gives (libraries that write through a private
+temporary file, as safetensors does with `model.safetensors` at 0600, would otherwise leave a checkpoint or a
+converted model that teammates sharing the folder cannot read), and caches that several processes may fill
+at once (the ranks of a node, the workers of a test run) without one reading another's half-written copy."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -34,3 +36,22 @@ def follow_umask(path: str | Path) -> None:
         wanted = mode | ((0o777 if p.is_dir() else 0o666) & keep)
         if wanted != mode:
             p.chmod(wanted)
+
+
+def partial_path(target: str | Path) -> Path:
+    """Where this process builds `target` before `publish_once`: a sibling no other process writes."""
+    target = Path(target)
+    return target.with_name(f"{target.name}.partial-{os.getpid()}")
+
+
+def publish_once(partial: Path, target: str | Path) -> Path:
+    """Move a finished `partial` (file or folder) to `target` in one rename; when another process got there
+    first, keep its copy and drop ours (both were built from the same source)."""
+    target = Path(target)
+    try:
+        partial.rename(target)  # atomic on one filesystem; a folder onto an existing folder fails
+    except OSError:
+        if not target.exists():
+            raise
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+    return target

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from in2.assets import loading, packaged_path, resolve
 from in2.errors import ConfigError
+from in2.files import partial_path, publish_once
 from in2.recipes import option
 
 
@@ -35,7 +35,9 @@ def _sentencepiece_dir(model_file: Path) -> Path:
     folder = Path.home() / ".cache" / "in2" / "tokenizers" / digest
     if not (folder / "tokenizer.model").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model_file, folder / "tokenizer.model")
+        partial = partial_path(folder / "tokenizer.model")
+        shutil.copyfile(model_file, partial)
+        publish_once(partial, folder / "tokenizer.model")  # never a half-copied file for another process
     return folder
 
 
@@ -53,13 +55,10 @@ def _tekken_dir(vocab_file: Path) -> Path:
     digest = hashlib.sha256(vocab_file.read_bytes() + transformers.__version__.encode()).hexdigest()[:16]
     folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"tekken-{digest}"
     if not (folder / "tokenizer.json").is_file():
-        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        partial = partial_path(folder)
         # chat_template=None: transformers attaches the template mistral-common generates for this vocabulary
         convert_tekken_tokenizer(str(vocab_file), chat_template=None).save_pretrained(partial)
-        try:
-            partial.rename(folder)  # a folder with tokenizer.json is complete
-        except OSError:  # another process finished first
-            shutil.rmtree(partial, ignore_errors=True)
+        publish_once(partial, folder)  # a folder with tokenizer.json is complete
     return folder
 
 

@@ -62,6 +62,24 @@ def _tekken_dir(vocab_file: Path) -> Path:
     return folder
 
 
+def _gguf_dir(gguf: Path) -> Path:
+    """Convert the tokenizer inside GGUF weights once into a fast-tokenizer folder: transformers parses the
+    whole GGUF file for it (~8 s for SmolLM2's 98 MB), which every synth, train and eval command paid. The
+    folder is keyed by the file's path, size and modification time (not its content: a 7B GGUF takes seconds
+    to hash) and the transformers version that converted it."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    st = gguf.stat()
+    key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
+    folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"gguf-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if not (folder / "tokenizer.json").is_file():
+        partial = partial_path(folder)
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(partial)
+        publish_once(partial, folder)  # a folder with tokenizer.json is complete
+    return folder
+
+
 def staged(path: Path) -> Path:
     """What AutoTokenizer loads for `path`: a folder converted once from a SentencePiece `.model` or a Tekken
     `.json` file; any other path as it is."""
@@ -94,11 +112,14 @@ def load_tokenizer(cfg: TokenizerConfig, field: str = "tokenizer", chat: bool = 
 
     path = Path(resolve(cfg.name_or_path))
     kwargs = {}
-    folder = staged(path)
-    if folder == path and cfg.gguf_file:
-        kwargs["gguf_file"] = cfg.gguf_file
-    path = folder
     with loading(f"{field}.name_or_path", repr(cfg.name_or_path)):
+        folder = staged(path)
+        if folder == path and cfg.gguf_file:
+            if (path / cfg.gguf_file).is_file():
+                folder = _gguf_dir(path / cfg.gguf_file)
+            else:  # a Hub repo holding the GGUF file
+                kwargs["gguf_file"] = cfg.gguf_file
+        path = folder
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)

@@ -33,5 +33,19 @@ def test_two_processes_building_one_cache_folder_leave_one_complete_copy(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_a_partial_path_is_private_to_its_process(tmp_path):
-    assert partial_path(tmp_path / "x").name == f"x.partial-{os.getpid()}"
+def test_a_partial_path_is_private_to_its_process_and_sweeps_what_dead_ones_left(tmp_path):
+    import socket
+    import subprocess
+
+    host = socket.gethostname().split(".")[0]
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that has exited
+    left = tmp_path / f"x.partial-{host}-{dead.pid}"
+    left.mkdir()
+    (left / "weights").write_text("half")
+    running = tmp_path / f"x.partial-{host}-1"  # pid 1 is alive: another process still building
+    other_host = tmp_path / f"x.partial-elsewhere-{dead.pid}"  # a node sharing the folder: not ours to judge
+    running.mkdir()
+    other_host.mkdir()
+    assert partial_path(tmp_path / "x").name == f"x.partial-{host}-{os.getpid()}"
+    assert not left.exists() and running.exists() and other_host.exists()

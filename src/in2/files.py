@@ -5,8 +5,10 @@ at once (the ranks of a node, the workers of a test run) without one reading ano
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -39,9 +41,26 @@ def follow_umask(path: str | Path) -> None:
 
 
 def partial_path(target: str | Path) -> Path:
-    """Where this process builds `target` before `publish_once`: a sibling no other process writes."""
+    """Where this process builds `target` before `publish_once`: a sibling no other process writes (named by
+    host and pid, as a home folder on a cluster's shared filesystem is seen by every node). Partial copies
+    that a killed process of this host left beside `target` are removed first."""
     target = Path(target)
-    return target.with_name(f"{target.name}.partial-{os.getpid()}")
+    host = socket.gethostname().split(".")[0] or "host"
+    for stale in target.parent.glob(f"{glob.escape(target.name)}.partial-{glob.escape(host)}-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    return target.with_name(f"{target.name}.partial-{host}-{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def publish_once(partial: Path, target: str | Path) -> Path:

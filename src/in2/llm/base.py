@@ -115,6 +115,8 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str | type[Backend]] = {
     "openai": "in2.llm.openai_backend:OpenAIBackend",
+    "openai_batch": "in2.llm.batch_backend:BatchBackend",
+    "batch_files": "in2.llm.batch_backend:BatchFilesBackend",
     "transformers": "in2.llm.local_backend:LocalBackend",
 }
 """Backends by name: a class, or `module:Class`, imported when first asked for."""

@@ -49,11 +49,13 @@ RETRY_ROUNDS = 2
 """Rounds in which a wave's items whose requests failed for a passing reason are asked again."""
 REFUSED_AS_ASKED = ("http_400", "http_413", "http_422")
 """Request errors that depend on the request itself (too long, rejected content): rejects, not retried."""
+GAVE_UP = ("batch_attempts_exhausted",)
+"""A request that generator.batch_attempts batches did not answer: a reject (counted), not asked again."""
 
 
 def passing(reason: str | None) -> bool:
     """A reject reason of a request that failed for a reason that may pass (not REFUSED_AS_ASKED)."""
-    return bool(reason) and reason.startswith(FAILED) and reason.removeprefix(FAILED) not in REFUSED_AS_ASKED
+    return bool(reason) and reason.startswith(FAILED) and reason.removeprefix(FAILED) not in REFUSED_AS_ASKED + GAVE_UP
 
 
 def planned(missing: int, oversample: float) -> int:

@@ -1,0 +1,124 @@
+"""Batch generation (in2.llm.batch_backend) against the batch endpoints of the real test server:
+kill -9 at every stage, faults, bounded retries, and the released dataset of the batch backends."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.openai_server import CannedServer, completion
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 20
+
+
+def _run(url: str, cache: Path, *fields: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.batch_run", url, str(cache), str(N), "batch_max_requests=8", *fields],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_kill9_at_every_batch_stage_answers_each_request_once_with_the_same_answers(tmp_path):
+    with CannedServer() as s:
+        reference = _result(_run(s.url, tmp_path / "ref"))
+        assert reference["failures"] == 0 and len(s.batches) == 3  # 20 requests, 8 a batch
+    with CannedServer() as s:
+        cache = tmp_path / "crash"
+        start = lambda: _run(s.url, cache)  # noqa: E731
+        s.kill_on(start, "upload", 2)  # batch 1 uploaded, batch 2's upload unanswered
+        s.kill_on(start, "create", 1)  # batch 1 made on the server, its id never reaches the client
+        s.kill_on(start, "retrieve", 2)  # polling
+        s.kill_on(start, "content", 1)  # downloading outputs
+        s.kill_on(lambda: _run(s.url, cache, "die_after_puts=4"), "never")  # kill -9 while answers go into the cache
+        assert len(s.batches) == 3  # the batch made before its id was saved was found again, not made anew
+        result = _result(_run(s.url, cache))
+    assert result["sha256"] == reference["sha256"] and result["failures"] == 0
+    assert max(s.answered.values()) == 1 and len(s.answered) == N  # every request answered once
+    assert result["usage"]["requests_sent"] + result["usage"]["requests_cached"] == N
+
+
+def _engine(url: str, cache: Path, **fields):
+    from in2.llm import Engine
+    from in2.llm.config import GeneratorConfig
+
+    cfg = GeneratorConfig(
+        **{
+            "backend": "openai_batch",
+            "model": "canned",
+            "base_url": url,
+            "gguf_file": None,
+            "cache_dir": str(cache),
+            "batch_poll_s": 0.0,
+            "batch_max_requests": 8,
+            "max_retries": 0,
+            **fields,
+        }
+    )
+    return Engine(cfg, job="batch test")
+
+
+def _expected(requests) -> list[str]:
+    from in2.llm.batch_backend import body
+    from tests.openai_server import canned_answer
+
+    sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 512}
+    return [canned_answer(body(r, sampling, "canned")) for r in requests]
+
+
+def test_failed_expired_error_and_slow_batches_end_with_every_request_answered_once(tmp_path, monkeypatch):
+    from tests.batch_run import prompts
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    requests = prompts(N)
+    with CannedServer() as s:
+        s.batch_faults = {1: "failed", 2: "expired", 3: "errors", 4: "slow"}
+        engine = _engine(s.url, tmp_path / "c")
+        out = engine.generate(requests)
+        engine.close()
+        assert [r.text for r in out] == _expected(requests)
+        # 8 + 8 + 4 requests; then again what the failed batch (8), the expired one (4 of 8) and the error
+        # lines (1 of 4) did not answer: 13 in 8 + 5
+        assert len(s.batches) == 5 and [b["status"] for b in s.batches.values()][:4] == [
+            "failed",
+            "expired",
+            "completed",
+            "completed",
+        ]
+        assert max(s.answered.values()) == 1 and len(s.answered) == N
+        assert s.batches["batch_0004"]["polls"] >= s.slow_polls
+        assert engine.usage.sent == N and not engine.usage.failed
+
+
+def test_requests_no_batch_answers_fail_after_batch_attempts_and_refused_ones_are_not_resent(tmp_path, monkeypatch):
+    from in2.llm.batch_backend import status
+    from tests.batch_run import prompts
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    requests = prompts(4)
+    with CannedServer() as s:
+        s.batch_faults = {1: "failed", 2: "failed", 3: "failed"}
+        for _ in range(2):  # the rerun counts the batches of the first run: no new one
+            engine = _engine(s.url, tmp_path / "c", batch_attempts=3)
+            out = engine.generate(requests)
+            engine.close()
+            assert {r.error for r in out} == {"batch_attempts_exhausted"} and len(s.batches) == 3
+        assert [row["status"] for row in status(engine.cfg)] == ["failed"] * 3
+
+    with CannedServer() as s:
+        s.batch_faults = {1: "refused"}  # every third line: HTTP 400, an answer about the request itself
+        engine = _engine(s.url, tmp_path / "r")
+        out = engine.generate(requests)
+        engine.close()
+        assert [r.error for r in out] == [None, "http_400", None, None] and len(s.batches) == 1

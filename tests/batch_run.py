@@ -44,16 +44,32 @@ def main() -> None:
         k, v = f.split("=", 1)
         extra[k] = v if k == "backend" else json.loads(v)
     cfg = GeneratorConfig(
-        **{"backend": "openai_batch", "model": "canned", "base_url": url, "gguf_file": None, "cache_dir": cache,
-           "batch_poll_s": 0.01, "max_retries": 0, **extra}
+        **{
+            "backend": "openai_batch",
+            "model": "canned",
+            "base_url": url,
+            "gguf_file": None,
+            "cache_dir": cache,
+            "batch_poll_s": 0.01,
+            "max_retries": 0,
+            **extra,
+        }
     )
     engine = Engine(cfg, job="batch test")
     out = engine.generate(prompts(int(n)))
     engine.close()
     text = "\n".join(r.text or "" for r in out)
     failed = sorted({r.error for r in out if r.error})
-    print(json.dumps({"sha256": hashlib.sha256(text.encode()).hexdigest(), "failed": failed,
-                      "failures": sum(r.error is not None for r in out), "usage": engine.usage.to_json(cfg)}))
+    print(
+        json.dumps(
+            {
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "failed": failed,
+                "failures": sum(r.error is not None for r in out),
+                "usage": engine.usage.to_json(cfg),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def multipart_file(raw: bytes, content_type: str) -> bytes:
     for part in raw.split(b"--" + boundary):
         head, _, content = part.partition(b"\r\n\r\n")
         if b'name="file"' in head:
-            return content[: -2] if content.endswith(b"\r\n") else content
+            return content[:-2] if content.endswith(b"\r\n") else content
     raise ValueError("no file part")
 
 
@@ -284,19 +284,35 @@ class CannedServer:
                 data = multipart_file(raw, content_type)
                 fid = f"file-{len(self.files) + 1:04d}"
                 self.files[fid] = data
-                obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": 0, "filename": "in.jsonl",
-                       "purpose": "batch", "status": "processed"}
+                obj = {
+                    "id": fid,
+                    "object": "file",
+                    "bytes": len(data),
+                    "created_at": 0,
+                    "filename": "in.jsonl",
+                    "purpose": "batch",
+                    "status": "processed",
+                }
             elif method == "POST" and parts[-1] == "batches":
                 req = json.loads(raw)
                 if req["input_file_id"] not in self.files:
                     return {"error": {"message": "no such file", "type": "invalid_request_error", "code": None}}, 404
                 bid = f"batch_{len(self.batches) + 1:04d}"
                 obj = self.batches[bid] = {
-                    "id": bid, "object": "batch", "endpoint": req["endpoint"], "input_file_id": req["input_file_id"],
-                    "completion_window": req["completion_window"], "status": "validating", "created_at": 0,
-                    "metadata": req.get("metadata"), "output_file_id": None, "error_file_id": None, "errors": None,
+                    "id": bid,
+                    "object": "batch",
+                    "endpoint": req["endpoint"],
+                    "input_file_id": req["input_file_id"],
+                    "completion_window": req["completion_window"],
+                    "status": "validating",
+                    "created_at": 0,
+                    "metadata": req.get("metadata"),
+                    "output_file_id": None,
+                    "error_file_id": None,
+                    "errors": None,
                     "request_counts": {"total": 0, "completed": 0, "failed": 0},
-                    "fault": self.batch_faults.get(len(self.batches) + 1), "polls": 0,
+                    "fault": self.batch_faults.get(len(self.batches) + 1),
+                    "polls": 0,
                 }
             elif method == "POST" and parts[-1] == "cancel":
                 obj = self.batches[parts[-2]]
@@ -334,7 +350,10 @@ class CannedServer:
         fault = batch["fault"]
         out, err = [], []
         if fault == "failed":
-            batch.update(status="failed", errors={"object": "list", "data": [{"code": "injected", "message": "injected failure"}]})
+            batch.update(
+                status="failed",
+                errors={"object": "list", "data": [{"code": "injected", "message": "injected failure"}]},
+            )
             batch["request_counts"] = {"total": len(lines), "completed": 0, "failed": 0}
             return
         answer = lines[: len(lines) // 2] if fault == "expired" or ending == "cancelled" else lines
@@ -343,13 +362,25 @@ class CannedServer:
             if fault in ("errors", "refused") and k % 3 == 1:
                 status = 500 if fault == "errors" else 400
                 body = {"error": {"message": "injected", "type": "test", "code": str(status)}}
-                err.append({"id": rid, "custom_id": line["custom_id"], "error": None,
-                            "response": {"status_code": status, "request_id": rid, "body": body}})
+                err.append(
+                    {
+                        "id": rid,
+                        "custom_id": line["custom_id"],
+                        "error": None,
+                        "response": {"status_code": status, "request_id": rid, "body": body},
+                    }
+                )
                 continue
             key = body_key(line["body"])
             body = completion(line["body"], key, canned_answer(line["body"]))
-            out.append({"id": rid, "custom_id": line["custom_id"], "error": None,
-                        "response": {"status_code": 200, "request_id": rid, "body": body}})
+            out.append(
+                {
+                    "id": rid,
+                    "custom_id": line["custom_id"],
+                    "error": None,
+                    "response": {"status_code": 200, "request_id": rid, "body": body},
+                }
+            )
             self.answered[key] += 1
         for name, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:

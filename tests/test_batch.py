@@ -2,13 +2,12 @@
 kill -9 at every stage, faults, bounded retries, and the released dataset of the batch backends."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.openai_server import CannedServer, completion
+from tests.openai_server import CannedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 20
@@ -122,3 +121,58 @@ def test_requests_no_batch_answers_fail_after_batch_attempts_and_refused_ones_ar
         out = engine.generate(requests)
         engine.close()
         assert [r.error for r in out] == [None, "http_400", None, None] and len(s.batches) == 1
+
+
+def _hash(folder: Path) -> str:
+    return json.loads((folder / "manifest.json").read_text())["content_hash"]
+
+
+def test_both_batch_backends_release_the_same_dataset_as_the_synchronous_one(tmp_path, monkeypatch, capsys):
+    """openai (synchronous), openai_batch (Batch API) and batch_files through the shipped Slurm script
+    (vLLM run-batch: tests/vllm_stand_in.py) against one canned server: the same content hash."""
+    from in2.cli import main
+    from tests.test_synth import SECRET, write_config
+
+    monkeypatch.setenv("IN2_TEST_API_KEY", SECRET)
+    with CannedServer() as s:
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url, name="sync"))]) == 0
+        synchronous = sum(s.answered.values())
+        cfg = write_config(tmp_path, s.url, name="batch")
+        batch = ["generator.backend=openai_batch", "generator.batch_poll_s=0", "generator.batch_max_requests=10"]
+        assert main(["synth", "--config", str(cfg), *batch]) == 0
+        assert sum(s.answered.values()) == 2 * synchronous  # every request once more, all through batches
+        assert len(s.batches) >= 2 and all(b["status"] == "completed" for b in s.batches.values())
+        capsys.readouterr()
+        assert main(["synth", "--config", str(cfg), *batch, "--batch-status"]) == 0
+        status = capsys.readouterr().out.splitlines()
+        rows = [json.loads(line) for line in status[:-1]]
+        assert [r["batch_id"] for r in rows] == list(s.batches) and sum(r["answered"] for r in rows) == synchronous
+        assert status[-1].startswith(f"{len(rows)} batches, {synchronous} requests answered")
+
+    m = json.loads((tmp_path / "batch" / "manifest.json").read_text())
+    assert _hash(tmp_path / "batch") == _hash(tmp_path / "sync")
+    assert sum(sum(p["rejected"].values()) for p in m["qa_by_part"].values()) == sum(m["rejected"].values())
+    assert sum(p["planned"] for p in m["qa_by_part"].values()) == m["counts"]["qa"]["planned"]
+
+    # batch_files through the shipped Slurm script, its vLLM a stand-in: in2 stops (exit 5) saying what to run
+    files = write_config(tmp_path, "http://127.0.0.1:9/v1", name="files")
+    env = {
+        **os.environ,
+        "MODEL": "canned",
+        "CONFIG": str(files),
+        "CACHE": str(tmp_path / "files-cache"),
+        "VENV": str(ROOT / ".venv"),
+        "VLLM": f"{sys.executable} {ROOT / 'tests' / 'vllm_stand_in.py'}",
+        "TQDM_DISABLE": "1",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "recipes/film-7b/synth_vllm_batch.slurm")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "in2: waiting:" in proc.stderr and "vllm run-batch -i " in proc.stderr and " --model canned" in proc.stderr
+    assert _hash(tmp_path / "files") == _hash(tmp_path / "sync")

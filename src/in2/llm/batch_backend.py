@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from in2 import redact
 from in2.errors import ConfigError
-from in2.llm.base import FatalRequestError, Request, Response
+from in2.llm.base import BatchPending, Request, Response
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
 from in2.llm.openai_backend import OpenAIBackend
@@ -41,10 +41,6 @@ REFUSED = (400, 413, 422)
 ENDPOINTS = {"chat": "/v1/chat/completions", "text": "/v1/completions"}
 LINE_OVERHEAD = 100
 """Bytes a request line adds to its body (custom_id, method, url), for splitting files by size."""
-
-
-class BatchPending(RuntimeError):
-    """`batch_files`: request files are written and wait for outputs; the message says what to run."""
 
 
 def batch_dir(cfg: GeneratorConfig) -> Path:
@@ -122,8 +118,10 @@ class Batch:
                 continue
             with open(path, encoding="utf-8") as f:
                 for line in f:
-                    if line.strip():
+                    try:
                         yield parse_line(json.loads(line))
+                    except ValueError:  # a blank or cut-off line (a writer killed mid-line): no answer
+                        continue
 
 
 def parse_line(line: dict) -> tuple[str, Response]:
@@ -278,10 +276,18 @@ class BatchBackend:
                 rq = requests[int(i)]
                 if (rq.raw is not None) != (kind == "text"):
                     continue
-                line = json.dumps(
-                    {"custom_id": ids[i].decode(), "method": "POST", "url": url, "body": body(rq, sampling, self.cfg.model)},
-                    ensure_ascii=False,
-                ).encode() + b"\n"
+                line = (
+                    json.dumps(
+                        {
+                            "custom_id": ids[i].decode(),
+                            "method": "POST",
+                            "url": url,
+                            "body": body(rq, sampling, self.cfg.model),
+                        },
+                        ensure_ascii=False,
+                    ).encode()
+                    + b"\n"
+                )
                 if len(line) > limit:
                     raise ConfigError(
                         f"generator.batch_max_mb: one request is {len(line):,} bytes, more than a whole batch file may hold"
@@ -438,4 +444,4 @@ def status(cfg: GeneratorConfig, refresh: bool = False) -> list[dict]:
     return rows
 
 
-__all__ = ["BatchBackend", "BatchFilesBackend", "BatchPending", "FatalRequestError", "status"]
+__all__ = ["BatchBackend", "BatchFilesBackend", "BatchPending", "status"]

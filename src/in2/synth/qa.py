@@ -211,6 +211,8 @@ class QAGenerator:
         self.engine = engine
         self.total_tokens = total_tokens
         self.stats: Counter = Counter()
+        self.by_part: dict[str, Counter] = {}
+        """Per mixture part: items planned and rejected by reason (the manifest's `qa_by_part`)."""
 
     # -- planning -----------------------------------------------------------------------------
     def eligible(self, src: Source, part: str) -> bool:
@@ -365,8 +367,11 @@ class QAGenerator:
             wave_no += 1
             self.stats["planned"] += len(wave)
             for item, (qa, reason) in zip(wave, self.answered(wave, f"QA pairs (wave {wave_no})"), strict=True):
+                part = self.by_part.setdefault(item.part, Counter())
+                part["planned"] += 1
                 if qa is None:
                     self.stats[f"rejected_{reason}"] += 1
+                    part[f"rejected_{reason}"] += 1
                 elif len(accepted[item.part]) < need[item.part]:
                     accepted[item.part].append((item, qa))
                 else:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.openai_server import CannedServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +178,58 @@ def test_both_batch_backends_release_the_same_dataset_as_the_synchronous_one(tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "in2: waiting:" in proc.stderr and "vllm run-batch -i " in proc.stderr and " --model canned" in proc.stderr
     assert _hash(tmp_path / "files") == _hash(tmp_path / "sync")
+
+
+def test_dry_run_prices_replies_at_a_pilots_length_counts_hours_batches_and_rejects_per_part(tmp_path, capsys):
+    from in2.cli import main
+    from tests.test_synth import write_config
+
+    pilot = tmp_path / "pilot.json"  # what `in2 synth` writes: usage, counts.qa and qa_by_part
+    pilot.write_text(
+        json.dumps(
+            {
+                "usage": {"requests_sent": 90, "requests_cached": 10, "completion_tokens": 4000},
+                "counts": {"qa": {"planned": 100}},
+                "rejected": {"ungrounded": 6, "no_pieces": 10},
+                "qa_by_part": {
+                    "fine_grained": {"planned": 60, "rejected": {"ungrounded": 6}},
+                    "integration": {"planned": 20, "rejected": {"no_pieces": 10}},
+                    "short": {"planned": 20, "rejected": {}},
+                },
+            }
+        )
+    )
+    cfg = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    fields = [
+        "generator.price_input_per_1m=10",
+        "generator.price_output_per_1m=30",
+        "generator.requests_per_minute=60",
+        "generator.tokens_per_minute=6000",
+        "generator.batch_max_requests=5",
+    ]
+
+    def dry_run(*more: str) -> dict:
+        assert main(["synth", "--config", str(cfg), "--dry-run", *fields, *more]) == 0
+        out = capsys.readouterr().out
+        return json.loads(out[: out.rindex("}") + 1])
+
+    r = dry_run("--pilot", str(pilot))
+    assert r["reply_tokens"]["value"] == 40 and r["reply_tokens"]["source"].startswith("measured: 100 answers")
+    assert r["expected_reject_rate"] == {"fine_grained": 0.1, "integration": 0.5, "short": 0.0}
+    waves = r["items_per_wave"]
+    assert waves["integration"][:2] == [4, 2] and waves["short"] == [4]  # 3 rows x 1.3, half rejected
+    assert r["expected_rejects"] == {p: round(sum(w) * r["expected_reject_rate"][p]) for p, w in waves.items()}
+    n, prompt = r["requests"], r["prompt_tokens"]
+    assert r["completion_tokens_realistic"] == 40 * n
+    assert r["estimated_cost_usd_realistic"] == pytest.approx((prompt * 10 + 40 * n * 30) / 1e6, abs=0.01)
+    assert r["batch"]["estimated_cost_usd_realistic"] == pytest.approx(r["estimated_cost_usd_realistic"] / 2, abs=0.01)
+    assert r["hours_under_rate_limits"] == pytest.approx(max(n / 60, (prompt + 40 * n) / 6000) / 60, abs=0.01)
+    rounds = [sum(w[k] for w in waves.values() if k < len(w)) for k in range(r["expected_waves"])]
+    assert r["batch"]["waves"] == len(rounds) and r["batch"]["batches"] == sum(-(-k // 5) for k in rounds)
+
+    r = dry_run("generator.prefill=true")  # no pilot: the documented estimate; a round per wave and field
+    assert r["reply_tokens"]["source"].startswith("estimate:") and r["reject_rate_source"] == "qa.expected_reject_rate"
+    assert r["batch"]["waves"] == 3 * r["expected_waves"]  # with an integration item, each wave has 3 fields
+
+    assert main(["synth", "--config", str(cfg), "--dry-run", "--pilot", str(tmp_path / "none.json")]) == 2
+    assert "--pilot" in capsys.readouterr().err

@@ -125,6 +125,16 @@ def sheet(dry_run: dict, synth: dict, train: dict) -> str:
         f"| bound: every reply at its {g['max_tokens']}-token cap | {cap:,} | {money(prompt * price_in + cap * price_out)} |",
         f"| realistic (estimate: {REPLY_TOKENS.value:,.0f} tokens per reply, {REPLY_TOKENS.source}) | {typical:,.0f} | "
         f"{money(prompt * price_in + typical * price_out)} |",
+    ]
+    if batch := dry_run.get("batch"):
+        factor = batch["price_factor"]
+        out += [
+            f"| realistic through the Batch API (`generator.backend: openai_batch`, x{factor:g} the price; answers "
+            f"within 24 hours; {batch['batches']:,} batch files of at most {g.get('batch_max_requests', 50_000):,} "
+            f"requests in {batch['waves']} rounds) | {typical:,.0f} | "
+            f"{money(factor * (prompt * price_in + typical * price_out))} |",
+        ]
+    out += [
         "",
         "**Generation time under rate limits** (estimate: the slower of requests and tokens per minute, realistic "
         "replies; limits assumed, your account's replace them):",

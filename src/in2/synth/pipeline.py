@@ -227,7 +227,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000, pilot: str | None = None) -> d
         "completion_tokens_realistic": round(realistic),
         "estimated_cost_usd_realistic": round(price, 2),
         "expected_rejects": {p: round(sum(w) * rates[p]) for p, w in waves.items() if w},
-        "hours_under_rate_limits": round(max(hours), 1) if hours else None,
+        "hours_under_rate_limits": round(max(hours), 2) if hours else None,
         "batch": {
             "price_factor": g.batch_price_factor,
             "estimated_cost_usd_realistic": round(price * g.batch_price_factor, 2),

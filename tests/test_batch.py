@@ -233,3 +233,17 @@ def test_dry_run_prices_replies_at_a_pilots_length_counts_hours_batches_and_reje
 
     assert main(["synth", "--config", str(cfg), "--dry-run", "--pilot", str(tmp_path / "none.json")]) == 2
     assert "--pilot" in capsys.readouterr().err
+
+
+def test_the_batch_benchmark_runs_at_toy_size(capsys):
+    """benchmarks/batch_throughput.py as shipped, 300 requests; its figures are printed, not asserted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("batch_throughput", ROOT / "benchmarks" / "batch_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--requests", "300", "--no-write"])
+    engine, backend = results
+    assert engine["answered"] == engine["ingested"] == backend["answered"] == 300
+    assert engine["batches"] == 1 and engine["files"] == 4  # state, ids, requests, outputs
+    assert capsys.readouterr().out.count("| batch path, ") == 2

@@ -148,6 +148,45 @@ def parse_line(line: dict) -> tuple[str, Response]:
     )
 
 
+class _Writer:
+    """One batch's request file and ids, streamed to temporary files, named and saved by `close`."""
+
+    def __init__(self, folder: Path, url: str):
+        self.folder, self.url = folder, url
+        self.requests = self.bytes = 0
+        self.hash = hashlib.sha256()
+        self.tmp = folder / f".writing-{os.getpid()}.input.jsonl"
+        self.tmp_ids = folder / f".writing-{os.getpid()}.ids"
+        self.f, self.f_ids = open(self.tmp, "wb"), open(self.tmp_ids, "wb")
+
+    def add(self, cid: str, line: bytes) -> None:
+        self.f.write(line)
+        self.f_ids.write(cid.encode())
+        self.hash.update(line)
+        self.requests += 1
+        self.bytes += len(line)
+
+    def close(self) -> Batch:
+        """Files fsync'd and renamed, then the state file that makes the batch known (status `written`)."""
+        for f in (self.f, self.f_ids):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        name = f"{time.time_ns()}-{self.hash.hexdigest()[:12]}"  # sorts in the order written
+        b = Batch(self.folder, name)
+        os.replace(self.tmp, b.input)
+        os.replace(self.tmp_ids, b.ids)
+        b.save(
+            name=name,
+            status="written",
+            endpoint=self.url,
+            requests=self.requests,
+            bytes=self.bytes,
+            created=time.time(),
+        )
+        return b
+
+
 class _Index:
     """Positions of custom_ids in one call's requests: sorted 32-byte ids, no per-request objects."""
 
@@ -266,49 +305,36 @@ class BatchBackend:
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, requests: Sequence[Request], sampling: dict, ids: np.ndarray, todo: np.ndarray) -> list[Batch]:
-        """Request files for the positions `todo`, split by endpoint, batch_max_requests and batch_max_mb."""
+        """Request files for the positions `todo`, split by endpoint, batch_max_requests and batch_max_mb;
+        each streamed to disk as it is written."""
         limit = int(self.cfg.batch_max_mb * 1e6)
         batches: list[Batch] = []
         for kind, url in ENDPOINTS.items():
-            lines: list[bytes] = []
-            size = 0
+            writer = None
             for i in todo:
                 rq = requests[int(i)]
                 if (rq.raw is not None) != (kind == "text"):
                     continue
+                cid = ids[i].decode()
                 line = (
                     json.dumps(
-                        {
-                            "custom_id": ids[i].decode(),
-                            "method": "POST",
-                            "url": url,
-                            "body": body(rq, sampling, self.cfg.model),
-                        },
+                        {"custom_id": cid, "method": "POST", "url": url, "body": body(rq, sampling, self.cfg.model)},
                         ensure_ascii=False,
                     ).encode()
                     + b"\n"
                 )
                 if len(line) > limit:
                     raise ConfigError(
-                        f"generator.batch_max_mb: one request is {len(line):,} bytes, more than a whole batch file may hold"
+                        f"generator.batch_max_mb: one request is {len(line):,} bytes, more than a batch file may hold"
                     )
-                if lines and (len(lines) >= self.cfg.batch_max_requests or size + len(line) > limit):
-                    batches.append(self._new(lines, url))
-                    lines, size = [], 0
-                lines.append(line)
-                size += len(line)
-            if lines:
-                batches.append(self._new(lines, url))
+                if writer and (writer.requests >= self.cfg.batch_max_requests or writer.bytes + len(line) > limit):
+                    batches.append(writer.close())
+                    writer = None
+                writer = writer or _Writer(self.folder, url)
+                writer.add(cid, line)
+            if writer:
+                batches.append(writer.close())
         return batches
-
-    def _new(self, lines: list[bytes], url: str) -> Batch:
-        data = b"".join(lines)
-        name = f"{time.time_ns()}-{hashlib.sha256(data).hexdigest()[:12]}"  # sorts in the order written
-        b = Batch(self.folder, name)
-        write_atomic(b.input, data)
-        write_atomic(b.ids, b"".join(json.loads(line)["custom_id"].encode() for line in lines))
-        b.save(name=name, status="written", endpoint=url, requests=len(lines), bytes=len(data), created=time.time())
-        return b
 
     # -- driving -------------------------------------------------------------------------------
     def drive(self, batches: list[Batch], settle: Callable[[Batch], None], desc: str) -> None:

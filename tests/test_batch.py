@@ -247,3 +247,16 @@ def test_the_batch_benchmark_runs_at_toy_size(capsys):
     assert engine["answered"] == engine["ingested"] == backend["answered"] == 300
     assert engine["batches"] == 1 and engine["files"] == 4  # state, ids, requests, outputs
     assert capsys.readouterr().out.count("| batch path, ") == 2
+
+
+def test_an_unreachable_batch_api_stops_with_one_line_and_keeps_the_written_files(tmp_path, monkeypatch):
+    from in2.llm.base import FatalRequestError
+    from tests.batch_run import prompts
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    engine = _engine("http://127.0.0.1:9/v1", tmp_path / "c")
+    with pytest.raises(FatalRequestError, match=r"^http://127\.0\.0\.1:9/v1 batch API: Connection error\. \(the batches"):
+        engine.generate(prompts(3))
+    engine.close()
+    states = [json.loads(p.read_text()) for p in (tmp_path / "c" / "batches").glob("*.json")]
+    assert [s["status"] for s in states] == ["written"]  # the next run uploads this file, it writes no other

@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from in2 import redact
 from in2.errors import ConfigError
-from in2.llm.base import BatchPending, Request, Response
+from in2.llm.base import BatchPending, FatalRequestError, Request, Response
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
 from in2.llm.openai_backend import OpenAIBackend
@@ -209,6 +210,8 @@ class BatchBackend:
     sampling_fields = ()
     upload = True
     """False (`batch_files`): write the files and wait for outputs beside them."""
+    batch_priced = True
+    """Its requests cost generator.batch_price_factor x the generator's prices (in2.llm.engine.Usage.price)."""
     bulk = True
     """The engine may commit the answers it caches in groups (a batch's are on disk already)."""
 
@@ -283,7 +286,8 @@ class BatchBackend:
             b = Batch(self.folder, state.stem)
             if b.ids.exists() and (index.find(b.held()) >= 0).any():
                 held_by.append(b)
-        self.drive(held_by, settle, desc)
+        with self.api_errors():
+            self.drive(held_by, settle, desc)
 
         # 2. new batches for what is left, again for what they do not answer, within batch_attempts
         while True:
@@ -295,13 +299,33 @@ class BatchBackend:
             todo[refused] = False
             if not todo.any():
                 break
-            self.drive(self.write(requests, sampling, ids, np.flatnonzero(todo)), settle, desc)
+            batches = self.write(requests, sampling, ids, np.flatnonzero(todo))
+            with self.api_errors():
+                self.drive(batches, settle, desc)
 
         for i in np.flatnonzero(~delivered):
             r = errors.get(int(i)) or Response(text=None, error="batch_failed")
             if r.error.startswith("batch_") and attempts[i] >= self.cfg.batch_attempts:
                 r = Response(text=None, error="batch_attempts_exhausted", detail=f"last: {r.error}")
             done(int(i), r)
+
+    @contextmanager
+    def api_errors(self):
+        """An error of the batch API (after the client's retries) as one line that stops the run."""
+        import openai
+
+        where = redact.url(self.cfg.base_url) or "OpenAI API"
+        try:
+            yield
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise FatalRequestError(
+                f"{where} refused the key from ${self.cfg.api_key_env} (HTTP {e.status_code})"
+            ) from None
+        except openai.APIError as e:
+            raise FatalRequestError(
+                f"{where} batch API: {redact.text(str(e).splitlines()[0][:200])} (the batches so far are kept in "
+                f"{self.folder})"
+            ) from None
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, requests: Sequence[Request], sampling: dict, ids: np.ndarray, todo: np.ndarray) -> list[Batch]:
@@ -425,6 +449,7 @@ class BatchFilesBackend(BatchBackend):
     """`batch_files`: writes the request files and reads the outputs that `vllm run-batch` writes beside them."""
 
     upload = False
+    batch_priced = False  # a lab's own GPUs: the generator's prices as they are
 
     @classmethod
     def model_id(cls, cfg: GeneratorConfig, cache: Cache) -> str:

@@ -47,8 +47,8 @@ class Usage:
 
     @staticmethod
     def price(cfg: GeneratorConfig, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD at the generator's prices (x batch_price_factor for `openai_batch`)."""
-        factor = cfg.batch_price_factor if cfg.backend == "openai_batch" else 1.0
+        """USD at the generator's prices (x batch_price_factor for a backend priced per batch)."""
+        factor = cfg.batch_price_factor if getattr(backend_class(cfg.backend), "batch_priced", False) else 1.0
         return factor * (prompt_tokens * cfg.price_input_per_1m + completion_tokens * cfg.price_output_per_1m) / 1e6
 
     @property

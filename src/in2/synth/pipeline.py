@@ -14,7 +14,6 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -22,8 +21,9 @@ from tqdm.auto import tqdm
 from in2 import __version__, prompts, redact
 from in2 import tokenizer as tokenizers
 from in2.errors import ConfigError
-from in2.llm import Engine, Usage
+from in2.llm import Engine
 from in2.llm.ledger import Ledger
+from in2.measured import REPLY_TOKENS
 from in2.recipes import from_dict, to_dict
 from in2.synth import dataset, decontam
 from in2.synth.assemble import Assembler, FillerPool, Sample, verify
@@ -134,11 +134,10 @@ def dry_run(cfg: SynthConfig, sample: int = 2000, pilot: str | None = None) -> d
 
     The bound prices every reply at max_tokens; the realistic figure at the reply length a `pilot` run's
     manifest measured (its reject rates per part then replace qa.expected_reject_rate*), else at
-    in2.budget.REPLY_TOKENS (an estimate). Hours follow generator.requests_per_minute / tokens_per_minute;
+    in2.measured.REPLY_TOKENS (an estimate). Hours follow generator.requests_per_minute / tokens_per_minute;
     the batch figures the Batch API's price (generator.batch_price_factor) and its files of
     generator.batch_max_requests / batch_max_mb, one round of batches per wave and prefill field.
     """
-    from in2.budget import REPLY_TOKENS
     from in2.llm.batch_backend import LINE_OVERHEAD, body
 
     measured = read_pilot(pilot) if pilot else None
@@ -179,7 +178,7 @@ def dry_run(cfg: SynthConfig, sample: int = 2000, pilot: str | None = None) -> d
     sampled = [gen.first_request(it) for it in wave]
     reply = measured["reply_tokens"] if measured else REPLY_TOKENS.value
     realistic = requests * reply
-    price = Usage.price(replace(g, backend="openai"), prompt_tokens, realistic)  # the synchronous price
+    price = (prompt_tokens * g.price_input_per_1m + realistic * g.price_output_per_1m) / 1e6  # synchronous
     hours = [requests / g.requests_per_minute / 60] if g.requests_per_minute else []
     if g.tokens_per_minute:
         hours.append((prompt_tokens + realistic) / g.tokens_per_minute / 60)

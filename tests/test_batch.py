@@ -1,6 +1,7 @@
 """Batch generation (in2.llm.batch_backend) against the batch endpoints of the real test server:
 kill -9 at every stage, faults, bounded retries, and the released dataset of the batch backends."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -32,9 +33,9 @@ def _result(proc: subprocess.Popen) -> dict:
 
 
 def test_kill9_at_every_batch_stage_answers_each_request_once_with_the_same_answers(tmp_path):
-    with CannedServer() as s:
-        reference = _result(_run(s.url, tmp_path / "ref"))
-        assert reference["failures"] == 0 and len(s.batches) == 3  # 20 requests, 8 a batch
+    from tests.batch_run import prompts
+
+    reference = hashlib.sha256("\n".join(_expected(prompts(N))).encode()).hexdigest()  # what the server answers
     with CannedServer() as s:
         cache = tmp_path / "crash"
         start = lambda: _run(s.url, cache)  # noqa: E731
@@ -43,9 +44,9 @@ def test_kill9_at_every_batch_stage_answers_each_request_once_with_the_same_answ
         s.kill_on(start, "retrieve", 2)  # polling
         s.kill_on(start, "content", 1)  # downloading outputs
         s.kill_on(lambda: _run(s.url, cache, "die_after_puts=4"), "never")  # kill -9 while answers go into the cache
-        assert len(s.batches) == 3  # the batch made before its id was saved was found again, not made anew
+        assert len(s.batches) == 3  # 20 requests, 8 a batch: the one made before its id was saved was found again
         result = _result(_run(s.url, cache))
-    assert result["sha256"] == reference["sha256"] and result["failures"] == 0
+    assert result["sha256"] == reference and result["failures"] == 0
     assert max(s.answered.values()) == 1 and len(s.answered) == N  # every request answered once
     assert result["usage"]["requests_sent"] + result["usage"]["requests_cached"] == N
 
@@ -104,6 +105,7 @@ def test_failed_expired_error_and_slow_batches_end_with_every_request_answered_o
 
 def test_requests_no_batch_answers_fail_after_batch_attempts_and_refused_ones_are_not_resent(tmp_path, monkeypatch):
     from in2.llm.batch_backend import status
+    from in2.synth.qa import FAILED, passing
     from tests.batch_run import prompts
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -116,6 +118,7 @@ def test_requests_no_batch_answers_fail_after_batch_attempts_and_refused_ones_ar
             engine.close()
             assert {r.error for r in out} == {"batch_attempts_exhausted"} and len(s.batches) == 3
         assert [row["status"] for row in status(engine.cfg)] == ["failed"] * 3
+    assert not passing(FAILED + "batch_attempts_exhausted")  # in2 synth: a reject in the manifest, not asked again
 
     with CannedServer() as s:
         s.batch_faults = {1: "refused"}  # every third line: HTTP 400, an answer about the request itself
@@ -227,9 +230,8 @@ def test_dry_run_prices_replies_at_a_pilots_length_counts_hours_batches_and_reje
     rounds = [sum(w[k] for w in waves.values() if k < len(w)) for k in range(r["expected_waves"])]
     assert r["batch"]["waves"] == len(rounds) and r["batch"]["batches"] == sum(-(-k // 5) for k in rounds)
 
-    r = dry_run("generator.prefill=true")  # no pilot: the documented estimate; a round per wave and field
+    r = dry_run()  # no pilot: the documented estimate
     assert r["reply_tokens"]["source"].startswith("estimate:") and r["reject_rate_source"] == "qa.expected_reject_rate"
-    assert r["batch"]["waves"] == 3 * r["expected_waves"]  # with an integration item, each wave has 3 fields
 
     assert main(["synth", "--config", str(cfg), "--dry-run", "--pilot", str(tmp_path / "none.json")]) == 2
     assert "--pilot" in capsys.readouterr().err
@@ -255,8 +257,32 @@ def test_an_unreachable_batch_api_stops_with_one_line_and_keeps_the_written_file
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     engine = _engine("http://127.0.0.1:9/v1", tmp_path / "c")
-    with pytest.raises(FatalRequestError, match=r"^http://127\.0\.0\.1:9/v1 batch API: Connection error\. \(the batches"):
+    with pytest.raises(
+        FatalRequestError, match=r"^http://127\.0\.0\.1:9/v1 batch API: Connection error\. \(the batches"
+    ):
         engine.generate(prompts(3))
     engine.close()
     states = [json.loads(p.read_text()) for p in (tmp_path / "c" / "batches").glob("*.json")]
     assert [s["status"] for s in states] == ["written"]  # the next run uploads this file, it writes no other
+
+
+def test_prefill_runs_one_round_of_batches_per_field_as_the_dry_run_counts(tmp_path, monkeypatch, capsys):
+    """Prefill items need their fields in sequence (2 requests; 3 for integration): each field is a round of
+    batches, answered before the next is written, and the dry run counts those rounds."""
+    from in2.cli import main
+    from tests.test_synth import SECRET, write_config
+
+    monkeypatch.setenv("IN2_TEST_API_KEY", SECRET)
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url)
+        fields = ["generator.backend=openai_batch", "generator.batch_poll_s=0", "generator.prefill=true"]
+        assert main(["synth", "--config", str(cfg), "--dry-run", *fields, "qa.expected_reject_rate=0.0"]) == 0
+        out = capsys.readouterr().out
+        report = json.loads(out[: out.rindex("}") + 1])
+        assert main(["synth", "--config", str(cfg), *fields]) == 0
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["counts"]["qa"]["waves"] == report["expected_waves"] == 1  # one wave: its rejects left no row missing
+    assert len(s.batches) == report["batch"]["waves"] == report["batch"]["batches"] == 3  # one batch per field
+    sizes = [b["request_counts"]["total"] for b in s.batches.values()]
+    assert sizes[0] >= sizes[1] > sizes[2] > 0  # every item's question, answer, then integration items' pieces
+    assert max(s.answered.values()) == 1

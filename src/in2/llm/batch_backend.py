@@ -464,8 +464,10 @@ def pending_message(cfg: GeneratorConfig, waiting: list[Batch]) -> str:
     )
 
 
-def status(cfg: GeneratorConfig, refresh: bool = False) -> list[dict]:
-    """One row per batch of the run: name, state, requests, counts, answered, tokens and cost so far."""
+def status(cfg: GeneratorConfig) -> list[dict]:
+    """One row per batch of the run: name, state, requests, counts, answered, failed and cost so far."""
+    from in2.llm.engine import Usage
+
     folder = batch_dir(cfg)
     rows = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -478,8 +480,6 @@ def status(cfg: GeneratorConfig, refresh: bool = False) -> list[dict]:
                 completion += r.completion_tokens
             else:
                 failed += 1
-        from in2.llm.engine import Usage
-
         rows.append(
             {
                 "batch": b.name,

@@ -96,10 +96,10 @@ def completion(body: dict, key: str, text: str) -> dict:
     }
 
 
-BATCH_FAULTS = ("failed", "expired", "errors", "refused", "slow")
-"""What `batch_faults` may do to a batch: fail whole (no output), expire with half its requests answered,
-answer every third request with an HTTP 500 line in the error file (`refused`: HTTP 400), or stay
-in progress for `slow_polls` looks."""
+BATCH_FAULTS = ("failed", "expired", "cancelled", "errors", "refused", "slow")
+"""What `batch_faults` may do to a batch: fail whole (no output), expire or be cancelled (by someone else)
+with half its requests answered, answer every third request with an HTTP 500 line in the error file
+(`refused`: HTTP 400), or stay in progress for `slow_polls` looks."""
 
 
 def multipart_file(raw: bytes, content_type: str) -> bytes:
@@ -328,7 +328,7 @@ class CannedServer:
                 if obj["status"] in ("validating", "in_progress"):
                     needed = self.slow_polls if obj["fault"] == "slow" else 2
                     if obj["polls"] >= needed:
-                        self.run_batch(obj, "completed")
+                        self.run_batch(obj, "cancelled" if obj["fault"] == "cancelled" else "completed")
                     else:
                         obj["status"] = "in_progress"
             else:

@@ -85,19 +85,16 @@ def test_failed_expired_error_and_slow_batches_end_with_every_request_answered_o
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     requests = prompts(N)
     with CannedServer() as s:
-        s.batch_faults = {1: "failed", 2: "expired", 3: "errors", 4: "slow"}
+        s.batch_faults = {1: "failed", 2: "expired", 3: "errors", 4: "slow", 5: "cancelled"}
         engine = _engine(s.url, tmp_path / "c")
         out = engine.generate(requests)
         engine.close()
         assert [r.text for r in out] == _expected(requests)
         # 8 + 8 + 4 requests; then again what the failed batch (8), the expired one (4 of 8) and the error
-        # lines (1 of 4) did not answer: 13 in 8 + 5
-        assert len(s.batches) == 5 and [b["status"] for b in s.batches.values()][:4] == [
-            "failed",
-            "expired",
-            "completed",
-            "completed",
-        ]
+        # lines (1 of 4) did not answer: 13 in 8 + 5; then the 3 of 5 the cancelled batch did not answer
+        statuses = [b["status"] for b in s.batches.values()]
+        assert statuses == ["failed", "expired", "completed", "completed", "cancelled", "completed"]
+        assert [b["request_counts"]["total"] for b in s.batches.values()] == [8, 8, 4, 8, 5, 3]
         assert max(s.answered.values()) == 1 and len(s.answered) == N
         assert s.batches["batch_0004"]["polls"] >= s.slow_polls
         assert engine.usage.sent == N and not engine.usage.failed

@@ -278,7 +278,8 @@ class BatchBackend:
                     errors[i] = response if response.error else Response(text=None, error="batch_empty_reply")
             for i in mine[~seen[mine]]:  # no line at all: the batch failed, expired or was cancelled
                 attempts[i] += 1
-                errors[int(i)] = Response(text=None, error=f"batch_{batch.state.get('status', 'failed')}")
+                ended = batch.state.get("ended") or batch.state.get("status", "failed")
+                errors[int(i)] = Response(text=None, error=f"batch_{ended}")
 
         # 1. batches of earlier runs that hold requests of this call: drive them to their end
         held_by: list[Batch] = []
@@ -290,23 +291,23 @@ class BatchBackend:
             self.drive(held_by, settle, desc)
 
         # 2. new batches for what is left, again for what they do not answer, within batch_attempts
+        def refused(r: Response) -> bool:
+            return r.error.startswith("http_") and r.error[5:].isdigit() and int(r.error[5:]) in REFUSED
+
         while True:
-            refused = np.array(
-                [i for i, r in errors.items() if r.error.startswith("http_") and int(r.error[5:]) in REFUSED],
-                dtype=np.int64,
-            )
             todo = ~delivered & (attempts < self.cfg.batch_attempts)
-            todo[refused] = False
+            todo[[i for i, r in errors.items() if refused(r)]] = False
             if not todo.any():
                 break
             batches = self.write(requests, sampling, ids, np.flatnonzero(todo))
             with self.api_errors():
                 self.drive(batches, settle, desc)
 
-        for i in np.flatnonzero(~delivered):
+        for i in np.flatnonzero(~delivered):  # refused as asked, or no batch answered it within batch_attempts
             r = errors.get(int(i)) or Response(text=None, error="batch_failed")
-            if r.error.startswith("batch_") and attempts[i] >= self.cfg.batch_attempts:
-                r = Response(text=None, error="batch_attempts_exhausted", detail=f"last: {r.error}")
+            if not refused(r):
+                why = f"last: {r.error}" + (f" ({r.detail})" if r.detail else "")
+                r = Response(text=None, error="batch_attempts_exhausted", detail=why)
             done(int(i), r)
 
     @contextmanager

@@ -59,8 +59,12 @@ $(DEMO_CKPT)/model.safetensors: | $(STAMP) $(DEMO_DATA)/manifest.json
 merge: $(STAMP)
 	$(VENV)/bin/in2 merge --config $(CONFIG) $(ARGS)
 
+# make test [TEST_WORKERS=1] [ARGS="-k resume"]: the suite in TEST_WORKERS processes (pytest-xdist; default one
+# per CPU core, 1 runs it in this process); a worker takes queued tests from a busy one (worksteal), so the
+# minute-long tests do not all wait at the end
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal) tests $(ARGS)
 
 # make test-gpu [PY=python3]: the tests marked gpu (tests/gpu/, skipped without CUDA). Given PY, that Python's
 # environment is used as it is (no .venv is built) with src/ first on the path, e.g. on a CUDA machine
@@ -100,7 +104,7 @@ help:
 	@echo "make synth        the demo dataset (CONFIG=recipes/demo/in2_data.yaml ARGS=...); synth-dry-run plans it"
 	@echo "make train        fine-tune (RECIPE=recipes/demo/sft.yaml ARGS=\"--learning_rate 1e-5\")"
 	@echo "make eval         evaluate (EVAL=recipes/demo/eval.yaml); merge, publish: see the README"
-	@echo "make test         the offline test suite; test-gpu: the GPU tests; quality, format: ruff"
+	@echo "make test         the offline test suite, a worker per core (TEST_WORKERS=1: one); test-gpu: the GPU tests; quality, format: ruff"
 	@echo "make clean        remove the demo's outputs and caches, build/, *.egg-info and in2's converted"
 	@echo "                  weights and tokenizers in ~/.cache/in2 (keeps .venv and downloads); prints each path"
 	@echo "make distclean    clean, then remove .venv too"

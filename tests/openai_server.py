@@ -97,6 +97,42 @@ def body_key(body: dict) -> str:
     ]
 
 
+def completion(body: dict, key: str, text: str) -> dict:
+    """The chat or text completion object that answers `body` with `text`."""
+    raw = "messages" not in body  # /v1/completions: a raw prompt
+    choice = {"index": 0, "finish_reason": "stop"}
+    choice.update({"text": text} if raw else {"message": {"role": "assistant", "content": text}})
+    prompt_tokens = len(json.dumps(body.get("messages", body.get("prompt")))) // 4
+    return {
+        "id": "cmpl-" + key,
+        "object": "text_completion" if raw else "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(text) // 4,
+            "total_tokens": prompt_tokens + len(text) // 4,
+        },
+    }
+
+
+BATCH_FAULTS = ("failed", "expired", "cancelled", "errors", "refused", "slow")
+"""What `batch_faults` may do to a batch: fail whole (no output), expire or be cancelled (by someone else)
+with half its requests answered, answer every third request with an HTTP 500 line in the error file
+(`refused`: HTTP 400), or stay in progress for `slow_polls` looks."""
+
+
+def multipart_file(raw: bytes, content_type: str) -> bytes:
+    """The `file` part of a multipart/form-data body."""
+    boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+    for part in raw.split(b"--" + boundary):
+        head, _, content = part.partition(b"\r\n\r\n")
+        if b'name="file"' in head:
+            return content[:-2] if content.endswith(b"\r\n") else content
+    raise ValueError("no file part")
+
+
 CHAOS = ("429", "500", "hang", "invalid_json", "truncated_json", "empty", "refusal", "drop")
 TRANSIENT = tuple(k for k in CHAOS if k != "refusal")  # faults a retry cures; a refusal is an answer
 REFUSAL = "I'm sorry, but I can't help with that request."
@@ -144,6 +180,13 @@ class CannedServer:
         self.paths: list[str] = []
         self.auth: list[str | None] = []
         self.on_request = None  # callable(n_answered_so_far) -> True to drop the request unanswered
+        # the batch API: uploaded files, batches in order of creation, faults by batch number (1-based)
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_faults: dict[int, str] = {}
+        self.slow_polls = 4
+        self.on_batch_api = None  # callable(event) -> True to drop the request unanswered (kill -9 schedules)
+        self.batch_events: Counter = Counter()  # upload, create (after the batch exists), retrieve, content
         self.lock = threading.Lock()
         outer = self
 
@@ -151,8 +194,13 @@ class CannedServer:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):  # /v1/models: `models` (default the model every canned_generator names)
+            def do_GET(self):  # /v1/models: `models` (default the model every canned_generator names); the batch API
                 outer.paths.append(self.path)
+                if "/files" in self.path or "/batches" in self.path:
+                    reply = outer.batch_api("GET", self.path, b"", "")
+                    if reply is not None:
+                        self.reply(*reply)
+                    return
                 if not self.path.rstrip("/").endswith("/models"):
                     self.send_error(404)
                     return
@@ -163,8 +211,23 @@ class CannedServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def reply(self, obj: dict | bytes, status: int = 200) -> None:
+                data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if "/files" in self.path or "/batches" in self.path:
+                    outer.paths.append(self.path)
+                    reply = outer.batch_api("POST", self.path, raw, self.headers.get("Content-Type", ""))
+                    if reply is not None:
+                        self.reply(*reply)
+                    return
+                body = json.loads(raw)
                 outer.paths.append(self.path)
                 outer.auth.append(self.headers.get("Authorization"))
                 key = body_key(body)
@@ -217,24 +280,7 @@ class CannedServer:
                     with outer.lock:
                         outer.chaos[fault] += 1
                     text = "" if fault == "empty" else REFUSAL
-                completion = "messages" not in body  # /v1/completions: a raw prompt
-                choice = {"index": 0, "finish_reason": "stop"}
-                choice.update({"text": text} if completion else {"message": {"role": "assistant", "content": text}})
-                prompt_tokens = len(json.dumps(body.get("messages", body.get("prompt")))) // 4
-                payload = json.dumps(
-                    {
-                        "id": "cmpl-" + key,
-                        "object": "text_completion" if completion else "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [choice],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": len(text) // 4,
-                            "total_tokens": prompt_tokens + len(text) // 4,
-                        },
-                    }
-                ).encode()
+                payload = json.dumps(completion(body, key, text)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -246,6 +292,145 @@ class CannedServer:
 
         self.httpd = _QuietServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def batch_api(self, method: str, path: str, raw: bytes, content_type: str) -> tuple | None:
+        """The reply (object or bytes, status) to a /v1/files or /v1/batches request; None: drop it."""
+        path = path.split("?", 1)[0].rstrip("/")
+        parts = path.split("/")
+        event = {
+            ("POST", "files"): "upload",
+            ("POST", "batches"): "create",
+            ("GET", "content"): "content",
+        }.get((method, parts[-1]), "retrieve" if method == "GET" and parts[-2] == "batches" else None)
+        with self.lock:
+            if method == "POST" and parts[-1] == "files":
+                data = multipart_file(raw, content_type)
+                fid = f"file-{len(self.files) + 1:04d}"
+                self.files[fid] = data
+                obj = {
+                    "id": fid,
+                    "object": "file",
+                    "bytes": len(data),
+                    "created_at": 0,
+                    "filename": "in.jsonl",
+                    "purpose": "batch",
+                    "status": "processed",
+                }
+            elif method == "POST" and parts[-1] == "batches":
+                req = json.loads(raw)
+                if req["input_file_id"] not in self.files:
+                    return {"error": {"message": "no such file", "type": "invalid_request_error", "code": None}}, 404
+                bid = f"batch_{len(self.batches) + 1:04d}"
+                obj = self.batches[bid] = {
+                    "id": bid,
+                    "object": "batch",
+                    "endpoint": req["endpoint"],
+                    "input_file_id": req["input_file_id"],
+                    "completion_window": req["completion_window"],
+                    "status": "validating",
+                    "created_at": 0,
+                    "metadata": req.get("metadata"),
+                    "output_file_id": None,
+                    "error_file_id": None,
+                    "errors": None,
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                    "fault": self.batch_faults.get(len(self.batches) + 1),
+                    "polls": 0,
+                }
+            elif method == "POST" and parts[-1] == "cancel":
+                obj = self.batches[parts[-2]]
+                if obj["status"] not in ("completed", "failed", "expired", "cancelled"):
+                    self.run_batch(obj, "cancelled")
+            elif method == "GET" and parts[-1] == "content":
+                obj = self.files[parts[-2]]
+            elif method == "GET" and parts[-1] == "batches":
+                obj = {"object": "list", "data": [self.public(b) for b in self.batches.values()], "has_more": False}
+            elif method == "GET" and parts[-2] == "batches":
+                obj = self.batches[parts[-1]]
+                obj["polls"] += 1
+                if obj["status"] in ("validating", "in_progress"):
+                    needed = self.slow_polls if obj["fault"] == "slow" else 2
+                    if obj["polls"] >= needed:
+                        self.run_batch(obj, "cancelled" if obj["fault"] == "cancelled" else "completed")
+                    else:
+                        obj["status"] = "in_progress"
+            else:
+                return {"error": {"message": "not found", "type": "invalid_request_error"}}, 404
+        if event and self.on_batch_api and self.on_batch_api(event):
+            return None
+        if event:
+            with self.lock:
+                self.batch_events[event] += 1
+        return (obj if isinstance(obj, bytes) else self.public(obj) if obj.get("object") == "batch" else obj), 200
+
+    @staticmethod
+    def public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k not in ("fault", "polls")}
+
+    def run_batch(self, batch: dict, ending: str) -> None:
+        """Answer a batch's requests (as its fault says) and write its output and error files."""
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        fault = batch["fault"]
+        out, err = [], []
+        if fault == "failed":
+            batch.update(
+                status="failed",
+                errors={"object": "list", "data": [{"code": "injected", "message": "injected failure"}]},
+            )
+            batch["request_counts"] = {"total": len(lines), "completed": 0, "failed": 0}
+            return
+        answer = lines[: len(lines) // 2] if fault == "expired" or ending == "cancelled" else lines
+        for k, line in enumerate(answer):
+            rid = f"batch_req_{batch['id']}_{k}"
+            if fault in ("errors", "refused") and k % 3 == 1:
+                status = 500 if fault == "errors" else 400
+                body = {"error": {"message": "injected", "type": "test", "code": str(status)}}
+                err.append(
+                    {
+                        "id": rid,
+                        "custom_id": line["custom_id"],
+                        "error": None,
+                        "response": {"status_code": status, "request_id": rid, "body": body},
+                    }
+                )
+                continue
+            key = body_key(line["body"])
+            body = completion(line["body"], key, canned_answer(line["body"]))
+            out.append(
+                {
+                    "id": rid,
+                    "custom_id": line["custom_id"],
+                    "error": None,
+                    "response": {"status_code": 200, "request_id": rid, "body": body},
+                }
+            )
+            self.answered[key] += 1
+        for name, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                fid = f"file-{len(self.files) + 1:04d}"
+                self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                batch[name] = fid
+        batch["status"] = "expired" if fault == "expired" else ending
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+
+    def kill_on(self, start, event: str, nth: int = 1) -> None:
+        """Start a process with `start()` and kill -9 it when this server gets its `nth` batch API request
+        of kind `event` (upload, create, retrieve, content): that request goes unanswered; a `create`
+        makes its batch first (the client never learns its id)."""
+        proc = start()
+        seen = Counter()
+
+        def hook(ev):
+            seen[ev] += 1
+            if ev == event and seen[ev] >= nth:
+                proc.send_signal(signal.SIGKILL)
+                return True
+            return False
+
+        self.on_batch_api = hook
+        code = proc.wait(timeout=120)
+        self.on_batch_api = None
+        assert code == -signal.SIGKILL, f"the run ended before {event} #{nth}: {proc.stdout.read()}"
 
     def kill_at(self, start, points: list[int]) -> None:
         """For each count in `points`, start a process with `start()` and kill -9 it once this server has

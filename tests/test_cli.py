@@ -28,10 +28,14 @@ def synth_config(monkeypatch):
 
     seen = []
 
-    def dry_run(cfg, sample):
+    def dry_run(cfg, sample, pilot=None):
         seen.append(cfg)
         return {k: 0 for k in ("requests", "expected_waves", "prompt_tokens", "completion_tokens_at_most")} | {
-            "estimated_cost_usd_at_most": 0.0
+            "estimated_cost_usd_at_most": 0.0,
+            "estimated_cost_usd_realistic": 0.0,
+            "reply_tokens": {"value": 150, "source": "estimate: x"},
+            "hours_under_rate_limits": None,
+            "batch": {"estimated_cost_usd_realistic": 0.0, "batches": 0, "waves": 0},
         }
 
     monkeypatch.setattr(pipeline, "dry_run", dry_run)

@@ -183,6 +183,28 @@ def test_each_file_of_a_streamed_corpus_is_read_by_one_shard(tmp_path, num_shard
     assert streamed_per_kept(8, num_shards) == (1 if num_shards <= 8 else num_shards)
 
 
+@pytest.mark.parametrize("num_shards", [3, 12])
+def test_each_local_file_is_read_by_one_shard(tmp_path, num_shards, capsys):
+    """Local files follow the streamed rule: 8 files over 3 shards are read whole by one shard each (a
+    shard that read every file would open all 8); over 12 shards each reads all and keeps 1 row in 12."""
+    from in2.synth.corpus import iter_records
+
+    for f in range(8):
+        (tmp_path / f"part-{f}.jsonl").write_text("".join(json.dumps({"text": f"{f}/{i}"}) + "\n" for i in range(5)))
+    seen = []
+    for shard in range(num_shards):
+        rows = [
+            r["text"] for r in iter_records(str(tmp_path), fields=("text",), shard_index=shard, num_shards=num_shards)
+        ]
+        seen += rows
+        if num_shards == 3:  # files shard, shard + 3, ...: whole, 5 rows each
+            assert sorted({r.split("/")[0] for r in rows}) == [str(f) for f in range(shard, 8, 3)]
+            assert len(rows) == 5 * len(range(shard, 8, 3))
+    assert sorted(seen) == sorted(f"{f}/{i}" for f in range(8) for i in range(5))
+    err = capsys.readouterr().err
+    assert ("shard 2 of 3 reads 2 of" in err) if num_shards == 3 else ("keeps 1 row in 12" in err)
+
+
 def test_c4_realnewslike_files_are_each_read_once_at_the_default_shard_count():
     assert streamed_per_kept(512, 128) == 1 and 512 % 128 == 0
     assert streamed_per_kept(512, 100) == 1  # 5 or 6 files per shard, still each read once

@@ -11,6 +11,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from in2.errors import ConfigError
+from in2.files import partial_path, publish_once
 
 
 def packaged(package: str, *parts: str) -> Traversable:
@@ -77,9 +78,9 @@ def jsonl_folder(source: str, archive: str = "data.zip", revision: str | None = 
     if not target.is_dir():
         pinned = {"revision": revision} if revision else {}
         path = hf_hub_download(source, archive, repo_type="dataset", **pinned)
-        partial = target.with_name(target.name + ".partial")
+        partial = partial_path(target)
         with zipfile.ZipFile(path) as z:
             z.extractall(partial)
-        partial.rename(target)
+        publish_once(partial, target)
     inner = [p.parent for p in target.rglob("*.jsonl")]
     return inner[0] if inner else target

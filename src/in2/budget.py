@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from in2.measured import MEAN_LONG_CONTEXT_TOKENS, TOKENS_PER_S_PER_GPU, Figure
+from in2.measured import MEAN_LONG_CONTEXT_TOKENS, REPLY_TOKENS, TOKENS_PER_S_PER_GPU, Figure
 
 MISTRAL_7B = {"params": 7.24e9, "layers": 32, "hidden": 4096, "kv": 1024, "intermediate": 14336}
 """Mistral-7B-v0.2's shape (its config.json): the parameter count the MFU figures in RESULTS.md use."""
@@ -57,9 +57,6 @@ def train_disk_bytes(key: str, save_total_limit: int | None) -> Figure | None:
 
 SHORT_ROW_TOKENS = Figure(2_000, "a short-context row: its source text alone, capped at 4,096 tokens", False)
 GENERAL_ROW_TOKENS = Figure(400, "an OpenOrca instruction and response", False)
-REPLY_TOKENS = Figure(
-    150, "a JSON question and answer from GPT-4-Turbo; a pilot run's manifest `usage` measures it", False
-)
 RATE_LIMITS = ((800_000, 10_000), (2_000_000, 10_000))
 """(tokens per minute, requests per minute) assumed for GPT-4-Turbo: an account's own limits replace them."""
 PREFILL_TOKENS_PER_S = Figure(
@@ -125,6 +122,16 @@ def sheet(dry_run: dict, synth: dict, train: dict) -> str:
         f"| bound: every reply at its {g['max_tokens']}-token cap | {cap:,} | {money(prompt * price_in + cap * price_out)} |",
         f"| realistic (estimate: {REPLY_TOKENS.value:,.0f} tokens per reply, {REPLY_TOKENS.source}) | {typical:,.0f} | "
         f"{money(prompt * price_in + typical * price_out)} |",
+    ]
+    if batch := dry_run.get("batch"):
+        factor = batch["price_factor"]
+        out += [
+            f"| realistic through the Batch API (`generator.backend: openai_batch`, x{factor:g} the price; answers "
+            f"within 24 hours; {batch['batches']:,} batch files of at most {g.get('batch_max_requests', 50_000):,} "
+            f"requests in {batch['waves']} rounds) | {typical:,.0f} | "
+            f"{money(factor * (prompt * price_in + typical * price_out))} |",
+        ]
+    out += [
         "",
         "**Generation time under rate limits** (estimate: the slower of requests and tokens per minute, realistic "
         "replies; limits assumed, your account's replace them):",

@@ -13,7 +13,7 @@ from in2.errors import ConfigError
 from in2.evaluation.config import EvalConfig
 from in2.evaluation.serve import ServerError
 from in2.jsonl import BadFileError
-from in2.llm.base import FatalRequestError
+from in2.llm.base import BatchPending, FatalRequestError
 from in2.llm.engine import BudgetExceeded
 from in2.recipes import load_config
 from in2.release.publish import PublishError
@@ -67,14 +67,33 @@ def cmd_synth(args) -> int:
     cfg = _load(SynthConfig, args)
     from in2.synth import pipeline, shards
 
+    if args.batch_status:
+        from in2.llm.batch_backend import status
+
+        rows = status(cfg.generator)
+        for row in rows:
+            print(json.dumps(row))
+        done = sum(r["answered"] for r in rows)
+        cost = sum(r["cost_usd"] for r in rows)
+        print(f"{len(rows)} batches, {done:,} requests answered, ${cost:.4f} so far (at the batch price)")
+        return 0
+    if args.pilot and not args.dry_run:
+        raise ConfigError("--pilot goes with --dry-run")
     if args.dry_run:
-        report = pipeline.dry_run(cfg, sample=args.dry_run_sample)
+        report = pipeline.dry_run(cfg, sample=args.dry_run_sample, pilot=args.pilot)
         print(json.dumps(report, indent=2))
+        b = report["batch"]
+        hours = report["hours_under_rate_limits"]
         print(
             f"dry run: ~{report['requests']:,} requests in ~{report['expected_waves']} waves, "
             f"~{report['prompt_tokens']:,} prompt tokens, "
             f"<= {report['completion_tokens_at_most']:,} completion tokens, "
-            f"<= ${report['estimated_cost_usd_at_most']:.2f}; nothing was sent"
+            f"<= ${report['estimated_cost_usd_at_most']:.2f}; realistic ~${report['estimated_cost_usd_realistic']:.2f} "
+            f"({report['reply_tokens']['value']:g} tokens per reply, {report['reply_tokens']['source'].split(':')[0]}), "
+            f"~${b['estimated_cost_usd_realistic']:.2f} in ~{b['batches']} batches ({b['waves']} rounds) "
+            f"through the Batch API"
+            + (f", ~{hours:g} h under the rate limits" if hours is not None else "")
+            + "; nothing was sent"
         )
         return 0
     shards.check_count(cfg.output_dir, cfg.num_shards)
@@ -222,6 +241,17 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="plan requests, estimate tokens and cost, send nothing")
     p.add_argument("--dry-run-sample", type=int, default=2000, help="requests built and counted by --dry-run")
+    p.add_argument(
+        "--pilot",
+        metavar="MANIFEST",
+        help="--dry-run: reply lengths and reject rates per part measured by a small real run (its manifest.json)",
+    )
+    p.add_argument(
+        "--batch-status",
+        action="store_true",
+        help="show the batches of this recipe's run (generator.backend openai_batch / batch_files): state, counts, "
+        "cost so far; sends nothing",
+    )
     merge = "join the shards of a sharded synth run into one dataset folder"
     _recipe_command(sub, "merge", merge, SynthConfig, cmd_merge)
     p = sub.add_parser("publish", help="upload a dataset folder to the Hub and tag it with a version")
@@ -324,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except BudgetExceeded as e:
         print(f"in2: stopped: {e}. Everything so far is saved; rerun with a higher limit to continue.", file=sys.stderr)
         return 4
+    except BatchPending as e:
+        print(f"in2: waiting: {e}", file=sys.stderr)
+        return 5
     except FatalRequestError as e:
         print(f"in2: error: {redact.text(str(e))}. Answers so far are cached; rerun to resume.", file=sys.stderr)
         return 3

@@ -66,3 +66,8 @@ MEAN_LONG_CONTEXT_TOKENS = Figure(
     "benchmarks/scale_rehearsal.py",
 )
 """Training tokens per long-context (fine-grained, integration) row."""
+
+REPLY_TOKENS = Figure(
+    150, "a JSON question and answer from GPT-4-Turbo; a pilot run's manifest `usage` measures it", False
+)
+"""Completion tokens per QA reply: the dry run's realistic figure without --pilot, and the budget sheet's."""

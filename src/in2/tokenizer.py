@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from in2.assets import loading, packaged_path, resolve
 from in2.errors import ConfigError
+from in2.files import partial_path, publish_once
 from in2.recipes import option
 
 
@@ -35,7 +35,9 @@ def _sentencepiece_dir(model_file: Path) -> Path:
     folder = Path.home() / ".cache" / "in2" / "tokenizers" / digest
     if not (folder / "tokenizer.model").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model_file, folder / "tokenizer.model")
+        partial = partial_path(folder / "tokenizer.model")
+        shutil.copyfile(model_file, partial)
+        publish_once(partial, folder / "tokenizer.model")  # never a half-copied file for another process
     return folder
 
 
@@ -53,13 +55,28 @@ def _tekken_dir(vocab_file: Path) -> Path:
     digest = hashlib.sha256(vocab_file.read_bytes() + transformers.__version__.encode()).hexdigest()[:16]
     folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"tekken-{digest}"
     if not (folder / "tokenizer.json").is_file():
-        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        partial = partial_path(folder)
         # chat_template=None: transformers attaches the template mistral-common generates for this vocabulary
         convert_tekken_tokenizer(str(vocab_file), chat_template=None).save_pretrained(partial)
-        try:
-            partial.rename(folder)  # a folder with tokenizer.json is complete
-        except OSError:  # another process finished first
-            shutil.rmtree(partial, ignore_errors=True)
+        publish_once(partial, folder)  # a folder with tokenizer.json is complete
+    return folder
+
+
+def _gguf_dir(gguf: Path) -> Path:
+    """Convert the tokenizer inside GGUF weights once into a fast-tokenizer folder: transformers parses the
+    whole GGUF file for it (~8 s for SmolLM2's 98 MB), which every synth, train and eval command paid. The
+    folder is keyed by the file's path, size and modification time (not its content: a 7B GGUF takes seconds
+    to hash) and the transformers version that converted it."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    st = gguf.stat()
+    key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
+    folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"gguf-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if not (folder / "tokenizer.json").is_file():
+        partial = partial_path(folder)
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(partial)
+        publish_once(partial, folder)  # a folder with tokenizer.json is complete
     return folder
 
 
@@ -95,11 +112,14 @@ def load_tokenizer(cfg: TokenizerConfig, field: str = "tokenizer", chat: bool = 
 
     path = Path(resolve(cfg.name_or_path))
     kwargs = {}
-    folder = staged(path)
-    if folder == path and cfg.gguf_file:
-        kwargs["gguf_file"] = cfg.gguf_file
-    path = folder
     with loading(f"{field}.name_or_path", repr(cfg.name_or_path)):
+        folder = staged(path)
+        if folder == path and cfg.gguf_file:
+            if (path / cfg.gguf_file).is_file():
+                folder = _gguf_dir(path / cfg.gguf_file)
+            else:  # a Hub repo holding the GGUF file
+                kwargs["gguf_file"] = cfg.gguf_file
+        path = folder
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else cfg.name_or_path, **kwargs)
     if cfg.chat_template:
         tok.chat_template = read_chat_template(cfg.chat_template)

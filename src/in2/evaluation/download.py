@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from in2.files import partial_path, publish_once
+
 
 def fetch(url: str, target: str | Path, field: str, what: str, hint: str) -> Path:
     """`target`, downloaded from `url` unless it is there; a failure is one error naming the config
@@ -17,12 +19,11 @@ def fetch(url: str, target: str | Path, field: str, what: str, hint: str) -> Pat
     target = Path(target)
     if target.is_file():
         return target
-    partial = target.with_name(target.name + ".partial")
+    partial = partial_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 (https URLs from the config; tests: local)
             partial.write_bytes(r.read())
     except OSError as e:  # URLError, HTTPError, timeouts, a folder we cannot write
         raise FileNotFoundError(f"{field}: cannot download {what} {url} ({getattr(e, 'reason', e)}); {hint}") from None
-    partial.rename(target)
-    return target
+    return publish_once(partial, target)

@@ -84,6 +84,10 @@ class FatalRequestError(RuntimeError):
     """The backend cannot answer any request (bad key, unknown model, unreachable server): stop the run."""
 
 
+class BatchPending(RuntimeError):
+    """`batch_files`: request files are written and wait for their outputs; the message says what to run."""
+
+
 class Backend(Protocol):
     """Answers requests for one generator section. The engine asks the class methods without building
     the backend (building one may load a model), and hands `run` only what its cache lacks."""
@@ -115,6 +119,8 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str | type[Backend]] = {
     "openai": "in2.llm.openai_backend:OpenAIBackend",
+    "openai_batch": "in2.llm.batch_backend:BatchBackend",
+    "batch_files": "in2.llm.batch_backend:BatchFilesBackend",
     "transformers": "in2.llm.local_backend:LocalBackend",
 }
 """Backends by name: a class, or `module:Class`, imported when first asked for."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 # Bump when a backend changes what the same request returns (e.g. how stop strings apply), so
@@ -18,6 +19,7 @@ from pathlib import Path
 # keys for OpenAI's API (no base_url) stayed as they were, so a paid cache keeps answering. 2: the local backend's repetition penalty covers the reply only.
 CACHE_VERSION = 2
 CHUNK = 16 << 20
+GROUP = 1000
 
 
 def request_key(model: str, messages: list[dict], prefix: str, sampling: dict) -> str:
@@ -47,6 +49,18 @@ class Cache:
             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, usd REAL NOT NULL)"
         )
         self._db.commit()
+        self._group: int | None = None  # puts not yet committed, inside grouped()
+
+    @contextmanager
+    def grouped(self):
+        """Commit puts in groups of GROUP (and at the end) instead of one by one: for answers that are
+        on disk already (a batch's output file), so a killed run loses none of them."""
+        self._group = 0
+        try:
+            yield
+        finally:
+            self._group = None
+            self._db.commit()
 
     def get(self, key: str) -> dict | None:
         row = self._db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
@@ -65,6 +79,10 @@ class Cache:
                 "completion_tokens = completion_tokens + excluded.completion_tokens, usd = usd + excluded.usd",
                 (job, p, c, usd),
             )
+        if self._group is not None:
+            self._group += 1
+            if self._group % GROUP:
+                return
         self._db.commit()
 
     def spent(self, job: str) -> dict:

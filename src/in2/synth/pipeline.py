@@ -23,6 +23,7 @@ from in2 import tokenizer as tokenizers
 from in2.errors import ConfigError
 from in2.llm import Engine
 from in2.llm.ledger import Ledger
+from in2.measured import REPLY_TOKENS
 from in2.recipes import from_dict, to_dict
 from in2.synth import dataset, decontam
 from in2.synth.assemble import Assembler, FillerPool, Sample, verify
@@ -97,7 +98,32 @@ def describe_generator(cfg: SynthConfig, engine: Engine) -> dict:
     }
 
 
-def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
+def read_pilot(path: str) -> dict:
+    """What a small real run measured, from its manifest.json (or release folder): completion tokens per
+    answer and each part's share of rejected replies."""
+    file = Path(path) / "manifest.json" if Path(path).is_dir() else Path(path)
+    try:
+        m = json.loads(file.read_text())
+        usage, qa = m["usage"], m["counts"]["qa"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--pilot {path}: not the manifest.json of an `in2 synth` run ({e})") from None
+    answers = usage["requests_sent"] + usage["requests_cached"]
+    if not answers or not qa.get("planned"):
+        raise ConfigError(f"--pilot {path}: the run answered no request, so it measured nothing")
+    rates = {}
+    for part, c in m.get("qa_by_part", {}).items():
+        if c.get("planned"):
+            rates[part] = sum(c["rejected"].values()) / c["planned"]
+    overall = sum(m.get("rejected", {}).values()) / qa["planned"]
+    return {
+        "path": str(file),
+        "reply_tokens": usage["completion_tokens"] / answers,
+        "answers": answers,
+        "reject_rate": {p: rates.get(p, overall) for p in QA_PARTS},
+    }
+
+
+def dry_run(cfg: SynthConfig, sample: int = 2000, pilot: str | None = None) -> dict:
     """Estimate the run's requests, tokens and cost without sending anything.
 
     Each wave plans `qa.oversample` (`qa.oversample_integration`) x the missing rows of each part; waves repeat for what rejects
@@ -105,14 +131,24 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     counted. With `generator.prefill` an item costs one request per field (2; 3 for integration),
     each resending the prompt. Prompts are built for a sample of at most `sample` items of the first
     wave (drawn like the real plan); their tokens and fields per item are scaled to every wave.
+
+    The bound prices every reply at max_tokens; the realistic figure at the reply length a `pilot` run's
+    manifest measured (its reject rates per part then replace qa.expected_reject_rate*), else at
+    in2.measured.REPLY_TOKENS (an estimate). Hours follow generator.requests_per_minute / tokens_per_minute;
+    the batch figures the Batch API's price (generator.batch_price_factor) and its files of
+    generator.batch_max_requests / batch_max_mb, one round of batches per wave and prefill field.
     """
+    from in2.llm.batch_backend import LINE_OVERHEAD, body
+
+    measured = read_pilot(pilot) if pilot else None
     tok = tokenizers.load_tokenizer(cfg.tokenizer)
     stats: Counter = Counter()
     engine = Engine(cfg.generator)  # cache lookups only: the backend loads lazily, on a first miss
     gen = qa_generator(cfg, engine, Assembler(tok, cfg.context, cfg.seed))
     q, g = cfg.qa, cfg.generator
     need = {p: shard_share(getattr(cfg.mixture, p), cfg.shard_index, cfg.num_shards) for p in QA_PARTS}
-    waves = {p: expected_waves(n, oversample(q, p), reject_rate(q, p)) for p, n in need.items()}
+    rates = measured["reject_rate"] if measured else {p: reject_rate(q, p) for p in QA_PARTS}
+    waves = {p: expected_waves(n, oversample(q, p), rates[p]) for p, n in need.items()}
     first_wave = sum(w[0] for w in waves.values() if w)
     scale = min(1.0, sample / max(1, first_wave))
     sampled_need = {p: math.ceil(n * scale) for p, n in need.items()}
@@ -140,6 +176,32 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
     requests = round(requests)
     out_tokens = requests * g.max_tokens
     sampled = [gen.first_request(it) for it in wave]
+    reply = measured["reply_tokens"] if measured else REPLY_TOKENS.value
+    realistic = requests * reply
+    price = (prompt_tokens * g.price_input_per_1m + realistic * g.price_output_per_1m) / 1e6  # synchronous
+    hours = [requests / g.requests_per_minute / 60] if g.requests_per_minute else []
+    if g.tokens_per_minute:
+        hours.append((prompt_tokens + realistic) / g.tokens_per_minute / 60)
+    line_bytes = (
+        sum(len(json.dumps(body(r, engine.sampling, g.model), ensure_ascii=False).encode()) for r in sampled)
+        / len(sampled)
+        + LINE_OVERHEAD
+        if sampled
+        else 0
+    )
+    batches = batch_waves = 0  # one round of batch files per wave and (with prefill) field
+    steps = math.ceil(max((per["requests_per_item"] for per in per_part.values()), default=1))
+    for k in range(max(map(len, waves.values()), default=0)):
+        for step in range(steps):
+            n = sum(
+                w[k] * min(1.0, max(0.0, per_part[p]["requests_per_item"] - step))
+                for p, w in waves.items()
+                if k < len(w)
+            )
+            if n >= 1:
+                batch_waves += 1
+                by_size = math.ceil(n * line_bytes / (g.batch_max_mb * 1e6))
+                batches += max(math.ceil(n / g.batch_max_requests), by_size)
     report = {
         "requests": requests,
         "requests_first_wave": round(sum(w[0] * per_part[p]["requests_per_item"] for p, w in waves.items() if w)),
@@ -155,17 +217,50 @@ def dry_run(cfg: SynthConfig, sample: int = 2000) -> dict:
         "estimated_cost_usd_at_most": round(
             (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m) / 1e6, 2
         ),
+        "reply_tokens": {
+            "value": round(reply, 1),
+            "source": f"measured: {measured['answers']:,} answers of the pilot run {measured['path']}"
+            if measured
+            else f"estimate: {REPLY_TOKENS.source}",
+        },
+        "completion_tokens_realistic": round(realistic),
+        "estimated_cost_usd_realistic": round(price, 2),
+        "expected_rejects": {p: round(sum(w) * rates[p]) for p, w in waves.items() if w},
+        "hours_under_rate_limits": round(max(hours), 2) if hours else None,
+        "batch": {
+            "price_factor": g.batch_price_factor,
+            "estimated_cost_usd_realistic": round(price * g.batch_price_factor, 2),
+            "estimated_cost_usd_at_most": round(
+                g.batch_price_factor
+                * (prompt_tokens * g.price_input_per_1m + out_tokens * g.price_output_per_1m)
+                / 1e6,
+                2,
+            ),
+            "batches": batches,
+            "waves": batch_waves,
+            "bytes_per_request": round(line_bytes),
+        },
         "texts_read": dict(stats),
         "oversample": {p: oversample(q, p) for p in QA_PARTS},
-        "expected_reject_rate": {p: reject_rate(q, p) for p in QA_PARTS},
-        "note": "waves expected from qa.expected_reject_rate (the reject budget: set it from a pilot run's "
-        "rejected / planned); with generator.prefill one request per field; prompt tokens counted with the target "
-        "tokenizer on the sample and scaled; identical requests answered once and decontamination are not counted",
+        "expected_reject_rate": rates,
+        "reject_rate_source": f"pilot run {measured['path']}" if measured else "qa.expected_reject_rate",
+        "note": "waves expected from the reject rates (qa.expected_reject_rate, the reject budget, or a pilot run's "
+        "rejected / planned per part with --pilot); with generator.prefill one request per field; prompt tokens "
+        "counted with the target tokenizer on the sample and scaled; identical requests answered once and "
+        "decontamination are not counted; hours: generator.requests_per_minute / tokens_per_minute (null: neither "
+        "set); batch: one round of batch files per wave and prefill field, files split at batch_max_requests and "
+        "batch_max_mb",
     }
     if len(wave) < sum(planned(n, oversample(q, p)) for p, n in sampled_need.items()):
         report["warning"] = "the corpus ran out before the sample was planned: the run will be short of rows"
     engine.close()
     return report
+
+
+def by_part(c: Counter) -> dict:
+    """One part's items planned and rejected (by reason), as the manifest's `qa_by_part` holds them."""
+    rejected = {k.removeprefix("rejected_"): v for k, v in sorted(c.items()) if k.startswith("rejected_")}
+    return {"planned": c["planned"], "rejected": rejected}
 
 
 def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
@@ -227,6 +322,7 @@ def synth_shard(cfg: SynthConfig, rows_path: Path) -> dict:
             **({"revisions": decontaminator.revisions} if decontaminator and decontaminator.revisions else {}),
         },
         "rejected": {k.removeprefix("rejected_"): v for k, v in sorted(gen.stats.items()) if k.startswith("rejected_")},
+        "qa_by_part": {part: by_part(c) for part, c in sorted(gen.by_part.items())},
         # spent_usd_all_runs: this shard's every run, killed ones too (merge sums it over the shards)
         "usage": {**engine.usage.to_json(cfg.generator), "spent_usd_all_runs": round(engine.spent()["own_usd"], 4)},
         "token_accounting": verify(tok, checked.rows, cfg.context.max_length, cfg.context.verify_rows, cfg.seed),
@@ -382,10 +478,10 @@ def merge(output_dir: str) -> Path:
     same_data(shards, parts)
     merged = {k: v for k, v in parts[0].items() if k != "rows_file"}
     merged["config"] = {**parts[0]["config"], "shard_index": None}
-    for key in ("counts", "rejected", "usage"):
+    for key in ("counts", "rejected", "qa_by_part", "usage"):
         total: dict = {}
         for p in parts:
-            total = _add(total, {k: v for k, v in p[key].items() if not isinstance(v, str)})
+            total = _add(total, {k: v for k, v in p.get(key, {}).items() if not isinstance(v, str)})
         merged[key] = total
     acc = [p["token_accounting"] for p in parts]
     merged["token_accounting"] = {

@@ -49,11 +49,13 @@ RETRY_ROUNDS = 2
 """Rounds in which a wave's items whose requests failed for a passing reason are asked again."""
 REFUSED_AS_ASKED = ("http_400", "http_413", "http_422")
 """Request errors that depend on the request itself (too long, rejected content): rejects, not retried."""
+GAVE_UP = ("batch_attempts_exhausted",)
+"""A request that generator.batch_attempts batches did not answer: a reject (counted), not asked again."""
 
 
 def passing(reason: str | None) -> bool:
     """A reject reason of a request that failed for a reason that may pass (not REFUSED_AS_ASKED)."""
-    return bool(reason) and reason.startswith(FAILED) and reason.removeprefix(FAILED) not in REFUSED_AS_ASKED
+    return bool(reason) and reason.startswith(FAILED) and reason.removeprefix(FAILED) not in REFUSED_AS_ASKED + GAVE_UP
 
 
 def planned(missing: int, oversample: float) -> int:
@@ -209,6 +211,8 @@ class QAGenerator:
         self.engine = engine
         self.total_tokens = total_tokens
         self.stats: Counter = Counter()
+        self.by_part: dict[str, Counter] = {}
+        """Per mixture part: items planned and rejected by reason (the manifest's `qa_by_part`)."""
 
     # -- planning -----------------------------------------------------------------------------
     def eligible(self, src: Source, part: str) -> bool:
@@ -363,8 +367,11 @@ class QAGenerator:
             wave_no += 1
             self.stats["planned"] += len(wave)
             for item, (qa, reason) in zip(wave, self.answered(wave, f"QA pairs (wave {wave_no})"), strict=True):
+                part = self.by_part.setdefault(item.part, Counter())
+                part["planned"] += 1
                 if qa is None:
                     self.stats[f"rejected_{reason}"] += 1
+                    part[f"rejected_{reason}"] += 1
                 elif len(accepted[item.part]) < need[item.part]:
                     accepted[item.part].append((item, qa))
                 else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 
 from in2.assets import loading, resolve
 from in2.errors import ConfigError
-from in2.files import follow_umask
+from in2.files import follow_umask, partial_path, publish_once
 from in2.train.args import In2ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -73,13 +72,11 @@ def stage_gguf(folder: str | Path, gguf_file: str) -> Path:
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, gguf_file=gguf_file))
     model.load_state_dict(quantized.state_dict(), strict=True)
     model.generation_config = quantized.generation_config
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = partial_path(target)  # the ranks of a node may all convert at once: each in its own folder
     model.save_pretrained(partial)
     AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(partial)
     follow_umask(partial)  # safetensors writes model.safetensors as 0600
-    partial.rename(target)  # a folder with config.json is complete
-    return target
+    return publish_once(partial, target)  # a folder with config.json is complete
 
 
 def set_rope_theta(config, rope_theta: float) -> None:

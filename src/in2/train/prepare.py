@@ -30,12 +30,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 from in2.errors import ConfigError
+from in2.files import partial_path, publish_once
 
 logger = logging.getLogger("in2.train")
 MARK = "prepared.json"
@@ -135,8 +135,7 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
     if (target / MARK).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    aside = root / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(aside, ignore_errors=True)
+    aside = partial_path(target)  # and a killed preparation's partial copy on this host is removed
     sample = next(iter(train))
     trainer = SimpleNamespace(  # what SFTTrainer._prepare_dataset reads of the trainer, as SFTTrainer sets it
         _tokenizer=tokenizer,
@@ -181,12 +180,7 @@ def prepare(script_args, training_args, tokenizer, train, eval_set, num_proc: in
         "processes": procs,
     }
     (aside / MARK).write_text(json.dumps(record, indent=1) + "\n")
-    try:
-        aside.rename(target)
-    except OSError:  # another process (another node's main) finished first
-        shutil.rmtree(aside, ignore_errors=True)
-        if not (target / MARK).is_file():
-            raise
+    publish_once(aside, target)  # another process (another node's main) may have finished first
     for split in splits.values():  # the maps' intermediate copies in datasets' cache, a full copy each
         split.cleanup_cache_files()
     logger.warning(

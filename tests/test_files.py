@@ -1,0 +1,51 @@
+"""Caches that several processes fill at once: each builds its own partial copy, the first rename wins, and
+no reader ever sees a half-written file (what would break if `publish_once` renamed over a finished copy or
+two processes shared one partial folder)."""
+
+import multiprocessing
+import os
+
+from in2.files import partial_path, publish_once
+
+
+def _build(target: str, payload: str, barrier) -> None:
+    partial = partial_path(target)
+    partial.mkdir()
+    (partial / "part-1").write_text(payload)
+    barrier.wait()  # both partial folders exist before either is published
+    (partial / "done").write_text(payload)
+    publish_once(partial, target)
+
+
+def test_two_processes_building_one_cache_folder_leave_one_complete_copy(tmp_path):
+    target = tmp_path / "model"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_build, args=(str(target), name, barrier)) for name in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    # one writer's complete copy, not a mix of both, and no partial folder left behind
+    winner = (target / "done").read_text()
+    assert (target / "part-1").read_text() == winner and winner in {"a", "b"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_partial_path_is_private_to_its_process_and_sweeps_what_dead_ones_left(tmp_path):
+    import socket
+    import subprocess
+
+    host = socket.gethostname().split(".")[0]
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that has exited
+    left = tmp_path / f"x.partial-{host}-{dead.pid}"
+    left.mkdir()
+    (left / "weights").write_text("half")
+    running = tmp_path / f"x.partial-{host}-1"  # pid 1 is alive: another process still building
+    other_host = tmp_path / f"x.partial-elsewhere-{dead.pid}"  # a node sharing the folder: not ours to judge
+    running.mkdir()
+    other_host.mkdir()
+    assert partial_path(tmp_path / "x").name == f"x.partial-{host}-{os.getpid()}"
+    assert not left.exists() and running.exists() and other_host.exists()

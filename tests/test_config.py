@@ -99,6 +99,10 @@ def test_film_recipe_decontaminates_against_every_evaluation_set():
             ["eval", "--config", "recipes/demo/eval.yaml", "models=[{name: x, generator: {model: /no/such/model}}]"],
             "generator.model",
         ),
+        (
+            ["eval", "--config", "recipes/demo/eval.yaml", "models=[{name: x, generator: {gguf_file: no.gguf}}]"],
+            "generator.gguf_file",
+        ),
         (["synth", "--dry-run", "--config", "recipes/demo/in2_data.yaml", "corpus.source=no-org/no-data"], "dataset"),
         (["train", "--config", "recipes/demo/sft.yaml", "--dataset_name", "no-org/no-data"], "dataset_name"),
     ],

@@ -96,6 +96,32 @@ def _served(cfg: EvalConfig, index: int, generator: GeneratorConfig) -> EvalConf
     return dataclasses.replace(cfg, models=models)
 
 
+def check_local_models(cfg: EvalConfig) -> None:
+    """Fail before minutes of probe building when a local-backend model cannot be there: a path that does not
+    exist, a GGUF file missing from its folder, or offline a Hub id with no cached copy."""
+    import re
+
+    from huggingface_hub import constants
+
+    from in2.llm.weights import hub_revision
+
+    for m in cfg.models:
+        g = m.generator
+        if g.backend != "transformers" or m.serve is not None:
+            continue
+        path = Path(resolve(g.model)).expanduser()
+        if path.exists():
+            if g.gguf_file and not (path / g.gguf_file).is_file():
+                raise ConfigError(f"generator.gguf_file: cannot load {g.gguf_file!r} (model {m.name!r}): not in {path}")
+        elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", g.model):
+            raise ConfigError(f"generator.model: cannot load {g.model!r} (model {m.name!r}): no such folder")
+        elif constants.HF_HUB_OFFLINE and hub_revision(g.model) is None:
+            raise ConfigError(
+                f"generator.model: cannot load {g.model!r} (model {m.name!r}): offline (HF_HUB_OFFLINE) and not in "
+                "the local Hub cache"
+            )
+
+
 def evaluate(cfg: EvalConfig) -> Path:
     """Run the whole evaluation, one model at a time (its server up, when in2 manages it, for all of its
     suites); returns the results folder."""
@@ -104,6 +130,7 @@ def evaluate(cfg: EvalConfig) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     data: dict = {"versions": versions(PACKAGES), "config": redact.data(to_dict(cfg))}
+    check_local_models(cfg)
     probes = build.build_all(cfg) if "probing" in cfg.suites else None
     prompts, source = longbench.load_prompts(cfg.longbench) if "longbench" in cfg.suites else (None, None)
     per: dict[str, dict[str, dict]] = {s: {} for s in cfg.suites}

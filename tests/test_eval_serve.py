@@ -104,6 +104,24 @@ def test_a_managed_server_answers_every_suite_and_is_stopped(tmp_path, probes):
         pytest.fail("the server was left running")
 
 
+def test_an_api_key_in_the_servers_arguments_reaches_it_by_environment_and_never_its_log(tmp_path, probes):
+    """`--api-key` moves to VLLM_API_KEY (not on a command line `ps` shows) and what the server prints is
+    redacted line by line: vLLM echoes its arguments, the key among them."""
+    import hashlib
+
+    from in2.evaluation import suite
+
+    key = "sk-in2test-" + "q7" * 12
+    model = _served(tmp_path, args=["--api-key", key, "--fail-at-start"])
+    cfg = from_dict(EvalConfig, _recipe(tmp_path, probes, [model]))
+    with pytest.raises(serve.ServerError) as e:
+        suite.evaluate(cfg)
+    log = (Path(cfg.output_dir) / "servers" / "served.log").read_text()
+    assert f"sha256 {hashlib.sha256(key.encode()).hexdigest()[:12]}" in log  # the server got the key
+    assert "--api-key" not in log and key not in log and key not in str(e.value)
+    assert "non-default args" in log and "the model does not fit" in log  # the rest of what it printed
+
+
 def test_a_server_that_fails_to_start_is_reported_with_its_log(tmp_path, probes):
     from in2.evaluation import suite
 

@@ -6,6 +6,7 @@ Test switches (not vLLM's): --fail-at-start (exit 1 after a line of log), --neve
 listen), --ignore-sigterm, --latency S (seconds per answer)."""
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -33,6 +34,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--latency", type=float, default=0.0)
     args, rest = p.parse_known_args(argv)
     print(f"stand-in pid {os.getpid()} argv {json.dumps(argv)}", flush=True)
+    if key := os.environ.get("VLLM_API_KEY"):  # vLLM echoes its settings, the key among them
+        print(f"non-default args: {{'api_key': [{key!r}]}} (sha256 {hashlib.sha256(key.encode()).hexdigest()[:12]})")
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.fail_at_start:

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -137,21 +138,30 @@ class Server:
     def __init__(self, name: str, cmd: list[str], log: Path, env: dict[str, str], url: str):
         self.name, self.cmd, self.log, self.env, self.url = name, cmd, log, env, url
         self.proc: subprocess.Popen | None = None
+        self.copier: threading.Thread | None = None
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "w") as out:
-            out.write(f"$ {redact.text(shlex.join(self.cmd))}\n")  # e.g. an --api-key stays out of the log
-            out.flush()
+        cmd, env = key_to_env(self.cmd, self.env)  # not on a command line every user of the node can list
+        out = open(self.log, "w")  # noqa: SIM115 (the copying thread closes it)
+        out.write(f"$ {redact.text(shlex.join(cmd))}\n")
+        out.flush()
+        try:
             self.proc = subprocess.Popen(
-                self.cmd,
-                stdout=out,
+                cmd,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **env},
                 start_new_session=True,  # its own process group: stop() takes its workers down with it
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
+        except OSError:
+            out.close()
+            raise
+        # vLLM prints its arguments and environment: every line is redacted on its way to the log
+        self.copier = threading.Thread(target=_copy_redacted, args=(self.proc.stdout, out), daemon=True)
+        self.copier.start()
 
     def models(self) -> list[str] | None:
         """The model names the server lists, or None while it does not answer."""
@@ -165,6 +175,7 @@ class Server:
         start, pause = time.monotonic(), 0.05
         while True:
             if self.proc.poll() is not None:
+                self.drain()
                 raise ServerError(
                     f"{self.name}: the server exited with status {self.proc.returncode} before answering; its log {self.log} "
                     f"ends:\n{tail(self.log)}"
@@ -192,9 +203,40 @@ class Server:
             while time.monotonic() < deadline:
                 self.proc.poll()  # reap the leader
                 if not _group_alive(pgid):
+                    self.drain()
                     return
                 time.sleep(0.05)
         self.proc.wait(timeout=5)
+
+    def drain(self) -> None:
+        """Wait (briefly) until what the server printed is in its log."""
+        if self.copier is not None:
+            self.copier.join(timeout=5)
+
+
+def key_to_env(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """`--api-key KEY` (or `--api-key=KEY`) in a server's command moved to VLLM_API_KEY, which vLLM reads the
+    same way."""
+    out, env = [], dict(env)
+    i = 0
+    while i < len(cmd):
+        if cmd[i] == "--api-key" and i + 1 < len(cmd):
+            env["VLLM_API_KEY"] = cmd[i + 1]
+            i += 2
+            continue
+        if cmd[i].startswith("--api-key="):
+            env["VLLM_API_KEY"] = cmd[i].split("=", 1)[1]
+        else:
+            out.append(cmd[i])
+        i += 1
+    return out, env
+
+
+def _copy_redacted(stream, out) -> None:
+    with stream, out:
+        for line in iter(stream.readline, b""):
+            out.write(redact.text(line.decode("utf-8", errors="replace")))
+            out.flush()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -211,7 +253,6 @@ def _group_alive(pgid: int) -> bool:
 def _sigterm_interrupts() -> Iterator[None]:
     """Within the block, SIGTERM raises KeyboardInterrupt (so `finally` stops the server) instead of ending
     the process on the spot."""
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -1,5 +1,6 @@
 """Training: recipes parse into TRL's configs, the loss mask, packing, LoRA, cards, publishing, launchers."""
 
+import hashlib
 import json
 import os
 import random
@@ -424,11 +425,41 @@ def test_a_missing_split_is_named(tmp_path, tiny_model, dataset_folder, capsys):
     assert "dataset_train_split" in err and "'training'" in err and "['train', 'validation']" in err
 
 
-def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_folder, caplog):
+def files_of(folder: Path) -> dict[str, tuple[int, str]]:
+    """(mtime, sha256) of every file under `folder`: a checkpoint written again changes its mtimes."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def steps_this_session(monkeypatch) -> list[int]:
+    """The optimizer step of every loss the trainer logs from now on, in this process (a resumed run logs
+    only steps after its checkpoint; training from scratch again logs them all)."""
+    steps: list[int] = []
+    log = sft.In2SFTTrainer.log
+
+    def recording(self, logs, *args, **kwargs):
+        if "loss" in logs:
+            steps.append(self.state.global_step)
+        return log(self, logs, *args, **kwargs)
+
+    monkeypatch.setattr(sft.In2SFTTrainer, "log", recording)
+    return steps
+
+
+def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_folder, caplog, monkeypatch):
+    """Catches a rerun that trains from step 0 again (same end state on CPU, where training is deterministic):
+    the rerun must log step 2 only and leave checkpoint-1 as the first run wrote it."""
     recipe = write_recipe(tmp_path, tiny_model, dataset_folder, max_steps=1)
     assert main(["train", "--config", str(recipe)]) == 0
+    first = files_of(tmp_path / "out" / "checkpoint-1")
+    steps = steps_this_session(monkeypatch)
     assert main(["train", "--config", str(recipe), "--max_steps", "2"]) == 0
     assert f"resuming from {tmp_path / 'out' / 'checkpoint-1'}" in caplog.text
+    assert steps == [2]  # global_step restored from the checkpoint: the rerun's first optimizer step is 2
+    assert files_of(tmp_path / "out" / "checkpoint-1") == first  # read, never written again
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
     losses = [h["step"] for h in state["log_history"] if "loss" in h]
     assert losses == [1, 2]
@@ -555,6 +586,21 @@ def test_a_checkpoint_torn_at_any_file_is_skipped_and_moved_aside(tmp_path, unin
         checkpoints.resume_point(tmp_path, str(out / checkpoints.ASIDE / "checkpoint-3"), main_process=True)
 
 
+def test_a_checkpoint_whose_state_names_another_step_is_not_resumed_from(tmp_path, uninterrupted, caplog):
+    """A whole trainer_state.json is not enough: it must name its folder's step (a checkpoint-3 holding
+    checkpoint-2's state, as a copy or a save into a reused folder would leave, is not step 3)."""
+    from in2.train import checkpoints
+
+    for step in (1, 2, 3):
+        shutil.copytree(uninterrupted / f"checkpoint-{step}", tmp_path / f"checkpoint-{step}", copy_function=os.link)
+    (tmp_path / "checkpoint-3" / "trainer_state.json").unlink()
+    shutil.copy(uninterrupted / "checkpoint-2" / "trainer_state.json", tmp_path / "checkpoint-3")
+    assert checkpoints.saved_step(tmp_path / "checkpoint-2") == 2
+    assert checkpoints.saved_step(tmp_path / "checkpoint-3") is None
+    assert checkpoints.resume_point(tmp_path, None, main_process=True) == tmp_path / "checkpoint-2"
+    assert "skipped incomplete checkpoint(s) checkpoint-3" in caplog.text
+
+
 def test_whole_run_loss_weights_each_log_by_its_steps():
     from in2.train.checkpoints import whole_run_loss
 
@@ -579,7 +625,7 @@ def _card_without_resume_line(folder: Path, run_dir: Path, reference_dir: Path) 
 
 
 def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
-    tmp_path, uninterrupted, tiny_model, dataset_folder, caplog
+    tmp_path, uninterrupted, tiny_model, dataset_folder, caplog, monkeypatch
 ):
     """kill -9 at a seeded file of checkpoint-3's save; the rerun resumes from checkpoint-2 and ends with
     the uninterrupted run's weights and, apart from the line saying it resumed, its model card."""
@@ -597,8 +643,13 @@ def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
     assert proc.returncode == -signal.SIGKILL, log[-3000:]
     assert checkpoints.complete(out / "checkpoint-2") and not checkpoints.complete(out / "checkpoint-3")
 
+    earlier = {step: files_of(out / f"checkpoint-{step}") for step in (1, 2)}
+    steps = steps_this_session(monkeypatch)
     assert main(["train", "--config", str(recipe)]) == 0
     assert f"resuming from {out / 'checkpoint-2'} (step 2)" in caplog.text
+    # only resuming gives these (training from scratch again ends with the same weights and card):
+    assert steps == [3]  # optimizer step and data position from checkpoint-2: step 3 is the rerun's only step
+    assert {step: files_of(out / f"checkpoint-{step}") for step in (1, 2)} == earlier  # not written again
     assert "skipped incomplete checkpoint(s) checkpoint-3" in caplog.text
     assert (out / checkpoints.ASIDE / "checkpoint-3").is_dir() and checkpoints.complete(out / "checkpoint-3")
     final, reference = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")

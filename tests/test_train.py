@@ -174,37 +174,41 @@ def test_loss_mask_covers_exactly_the_answer_tokens(tmp_path, tiny_model, datase
         assert rows[i]["prompt"][0]["content"].split("### Instruction:\n")[1] in tok.decode(ids[:start])
 
 
-def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, tiny_model, dataset_folder):
-    unpacked, _ = _trainer(
-        tmp_path / "u",
-        tiny_model,
-        dataset_folder,
-        max_length=None,
-        per_device_train_batch_size=8,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-    )
-    total = sum(len(x) for x in unpacked.train_dataset["input_ids"])
-    packed, _ = _trainer(
-        tmp_path / "p",
-        tiny_model,
-        dataset_folder,
-        packing=True,
-        packing_strategy="bfd",
-        max_length=total,
-        per_device_train_batch_size=1,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-    )
-    assert len(packed.train_dataset) == 1 and len(unpacked.train_dataset) == 8  # one sequence of all 8 rows
-    loss_u = unpacked.train().training_loss
-    loss_p = packed.train().training_loss
-    assert loss_u == pytest.approx(loss_p, rel=1e-5)
-    # plain SGD (lr 1): the update is the gradient itself, so equal parameters mean equal gradients
-    for (name, a), (_, b) in zip(unpacked.model.named_parameters(), packed.model.named_parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, tiny_model, dataset_folder, caplog):
+    """`in2 train` twice, one SGD step (lr 1: the update is the gradient) over the same 8 rows: a packed recipe
+    on FlashAttention, which in2 trains unpacked here (no CUDA: sdpa), and a packed recipe on sdpa, whose 8 rows
+    become one sequence. Catches in2 packing where it cannot keep documents apart, or never packing."""
+    from datasets import load_from_disk
+    from safetensors.torch import load_file
+
+    def run(name: str, **fields) -> tuple[Path, list]:
+        (tmp_path / name).mkdir()
+        recipe = write_recipe(tmp_path / name, tiny_model, dataset_folder, max_steps=1, optim="sgd", **fields)
+        out = sft.train(*sft.parse(["--config", str(recipe), "--learning_rate", "1.0"])[:3])
+        (prepared,) = (out / "prepared-data").iterdir()
+        return out, load_from_disk(str(prepared / "train"))
+
+    pack = dict(packing=True, packing_strategy="bfd")
+    unpacked, rows = run("fallback", **pack, attn_implementation="flash_attention_2", per_device_train_batch_size=8)
+    assert "packing needs flash_attention_2 to keep documents apart; training unpacked" in caplog.text
+    assert len(rows) == 8 and "seq_lengths" not in rows.column_names
+    assert "| packing | off |" in (unpacked / "README.md").read_text()
+    total = sum(len(x) for x in rows["input_ids"])
+    packed, sequences = run("packed", **pack, max_length=total, per_device_train_batch_size=1)
+    assert len(sequences) == 1 and sorted(sequences["seq_lengths"][0]) == sorted(len(x) for x in rows["input_ids"])
+    assert "| packing | bfd |" in (packed / "README.md").read_text()
+    loss_u, loss_p = (logged_losses(out / "checkpoint-1") for out in (unpacked, packed))
+    assert len(loss_u) == 1 and loss_u == pytest.approx(loss_p, rel=1e-5)
+    a, b = load_file(unpacked / "model.safetensors"), load_file(packed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:  # equal parameters after one plain SGD step mean equal gradients
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def logged_losses(checkpoint: Path) -> list[float]:
+    return [
+        h["loss"] for h in json.loads((checkpoint / "trainer_state.json").read_text())["log_history"] if "loss" in h
+    ]
 
 
 # --- end to end -----------------------------------------------------------------------------------
@@ -261,8 +265,14 @@ def test_train_writes_model_card_recipe_and_per_checkpoint_cards(
     assert "@inproceedings{an2024make," in card and "NeurIPS 2024" in card
     # the card's prompt snippet runs as written, against the model it describes
     snippet = card.split("## How to prompt it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(snippet, "README.md", "exec"), {})
-    assert capsys.readouterr().out  # it printed the model's answer
+    ran: dict = {}
+    exec(compile(snippet, "README.md", "exec"), ran)
+    printed = capsys.readouterr().out
+    assert ran["model_id"] == str(out) and "harbour bridge opened in 1932" in ran["user"]
+    assert ran["user"].endswith("### Instruction:\nWhen did the harbour bridge open?")  # FILM's shape: context first
+    reply = ran["output"][0, ran["inputs"]["input_ids"].shape[1] :]
+    assert len(reply) > 0 and printed == ran["tokenizer"].decode(reply, skip_special_tokens=True) + "\n"
+    assert "harbour" not in printed  # the reply only, not the prompt again
     # evaluation writes its results next to the card and renders it again
     results = {"results": [{"task": "VaL document", "metric": "avg", "value": 85.4}], "plots": ["plots/val.png"]}
     (out / "eval_results.json").write_text(json.dumps(results))

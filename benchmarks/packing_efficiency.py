@@ -57,9 +57,9 @@ def train_tokens_per_second(
     from trl import SFTConfig, SFTTrainer
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train_throughput import _tokenizer
+    from train_throughput import MISTRAL_TOKENIZER, _tokenizer
 
-    tok = _tokenizer(None)
+    tok = _tokenizer(MISTRAL_TOKENIZER)  # the pad token only: the rows are token ids
     r = random.Random(1)
     rows = [
         {

@@ -41,10 +41,15 @@ def logged(folder: Path) -> list[tuple[int, str, float]]:
     return [(h["step"], k, h[k]) for h in history for k in ("loss", "eval_loss") if k in h]
 
 
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
 def eval_save_resume(tmp_path, tiny_model, dataset_folder, config: str, *, cpu: bool, rel: float) -> dict:
     """The FILM-7B full recipe on a tiny Mistral under `config`: evaluation and a checkpoint both at step 2,
-    steps 3-4 after them, then a second launch resumed from checkpoint-2 that must log the same losses for
-    steps 3-4 (within `rel`). Returns the logged losses of both runs."""
+    steps 3-4 after them, then a second launch resumed from checkpoint-2 that must start after step 2 (its only
+    checkpoint is step 4) and log the same losses for steps 3-4 (within `rel`). Returns the logged losses of
+    both runs."""
     flags = ["--config", str(ROOT / "recipes" / "film-7b" / "sft_full.yaml")]
     flags += [
         "--model_name_or_path",
@@ -82,8 +87,13 @@ def eval_save_resume(tmp_path, tiny_model, dataset_folder, config: str, *, cpu: 
     ]
     assert all(math.isfinite(v) for _, _, v in runs["first"])
     resume = ["--resume_from_checkpoint", str(first_out / "checkpoint-2"), "--output_dir", str(second_out)]
+    source = mtimes(first_out / "checkpoint-2")
     second = accelerate_launch(config, *precision, *entry, *flags, *resume, env=env)
     assert second.returncode == 0, second.stderr[-4000:]
+    # what only resuming gives (a second launch from scratch logs the same losses): the run starts after step 2,
+    # so its first save is step 4, and the checkpoint it read is as the first launch wrote it
+    assert sorted(p.name for p in second_out.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert mtimes(first_out / "checkpoint-2") == source
     runs["resumed"] = logged(second_out / "checkpoint-4")
     after = [(s, k, v) for s, k, v in runs["first"] if s > 2]
     resumed = [(s, k, v) for s, k, v in runs["resumed"] if s > 2]

@@ -124,6 +124,8 @@ def test_kahan_summation_is_refused_where_fp32_master_weights_make_it_a_no_op(mo
 
 
 def test_recipe_field_selects_kahan_adamw_in_in2_train(tmp_path, tiny_model, dataset_folder):
+    """The card names the optimizer the trainer built (a trainer that built plain AdamW while handed optimi's
+    would show), and the saved optimizer state is optimi's, with its Kahan compensation buffers."""
     from optimi import AdamW
 
     recipe = write_recipe(
@@ -135,7 +137,6 @@ def test_recipe_field_selects_kahan_adamw_in_in2_train(tmp_path, tiny_model, dat
         optim="adamw_torch",
         learning_rate=1e-6,
         max_steps=1,
-        save_strategy="no",
     )
     from in2.train import sft
 
@@ -145,3 +146,6 @@ def test_recipe_field_selects_kahan_adamw_in_in2_train(tmp_path, tiny_model, dat
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| optimizer | optimi.AdamW, Kahan-compensated bf16 weights, weight decay 0, grad clip 1 |" in card
     assert "| precision | bfloat16 weights, no autocast |" in card
+    state = torch.load(tmp_path / "out" / "checkpoint-1" / "optimizer.pt", weights_only=True)
+    assert state["param_groups"][0]["kahan_sum"] is True
+    assert all("kahan_comp" in s and s["kahan_comp"].dtype == torch.bfloat16 for s in state["state"].values())

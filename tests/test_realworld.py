@@ -368,7 +368,8 @@ def _lm_eval_task(folder):
     """A multiple-choice lm-eval task on a local file, so the real harness runs offline."""
     folder.mkdir()
     rows = [
-        {"question": f"What is {i} plus one?", "choices": [str(i + 1), str(i + 2), "cat"], "answer": 0}
+        # choices of equal token counts: a random model picks by its logits, not by the shortest choice
+        {"question": f"What is {i} plus one?", "choices": [str(i + 1), str(i + 2), str(i + 3)], "answer": 0}
         for i in range(6)
     ]
     (folder / "tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -381,11 +382,28 @@ def _lm_eval_task(folder):
     return folder
 
 
-def test_short_guard_runs_lm_eval_and_reports_changes_against_the_base(tmp_path, tiny_model):
+def test_short_guard_runs_lm_eval_and_reports_changes_against_the_base(tmp_path, tiny_model, mistral_tokenizer):
+    """Two models with different weights and answers (the tiny Mistral, and the same shape from another seed),
+    so a wrong delta (base minus tuned, the tuned score itself, 0) shows."""
+    import torch
+
+    from tests.conftest import tiny_mistral
+
+    torch.manual_seed(1)
+    other = tmp_path / "seed-1"
+    tiny_mistral(len(mistral_tokenizer), hidden_size=32, layers=2, heads=4, kv_heads=2).save_pretrained(other)
+    mistral_tokenizer.save_pretrained(other)
+    folders = {"tuned": other, "base": tiny_model}
+
     def model(name):
         return {
             "name": name,
-            "generator": {"backend": "transformers", "model": str(tiny_model), "gguf_file": None, "dtype": "float32"},
+            "generator": {
+                "backend": "transformers",
+                "model": str(folders[name]),
+                "gguf_file": None,
+                "dtype": "float32",
+            },
         }
 
     cfg = from_dict(
@@ -405,9 +423,11 @@ def test_short_guard_runs_lm_eval_and_reports_changes_against_the_base(tmp_path,
     cfg.validate()
     out = suite.evaluate(cfg)
     data = json.loads((out / "results.json").read_text())["short"]
-    assert set(data["scores"]) == {"tuned", "base"} and 0 <= data["scores"]["tuned"]["in2_tiny_mc"] <= 100
-    assert data["deltas"] == {"tuned": {"in2_tiny_mc": 0.0}}  # the same weights under two names
-    assert "(+0.0)" in (out / "results.md").read_text()
+    tuned, base = data["scores"]["tuned"]["in2_tiny_mc"], data["scores"]["base"]["in2_tiny_mc"]
+    assert set(data["scores"]) == {"tuned", "base"} and tuned != base, (tuned, base)
+    assert all(x * 6 / 100 == pytest.approx(round(x * 6 / 100)) for x in (tuned, base))  # right of 6 questions
+    assert data["deltas"] == {"tuned": {"in2_tiny_mc": pytest.approx(tuned - base)}}
+    assert f"| tuned | {tuned:.1f} ({tuned - base:+.1f}) |" in (out / "results.md").read_text()
 
 
 def test_short_guard_model_mapping_and_errors():

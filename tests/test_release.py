@@ -117,3 +117,18 @@ def test_decontamination_catches_planted_overlaps_and_keeps_clean_texts():
     assert not d.contaminated(near_miss)  # 9 shared words are allowed
     assert not d.contaminated("An unrelated article about gardening tools and the best season to plant tulips.")
     assert d.stats["eval_texts"] == 2 and d.stats["eval_ngrams"] == len(words) - 10 + 1
+
+
+def test_publish_without_a_token_ends_in_one_line_before_any_upload(folder, capsys, monkeypatch, tmp_path):
+    """`in2 publish` (not --dry-run) with no HF_TOKEN and no stored login: exit 2 and one line naming both ways
+    to log in; catches a traceback from huggingface_hub, or a token check after the upload began."""
+    import huggingface_hub.constants
+
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-login" / "tokens"))
+    assert main(["publish", str(folder), "--repo-id", "org/in2", "--version", "v1.0.0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["in2: error: no Hugging Face token; set HF_TOKEN or run `hf auth login`"]
+    assert "Traceback" not in captured.out

@@ -404,7 +404,9 @@ def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
     planted = texts[:30]  # each eval row quotes 12 words of one corpus text
     evalset = tmp_path / "eval.jsonl"
     evalset.write_text("".join(json.dumps({"context": " ".join(t.text.split()[5:17])}) + "\n" for t in planted))
-    assert topics  # the corpus really is the stdlib's pydoc text
+    for t in planted:  # the corpus really is the stdlib's pydoc text, each text from the topic its id names
+        topic = topics.topics[t.id.split("/")[1]]
+        assert t.id.startswith("pydoc/") and set(t.text.split()) <= set(topic.split()), t.id
     with CannedServer() as s:
         cfg = write_config(
             tmp_path,

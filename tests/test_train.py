@@ -1,5 +1,6 @@
 """Training: recipes parse into TRL's configs, the loss mask, packing, LoRA, cards, publishing, launchers."""
 
+import hashlib
 import json
 import os
 import random
@@ -173,37 +174,41 @@ def test_loss_mask_covers_exactly_the_answer_tokens(tmp_path, tiny_model, datase
         assert rows[i]["prompt"][0]["content"].split("### Instruction:\n")[1] in tok.decode(ids[:start])
 
 
-def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, tiny_model, dataset_folder):
-    unpacked, _ = _trainer(
-        tmp_path / "u",
-        tiny_model,
-        dataset_folder,
-        max_length=None,
-        per_device_train_batch_size=8,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-    )
-    total = sum(len(x) for x in unpacked.train_dataset["input_ids"])
-    packed, _ = _trainer(
-        tmp_path / "p",
-        tiny_model,
-        dataset_folder,
-        packing=True,
-        packing_strategy="bfd",
-        max_length=total,
-        per_device_train_batch_size=1,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-    )
-    assert len(packed.train_dataset) == 1 and len(unpacked.train_dataset) == 8  # one sequence of all 8 rows
-    loss_u = unpacked.train().training_loss
-    loss_p = packed.train().training_loss
-    assert loss_u == pytest.approx(loss_p, rel=1e-5)
-    # plain SGD (lr 1): the update is the gradient itself, so equal parameters mean equal gradients
-    for (name, a), (_, b) in zip(unpacked.model.named_parameters(), packed.model.named_parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+def test_packed_and_unpacked_training_give_the_same_loss_and_update(tmp_path, tiny_model, dataset_folder, caplog):
+    """`in2 train` twice, one SGD step (lr 1: the update is the gradient) over the same 8 rows: a packed recipe
+    on FlashAttention, which in2 trains unpacked here (no CUDA: sdpa), and a packed recipe on sdpa, whose 8 rows
+    become one sequence. Catches in2 packing where it cannot keep documents apart, or never packing."""
+    from datasets import load_from_disk
+    from safetensors.torch import load_file
+
+    def run(name: str, **fields) -> tuple[Path, list]:
+        (tmp_path / name).mkdir()
+        recipe = write_recipe(tmp_path / name, tiny_model, dataset_folder, max_steps=1, optim="sgd", **fields)
+        out = sft.train(*sft.parse(["--config", str(recipe), "--learning_rate", "1.0"])[:3])
+        (prepared,) = (out / "prepared-data").iterdir()
+        return out, load_from_disk(str(prepared / "train"))
+
+    pack = dict(packing=True, packing_strategy="bfd")
+    unpacked, rows = run("fallback", **pack, attn_implementation="flash_attention_2", per_device_train_batch_size=8)
+    assert "packing needs flash_attention_2 to keep documents apart; training unpacked" in caplog.text
+    assert len(rows) == 8 and "seq_lengths" not in rows.column_names
+    assert "| packing | off |" in (unpacked / "README.md").read_text()
+    total = sum(len(x) for x in rows["input_ids"])
+    packed, sequences = run("packed", **pack, max_length=total, per_device_train_batch_size=1)
+    assert len(sequences) == 1 and sorted(sequences["seq_lengths"][0]) == sorted(len(x) for x in rows["input_ids"])
+    assert "| packing | bfd |" in (packed / "README.md").read_text()
+    loss_u, loss_p = (logged_losses(out / "checkpoint-1") for out in (unpacked, packed))
+    assert len(loss_u) == 1 and loss_u == pytest.approx(loss_p, rel=1e-5)
+    a, b = load_file(unpacked / "model.safetensors"), load_file(packed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:  # equal parameters after one plain SGD step mean equal gradients
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def logged_losses(checkpoint: Path) -> list[float]:
+    return [
+        h["loss"] for h in json.loads((checkpoint / "trainer_state.json").read_text())["log_history"] if "loss" in h
+    ]
 
 
 # --- end to end -----------------------------------------------------------------------------------
@@ -260,8 +265,14 @@ def test_train_writes_model_card_recipe_and_per_checkpoint_cards(
     assert "@inproceedings{an2024make," in card and "NeurIPS 2024" in card
     # the card's prompt snippet runs as written, against the model it describes
     snippet = card.split("## How to prompt it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(snippet, "README.md", "exec"), {})
-    assert capsys.readouterr().out  # it printed the model's answer
+    ran: dict = {}
+    exec(compile(snippet, "README.md", "exec"), ran)
+    printed = capsys.readouterr().out
+    assert ran["model_id"] == str(out) and "harbour bridge opened in 1932" in ran["user"]
+    assert ran["user"].endswith("### Instruction:\nWhen did the harbour bridge open?")  # FILM's shape: context first
+    reply = ran["output"][0, ran["inputs"]["input_ids"].shape[1] :]
+    assert len(reply) > 0 and printed == ran["tokenizer"].decode(reply, skip_special_tokens=True) + "\n"
+    assert "harbour" not in printed  # the reply only, not the prompt again
     # evaluation writes its results next to the card and renders it again
     results = {"results": [{"task": "VaL document", "metric": "avg", "value": 85.4}], "plots": ["plots/val.png"]}
     (out / "eval_results.json").write_text(json.dumps(results))
@@ -424,11 +435,41 @@ def test_a_missing_split_is_named(tmp_path, tiny_model, dataset_folder, capsys):
     assert "dataset_train_split" in err and "'training'" in err and "['train', 'validation']" in err
 
 
-def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_folder, caplog):
+def files_of(folder: Path) -> dict[str, tuple[int, str]]:
+    """(mtime, sha256) of every file under `folder`: a checkpoint written again changes its mtimes."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def steps_this_session(monkeypatch) -> list[int]:
+    """The optimizer step of every loss the trainer logs from now on, in this process (a resumed run logs
+    only steps after its checkpoint; training from scratch again logs them all)."""
+    steps: list[int] = []
+    log = sft.In2SFTTrainer.log
+
+    def recording(self, logs, *args, **kwargs):
+        if "loss" in logs:
+            steps.append(self.state.global_step)
+        return log(self, logs, *args, **kwargs)
+
+    monkeypatch.setattr(sft.In2SFTTrainer, "log", recording)
+    return steps
+
+
+def test_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model, dataset_folder, caplog, monkeypatch):
+    """Catches a rerun that trains from step 0 again (same end state on CPU, where training is deterministic):
+    the rerun must log step 2 only and leave checkpoint-1 as the first run wrote it."""
     recipe = write_recipe(tmp_path, tiny_model, dataset_folder, max_steps=1)
     assert main(["train", "--config", str(recipe)]) == 0
+    first = files_of(tmp_path / "out" / "checkpoint-1")
+    steps = steps_this_session(monkeypatch)
     assert main(["train", "--config", str(recipe), "--max_steps", "2"]) == 0
     assert f"resuming from {tmp_path / 'out' / 'checkpoint-1'}" in caplog.text
+    assert steps == [2]  # global_step restored from the checkpoint: the rerun's first optimizer step is 2
+    assert files_of(tmp_path / "out" / "checkpoint-1") == first  # read, never written again
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
     losses = [h["step"] for h in state["log_history"] if "loss" in h]
     assert losses == [1, 2]
@@ -555,6 +596,21 @@ def test_a_checkpoint_torn_at_any_file_is_skipped_and_moved_aside(tmp_path, unin
         checkpoints.resume_point(tmp_path, str(out / checkpoints.ASIDE / "checkpoint-3"), main_process=True)
 
 
+def test_a_checkpoint_whose_state_names_another_step_is_not_resumed_from(tmp_path, uninterrupted, caplog):
+    """A whole trainer_state.json is not enough: it must name its folder's step (a checkpoint-3 holding
+    checkpoint-2's state, as a copy or a save into a reused folder would leave, is not step 3)."""
+    from in2.train import checkpoints
+
+    for step in (1, 2, 3):
+        shutil.copytree(uninterrupted / f"checkpoint-{step}", tmp_path / f"checkpoint-{step}", copy_function=os.link)
+    (tmp_path / "checkpoint-3" / "trainer_state.json").unlink()
+    shutil.copy(uninterrupted / "checkpoint-2" / "trainer_state.json", tmp_path / "checkpoint-3")
+    assert checkpoints.saved_step(tmp_path / "checkpoint-2") == 2
+    assert checkpoints.saved_step(tmp_path / "checkpoint-3") is None
+    assert checkpoints.resume_point(tmp_path, None, main_process=True) == tmp_path / "checkpoint-2"
+    assert "skipped incomplete checkpoint(s) checkpoint-3" in caplog.text
+
+
 def test_whole_run_loss_weights_each_log_by_its_steps():
     from in2.train.checkpoints import whole_run_loss
 
@@ -579,7 +635,7 @@ def _card_without_resume_line(folder: Path, run_dir: Path, reference_dir: Path) 
 
 
 def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
-    tmp_path, uninterrupted, tiny_model, dataset_folder, caplog
+    tmp_path, uninterrupted, tiny_model, dataset_folder, caplog, monkeypatch
 ):
     """kill -9 at a seeded file of checkpoint-3's save; the rerun resumes from checkpoint-2 and ends with
     the uninterrupted run's weights and, apart from the line saying it resumed, its model card."""
@@ -597,8 +653,13 @@ def test_killed_during_a_save_the_rerun_ends_like_an_uninterrupted_run(
     assert proc.returncode == -signal.SIGKILL, log[-3000:]
     assert checkpoints.complete(out / "checkpoint-2") and not checkpoints.complete(out / "checkpoint-3")
 
+    earlier = {step: files_of(out / f"checkpoint-{step}") for step in (1, 2)}
+    steps = steps_this_session(monkeypatch)
     assert main(["train", "--config", str(recipe)]) == 0
     assert f"resuming from {out / 'checkpoint-2'} (step 2)" in caplog.text
+    # only resuming gives these (training from scratch again ends with the same weights and card):
+    assert steps == [3]  # optimizer step and data position from checkpoint-2: step 3 is the rerun's only step
+    assert {step: files_of(out / f"checkpoint-{step}") for step in (1, 2)} == earlier  # not written again
     assert "skipped incomplete checkpoint(s) checkpoint-3" in caplog.text
     assert (out / checkpoints.ASIDE / "checkpoint-3").is_dir() and checkpoints.complete(out / "checkpoint-3")
     final, reference = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")

@@ -60,7 +60,7 @@ def publish(
         from huggingface_hub import HfApi, get_token
 
         if not get_token():
-            raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+            raise ConfigError("no Hugging Face token; set HF_TOKEN or run `hf auth login`")  # "token: x" is redacted
         api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     tags = {ref.name for ref in api.list_repo_refs(repo_id, repo_type="dataset").tags}

@@ -59,7 +59,7 @@ def hyperparameters(trainer: SFTTrainer) -> list[tuple[str, str]]:
         ("epochs", f"{a.num_train_epochs:g}" if a.max_steps <= 0 else f"max {a.max_steps} steps"),
         (
             "optimizer",
-            f"{optim.describe(a, trainer.optimizer_cls_and_kwargs)}, weight decay {a.weight_decay:g}, "
+            f"{optim.describe(a, trainer.optimizer_cls_and_kwargs, trainer.optimizer)}, weight decay {a.weight_decay:g}, "
             f"grad clip {a.max_grad_norm:g}",
         ),
         ("loss", loss(a)),

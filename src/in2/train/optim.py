@@ -77,10 +77,18 @@ def optimizer_cls_and_kwargs(script_args, training_args) -> tuple[type, dict[str
     return AdamW, kwargs
 
 
-def describe(training_args, cls_and_kwargs: tuple[type, dict] | None) -> str:
-    """The optimizer as the model card names it."""
-    if cls_and_kwargs is None:
+def describe(training_args, cls_and_kwargs: tuple[type, dict] | None, optimizer=None) -> str:
+    """The optimizer as the model card names it: the one the trainer built when given (under accelerate's and
+    DeepSpeed's wrappers; torch's and DeepSpeed's own go by the recipe's `optim`), else the recipe's choice."""
+    while hasattr(optimizer, "optimizer"):  # AcceleratedOptimizer, DeepSpeed's ZeRO optimizers
+        optimizer = optimizer.optimizer
+    if optimizer is not None:
+        cls = type(optimizer)
+        if cls.__module__.split(".")[0] in ("torch", "deepspeed"):
+            return str(_name(training_args.optim))
+        kahan = any(group.get("kahan_sum") for group in optimizer.param_groups)
+    elif cls_and_kwargs is None:
         return str(_name(training_args.optim))
-    cls, kwargs = cls_and_kwargs
-    kahan = ", Kahan-compensated bf16 weights" if kwargs.get("kahan_sum") else ""
-    return f"{cls.__module__.split('.')[0]}.{cls.__name__}{kahan}"
+    else:
+        cls, kahan = cls_and_kwargs[0], cls_and_kwargs[1].get("kahan_sum")
+    return f"{cls.__module__.split('.')[0]}.{cls.__name__}{', Kahan-compensated bf16 weights' if kahan else ''}"

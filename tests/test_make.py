@@ -1,0 +1,66 @@
+"""`make clean` and `make distclean` as shipped, on a copy of the Makefile in a scratch tree with a scratch HOME:
+each removes the paths the Makefile's comment names (printing each) and nothing else. Catches a pattern that
+reaches further (the downloads in ~/.cache/in2, the user's data, the sources) or misses one of its paths."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GONE = [  # what `make clean` says it removes
+    "data/in2-demo/manifest.json",
+    "data/in2-demo.shards/shard-0/x",
+    "checkpoints/in2-demo/model.safetensors",
+    "probes/demo/p.jsonl",
+    "results/in2-demo/results.json",
+    ".cache/in2/llm/answers.sqlite",
+    "build/lib/x.py",
+    "dist/in2-0.1.tar.gz",
+    "src/in2.egg-info/PKG-INFO",
+    "HOME/.cache/in2/models/smollm2/model.safetensors",
+    "HOME/.cache/in2/tokenizers/tekken/tokenizer.json",
+]
+KEPT = [  # beside them, kept
+    "data/my-set/manifest.json",
+    "checkpoints/my-run/model.safetensors",
+    "results/other/results.json",
+    "src/in2/__init__.py",
+    "recipes/demo/sft.yaml",
+    ".cache/other/x",
+    "HOME/.cache/in2/film/pieces/a.jsonl",
+    "HOME/.cache/in2/longbench/data/a.jsonl",
+    "HOME/.cache/huggingface/token",
+]
+
+
+def make(tree: Path, target: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(tree / "HOME")}
+    return subprocess.run(["make", "-s", target], cwd=tree, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_make_clean_and_distclean_remove_what_they_say_and_nothing_else(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(ROOT / "Makefile", tree / "Makefile")
+    for rel in [*GONE, *KEPT, ".venv/bin/python"]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("x")
+    done = make(tree, "clean")
+    assert done.returncode == 0, done.stderr
+    removed = {line.split(" (")[0].removeprefix("removing ") for line in done.stdout.splitlines()}
+    home = str(tree / "HOME")
+    assert removed == {
+        *("data/in2-demo", "data/in2-demo.shards", "checkpoints/in2-demo", "probes/demo", "results/in2-demo"),
+        *(".cache/in2", "build", "dist", "src/in2.egg-info"),
+        *(f"{home}/.cache/in2/models", f"{home}/.cache/in2/tokenizers"),
+    }
+    assert [rel for rel in GONE if (tree / rel).exists()] == []
+    assert [rel for rel in [*KEPT, ".venv/bin/python"] if not (tree / rel).exists()] == []
+    assert make(tree, "clean").stdout.strip() == "make clean: nothing to remove"
+    done = make(tree, "distclean")
+    assert done.returncode == 0, done.stderr
+    nothing, venv = done.stdout.splitlines()
+    assert nothing == "make clean: nothing to remove" and venv.startswith("removing .venv (")  # with its size
+    assert not (tree / ".venv").exists() and [rel for rel in KEPT if not (tree / rel).exists()] == []

@@ -15,7 +15,9 @@ import argparse
 import os
 import platform
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,8 +84,9 @@ def train_tokens_per_second(
         )
     )
     model.config.use_cache = False
+    scratch = tempfile.mkdtemp(prefix="in2-bench-pack-")
     args = SFTConfig(
-        output_dir="/tmp/in2-bench-pack",
+        output_dir=scratch,  # nothing is saved (save_strategy no)
         bf16=False,
         use_cpu=True,
         activation_checkpointing=False,
@@ -102,6 +105,7 @@ def train_tokens_per_second(
     start = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - start
+    shutil.rmtree(scratch, ignore_errors=True)
     return trainer.state.num_input_tokens_seen / elapsed, len(trainer.train_dataset)
 
 

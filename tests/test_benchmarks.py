@@ -26,7 +26,9 @@ def test_assembly_throughput_at_toy_size(monkeypatch, capsys):
         monkeypatch, capsys, "assembly_throughput.py", "--contexts", "8", "--max-context-tokens", "4608", "--no-write"
     )
     row = out.strip().splitlines()[-1]
-    assert row.startswith("| assembly, 8 contexts of ") and "per bucket 1/1/1/1/1/1/1/1" in row
+    assert (
+        row.startswith("| assembly, 8 contexts of 4,096-4,608 Mistral tokens") and "per bucket 1/1/1/1/1/1/1/1" in row
+    )
     assert "KS of key positions vs uniform, fine_grained" in out
 
 

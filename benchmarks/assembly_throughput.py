@@ -91,10 +91,8 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores (one used)"
     flag = f" --max-context-tokens {args.max_context_tokens}" if args.max_context_tokens != 32000 else ""
     cmd = f"`python benchmarks/assembly_throughput.py --contexts {args.contexts}{flag}`"
-    top = (
-        f"{round(args.max_context_tokens / 1024)}K" if args.max_context_tokens >= 1024 else f"{args.max_context_tokens}"
-    )
-    what = f"4K-{top} {'Tekken' if long else 'Mistral'} tokens (1 in 5 type b), fill to target"
+    span = f"{cfg.min_context_tokens:,}-{cfg.max_context_tokens:,}"
+    what = f"{span} {'Tekken' if long else 'Mistral'} tokens (1 in 5 type b), fill to target"
     line = (
         f"| assembly, {len(rows):,} contexts of {what} | {machine} | {cmd} | "
         f"per bucket {'/'.join(map(str, buckets))}; {f['within_tolerance']:.2%} within {tol} tokens of the "

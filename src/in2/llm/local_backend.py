@@ -7,6 +7,7 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from in2.assets import loading, resolve
+from in2.gguf import stage_gguf
 from in2.llm.base import Request, Response
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
@@ -67,10 +68,11 @@ class LocalBackend:
 
         self.cfg = cfg
         path = resolve(cfg.model)
-        kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
         with loading("generator.model", repr(cfg.model)):
-            self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
+            if cfg.gguf_file:  # the folder converted once (in2.gguf): the same weights, loaded in a second
+                path = str(stage_gguf(path, cfg.gguf_file))
+            self.tok = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).eval()
         self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
-from pathlib import Path
 
 import torch
 
 from in2.assets import loading, resolve
 from in2.errors import ConfigError
-from in2.files import follow_umask, partial_path, publish_once
+from in2.gguf import stage_gguf
 from in2.train.args import In2ModelConfig
 
 logger = logging.getLogger(__name__)
 FLASH = ("flash_attention_2", "flash_attention_3")
-MODELS_CACHE = Path.home() / ".cache" / "in2" / "models"
 
 
 def attention_implementation(requested: str | None) -> str | None:
@@ -54,29 +51,6 @@ def liger_kernels(requested: bool) -> bool:
     # Liger's (RMSNorm, SwiGLU, RoPE; TRL's own fused LM head computes the loss) so that training runs offline
     warnings.filterwarnings("ignore", message="`use_liger_kernel=True` is deprecated", category=FutureWarning)
     return True
-
-
-def stage_gguf(folder: str | Path, gguf_file: str) -> Path:
-    """Convert GGUF weights once into a regular model folder (transformers cannot fine-tune GGUF-loaded weights)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    source = Path(folder) / gguf_file
-    if not source.is_file():
-        raise FileNotFoundError(f"gguf_file: {source} does not exist")
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    target = MODELS_CACHE / f"{source.stem}-{digest}"
-    if (target / "config.json").is_file():
-        return target
-    logger.info("converting %s to %s (once)", source, target)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, gguf_file=gguf_file))
-    model.load_state_dict(quantized.state_dict(), strict=True)
-    model.generation_config = quantized.generation_config
-    partial = partial_path(target)  # the ranks of a node may all convert at once: each in its own folder
-    model.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(partial)
-    follow_umask(partial)  # safetensors writes model.safetensors as 0600
-    return publish_once(partial, target)  # a folder with config.json is complete
 
 
 def set_rope_theta(config, rope_theta: float) -> None:

@@ -100,7 +100,7 @@ def test_every_set_holds_the_same_whole_number_of_spans(task, offline_pools, mis
     for set_id in range(3):
         rows, _ = builder.build_set(1024, set_id, span_size=5, num_items=items)
         assert len(rows) == items and {r["num_items"] for r in rows} == {items}
-    with pytest.raises(ValueError, match="probes.span_size"):
+    with pytest.raises(ConfigError, match="probes.span_size"):  # one line from the CLI, no traceback
         builder.items_per_set(1024, sets=3, span_size=10_000)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from in2 import redact
+from in2.errors import ConfigError
 from in2.evaluation.tasks import PROBE_SEPARATORS, PROBE_TASKS
 from in2.jsonl import iter_jsonl
 from in2.prompts import MISTRAL_INST, film_user
@@ -171,7 +172,7 @@ class Builder:
         whole number of spans."""
         fits = min(len(self.fitting(length, s)[1]) for s in range(sets))
         if fits < span_size:
-            raise ValueError(
+            raise ConfigError(
                 f"probes.span_size: only {fits} {self.task} items fit in {length} tokens, fewer than one span "
                 f"of {span_size}; use a smaller span_size or a longer length"
             )

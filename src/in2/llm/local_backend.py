@@ -74,19 +74,9 @@ class LocalBackend:
         dtype = compute_dtype(cfg)
         if dtype != cfg.dtype:
             logger.info(
-                "generator.dtype: %s asked for; the GGUF weights of %s stay packed and load in float32, the dtype "
-                "transformers' GGUF kernels compute in (in %s every matmul would cast its input and output)",
+                "generator.dtype: %s asked for; the GGUF weights %s load in float32 (see in2.llm.weights.compute_dtype)",
                 cfg.dtype,
                 cfg.gguf_file,
-                cfg.dtype,
-            )
-        elif cfg.gguf_file:
-            logger.info(
-                "generator.dtype: %s: the GGUF weights of %s are dequantized at load (no packed GGUF kernel for "
-                "this architecture or machine), so they run in %s and no matmul casts",
-                cfg.dtype,
-                cfg.gguf_file,
-                cfg.dtype,
             )
         with loading("generator.model", repr(cfg.model)):
             self.tok = AutoTokenizer.from_pretrained(path, **kwargs)

@@ -80,28 +80,13 @@ def describe(ref: str, gguf_file: str | None, cache: Cache) -> dict:
     return out
 
 
-def gguf_packed(cfg: GeneratorConfig) -> bool:
-    """Whether transformers keeps this GGUF file's weights packed and multiplies them with its GGUF kernels
-    (which compute in float32): the file's architecture has transformers' packed loader and a kernel is
-    published for this machine. Otherwise (SmolLM2's llama files with transformers 5.24 on CPU, for one) every
-    tensor is dequantized at load into the dtype asked for, and no kernel runs."""
-    if not cfg.gguf_file:
-        return False
-    try:
-        from transformers.integrations.gguf.kernels import get_gguf_kernel
-        from transformers.integrations.gguf.reader import read_gguf_metadata
-        from transformers.integrations.gguf.utils import is_gguf_arch_supported
-
-        metadata, _ = read_gguf_metadata(str(Path(resolve(cfg.model)) / cfg.gguf_file))
-        return is_gguf_arch_supported(metadata["general.architecture"]) and bool(get_gguf_kernel())
-    except (ImportError, OSError, KeyError, ValueError):  # another transformers, or a file loading will reject
-        return False
-
-
 def compute_dtype(cfg: GeneratorConfig) -> str:
-    """The dtype the local backend loads the weights in: float32 for GGUF weights kept packed (the dtype
-    their kernels compute in: in any other, every matmul casts its input and output), else `cfg.dtype`."""
-    return "float32" if gguf_packed(cfg) else cfg.dtype
+    """The dtype the local backend loads the weights in: `cfg.dtype`, except GGUF weights, which load in float32.
+    transformers' GGUF kernels compute in float32 (in another dtype every matmul casts its input and output);
+    files it dequantizes at load instead, such as SmolLM2's, took half the CPU time in float32 as in bfloat16
+    for a 4K-token prompt on an AVX512-BF16 CPU (benchmarks/RESULTS.md), and their 4-bit weights gain nothing
+    from bfloat16's range."""
+    return "float32" if cfg.gguf_file else cfg.dtype
 
 
 def fingerprint(cfg: GeneratorConfig, cache: Cache) -> str:

@@ -24,6 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import pydoc_data.topics
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

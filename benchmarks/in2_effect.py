@@ -257,11 +257,12 @@ def plot(report: dict, path: Path) -> None:
                 continue
             mean = [sum(c[i] for c in curves) / len(curves) for i in range(len(curves[0]))]
             x = range(len(mean))
-            ax.plot(x, mean, marker="o", label=f"{arm} ({len(curves)} run{'s' if len(curves) > 1 else ''})")
-            if len(curves) > 1:
+            (line,) = ax.plot(x, mean, marker="o", label=f"{arm} ({len(curves)} run{'s' if len(curves) > 1 else ''})")
+            if len(curves) > 1:  # the band: lowest to highest seed
                 lo = [min(c[i] for c in curves) for i in x]
                 hi = [max(c[i] for c in curves) for i in x]
-                ax.fill_between(x, lo, hi, alpha=0.2)
+                ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+        ax.set_xticks(range(len(report["models"]["base"]["scores"][probe]["spans"])))
         ax.set_title(probe)
         ax.set_xlabel("position span (start -> end of the context)")
         ax.set_ylabel("score (%)")

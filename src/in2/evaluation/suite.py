@@ -12,7 +12,7 @@ from in2 import redact
 from in2.assets import resolve
 from in2.cards import model_card
 from in2.errors import ConfigError
-from in2.evaluation import longbench, serve, tables
+from in2.evaluation import fit, longbench, serve, tables
 from in2.evaluation.config import EvalConfig, EvalModelConfig
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
@@ -131,6 +131,8 @@ def evaluate(cfg: EvalConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data: dict = {"versions": versions(PACKAGES), "config": redact.data(to_dict(cfg))}
     check_local_models(cfg)
+    if "probing" in cfg.suites:
+        fit.check(cfg)  # every probe length, with the answer budget, inside each model's window
     probes = build.build_all(cfg) if "probing" in cfg.suites else None
     prompts, source = longbench.load_prompts(cfg.longbench) if "longbench" in cfg.suites else (None, None)
     per: dict[str, dict[str, dict]] = {s: {} for s in cfg.suites}

@@ -39,7 +39,9 @@ class GeneratorConfig:
     concurrency: int = option(32, "Requests in flight at once (openai backend; also lm-eval's num_concurrent).")
     batch_size: int = option(8, "Local backend: prompts per generate() call.")
     dtype: str = option(
-        "float32", "Local backend weights: float32 or bfloat16 (about 2x faster on CPUs with AVX512-BF16/AMX)."
+        "float32",
+        "Local backend weights: float32 or bfloat16 (about 2x faster on CPUs with AVX512-BF16/AMX); GGUF weights "
+        "always load in float32 (in2.llm.weights.compute_dtype).",
     )
     requests_per_minute: float | None = option(None, "Client-side rate limit on requests (None: none).")
     tokens_per_minute: float | None = option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from tqdm.auto import tqdm
@@ -11,7 +12,9 @@ from in2.gguf import stage_gguf
 from in2.llm.base import Request, Response
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
-from in2.llm.weights import fingerprint
+from in2.llm.weights import compute_dtype, fingerprint
+
+logger = logging.getLogger(__name__)
 
 
 def _stop_after_text(tok, start: int, stops: list[str]):
@@ -68,11 +71,18 @@ class LocalBackend:
 
         self.cfg = cfg
         path = resolve(cfg.model)
+        dtype = compute_dtype(cfg)
+        if dtype != cfg.dtype:
+            logger.info(
+                "generator.dtype: %s asked for; the GGUF weights %s load in float32 (see in2.llm.weights.compute_dtype)",
+                cfg.dtype,
+                cfg.gguf_file,
+            )
         with loading("generator.model", repr(cfg.model)):
             if cfg.gguf_file:  # the folder converted once (in2.gguf): the same weights, loaded in a second
                 path = str(stage_gguf(path, cfg.gguf_file))
             self.tok = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
         self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:

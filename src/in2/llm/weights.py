@@ -80,7 +80,18 @@ def describe(ref: str, gguf_file: str | None, cache: Cache) -> dict:
     return out
 
 
+def compute_dtype(cfg: GeneratorConfig) -> str:
+    """The dtype the local backend loads the weights in: `cfg.dtype`, except GGUF weights, which load in float32.
+    transformers' GGUF kernels compute in float32 (in another dtype every matmul casts its input and output);
+    files it dequantizes at load instead, such as SmolLM2's, took half the CPU time in float32 as in bfloat16
+    for a 4K-token prompt on an AVX512-BF16 CPU (benchmarks/RESULTS.md), and their 4-bit weights gain nothing
+    from bfloat16's range."""
+    return "float32" if cfg.gguf_file else cfg.dtype
+
+
 def fingerprint(cfg: GeneratorConfig, cache: Cache) -> str:
     """The model part of a local model's request cache keys: a hash of the weights and the dtype they run in."""
-    blob = json.dumps({"weights": describe(cfg.model, cfg.gguf_file, cache), "dtype": cfg.dtype}, sort_keys=True)
+    blob = json.dumps(
+        {"weights": describe(cfg.model, cfg.gguf_file, cache), "dtype": compute_dtype(cfg)}, sort_keys=True
+    )
     return "weights-sha256:" + hashlib.sha256(blob.encode()).hexdigest()

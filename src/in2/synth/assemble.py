@@ -259,6 +259,16 @@ class Assembler:
         self.stats["length_within_tolerance" if ok else "length_outside_tolerance"] += 1
         return out
 
+    def keys_layout(self, item: QAItem, joiners: list[int]) -> Layout:
+        """`context.keys_only`: the key segments of a long row alone, in the order its long context has them
+        (the same seeded shuffle as `long_layout`), joined by the separator."""
+        src = item.source
+        keys: list[Unit] = [
+            (src.segments[i], src.tokens[i], src.id, True, j) for i, j in zip(item.key, joiners, strict=True)
+        ]
+        rng(self.seed, "fill", item.id).shuffle(keys)
+        return layout(keys, self.cfg.separator)
+
     def short_layout(self, item: QAItem, joiners: list[int]) -> Layout:
         src = item.source
         key = set(item.key)
@@ -289,6 +299,8 @@ class Assembler:
             if item.part != "short" and not c.min_context_tokens <= lay.context_tokens <= c.max_context_tokens:
                 self.stats["dropped_length_out_of_range"] += 1  # too little filler, or no room for the minimum
                 continue
+            if c.keys_only and item.part != "short":
+                lay = self.keys_layout(item, item_joiners)
             ends.append(lay.context[-TAIL_CHARS:])
             out.append(
                 {

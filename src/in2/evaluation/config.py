@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from in2.evaluation.ruler_data import RulerDataConfig
 from in2.evaluation.serve import ServeConfig, serve_checks
 from in2.evaluation.tasks import (
     LONGBENCH_TASKS,
@@ -148,6 +149,7 @@ class RulerConfig:
         True, "Send each example through the model's chat template (RULER does, for chat models)."
     )
     batch_size: int = option(1, "lm-eval batch size (local models).")
+    data: RulerDataConfig = field(default_factory=RulerDataConfig)
 
 
 @dataclass

@@ -15,8 +15,8 @@ for most tasks, best single answer for the QA tasks), records lm-eval's own numb
 
 Downloads: the noise-haystack NIAH tasks (niah_single_1, niah_multikey_2, niah_multikey_3), variable tracking
 and common/frequent word extraction are generated offline; the essay-haystack NIAH tasks read Paul Graham's
-essays (the Hub dataset baber/paul_graham_essays) and the QA tasks SQuAD and HotpotQA, which lm-eval downloads
-on first use into the Hugging Face caches (see docs/evaluation.md for running them offline).
+essays and NLTK's punkt_tab, the QA tasks SQuAD and HotpotQA: in2 downloads each once, checks its sha256 and
+hands it to lm-eval (in2.evaluation.ruler_data).
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ from in2.evaluation.tasks import RULER_OFFLINE, RULER_PART, RULER_TASKS
 from in2.llm.config import GeneratorConfig
 
 
-def run(cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path) -> dict[str, dict[str, dict]]:
-    """{task: {length: {"score", "lm_eval", "n"}}} for one model (scores in percent). Each length's scores
-    are kept in `out_dir/ruler_<length>.json` with a fingerprint of what made them (model weights or name,
-    tasks, limit, tokenizer, template, lm-eval version): a rerun skips the lengths already done."""
+def run(
+    cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path, files: dict[str, dict]
+) -> dict[str, dict[str, dict]]:
+    """{task: {length: {"score", "lm_eval", "n"}}} for one model (scores in percent), the tasks reading `files`
+    (`ruler_data.fetch_all`). Each length's scores are kept in `out_dir/ruler_<length>.json` with a fingerprint
+    of what made them (model weights or name, tasks, limit, tokenizer, template, data files, lm-eval version): a
+    rerun skips the lengths already done."""
     try:
         import lm_eval
         import wonderwords  # noqa: F401 (lm-eval's ruler extra)
@@ -46,6 +49,7 @@ def run(cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path) -> dic
         ) from None
     import torch
 
+    from in2.evaluation.ruler_data import lm_eval_reads
     from in2.evaluation.short import _api_key, lm_eval_model
 
     r = cfg.ruler
@@ -62,10 +66,10 @@ def run(cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path) -> dic
     out: dict[str, dict[str, dict]] = {t: {} for t in r.tasks}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _api_key(generator):
+    with _api_key(generator), lm_eval_reads(files):
         for length in r.lengths:
             path = out_dir / f"ruler_{length}.json"
-            key = fingerprint(cfg, generator, tokenizer, length)
+            key = fingerprint(cfg, generator, tokenizer, length, files)
             if path.is_file() and (kept := json.loads(path.read_text())).get("fingerprint") == key:
                 for task in r.tasks:
                     out[task][str(length)] = kept["scores"][task]
@@ -95,9 +99,11 @@ def run(cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path) -> dic
     return out
 
 
-def fingerprint(cfg: EvalConfig, generator: GeneratorConfig, tokenizer: str | None, length: int) -> str:
+def fingerprint(
+    cfg: EvalConfig, generator: GeneratorConfig, tokenizer: str | None, length: int, files: dict[str, dict]
+) -> str:
     """What one length's scores depend on: the answering model (its weights' fingerprint for a local folder,
-    as the request cache keys it), the examples and lm-eval's version."""
+    as the request cache keys it), the examples (and the data files they are made from) and lm-eval's version."""
     from in2.llm import Engine
     from in2.versions import versions
 
@@ -114,6 +120,7 @@ def fingerprint(cfg: EvalConfig, generator: GeneratorConfig, tokenizer: str | No
         "tokenizer": tokenizer,
         "chat": r.apply_chat_template,
         "length": length,
+        "data": {name: f["sha256"] for name, f in files.items()},
         "lm_eval": versions(("lm-eval",)),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

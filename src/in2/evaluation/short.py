@@ -17,8 +17,10 @@ from in2 import redact
 from in2.assets import resolve
 from in2.errors import ConfigError
 from in2.evaluation.config import EvalConfig
+from in2.gguf import stage_gguf
 from in2.llm.base import backend_class
 from in2.llm.config import GeneratorConfig
+from in2.llm.weights import compute_dtype
 
 
 def lm_eval_model(generator: GeneratorConfig) -> tuple[str, dict]:
@@ -26,8 +28,9 @@ def lm_eval_model(generator: GeneratorConfig) -> tuple[str, dict]:
     an Authorization header, never into the URL that lm-eval logs; the key is handed over in
     OPENAI_API_KEY (see `_api_key`), never as an argument."""
     if backend_class(generator.backend).local:
-        if generator.gguf_file:
-            raise ConfigError("short: lm-eval needs regular weights, not a GGUF file (train or convert first)")
+        if generator.gguf_file:  # lm-eval loads the folder in2 converts a GGUF file into once, in float32
+            folder = stage_gguf(resolve(generator.model), generator.gguf_file)
+            return "hf", {"pretrained": str(folder), "dtype": compute_dtype(generator)}
         return "hf", {"pretrained": resolve(generator.model), "dtype": generator.dtype}
     if not generator.base_url:
         raise ConfigError("short: an openai-backend model needs generator.base_url (an OpenAI-compatible server)")

@@ -12,7 +12,7 @@ from in2 import redact
 from in2.assets import resolve
 from in2.cards import model_card
 from in2.errors import ConfigError
-from in2.evaluation import fit, longbench, serve, tables
+from in2.evaluation import fit, longbench, ruler_data, serve, tables
 from in2.evaluation.config import EvalConfig, EvalModelConfig
 from in2.evaluation.probing import build, report, run, score
 from in2.evaluation.runner import predictions_path
@@ -135,6 +135,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         fit.check(cfg)  # every probe length, with the answer budget, inside each model's window
     probes = build.build_all(cfg) if "probing" in cfg.suites else None
     prompts, source = longbench.load_prompts(cfg.longbench) if "longbench" in cfg.suites else (None, None)
+    ruler_files = ruler_data.fetch_all(cfg.ruler.data, cfg.ruler.tasks) if "ruler" in cfg.suites else {}
     per: dict[str, dict[str, dict]] = {s: {} for s in cfg.suites}
     short_datasets: dict[str, dict] = {}
     for i, m in enumerate(cfg.models):
@@ -148,7 +149,7 @@ def evaluate(cfg: EvalConfig) -> Path:
             if "ruler" in cfg.suites:
                 from in2.evaluation import ruler
 
-                per["ruler"][m.name] = ruler.run(run_cfg, generator, out / "predictions" / slug(m.name))
+                per["ruler"][m.name] = ruler.run(run_cfg, generator, out / "predictions" / slug(m.name), ruler_files)
             if "short" in cfg.suites:
                 from in2.evaluation import short
 
@@ -163,6 +164,9 @@ def evaluate(cfg: EvalConfig) -> Path:
         sections.append(text)
     if "ruler" in cfg.suites:
         data["ruler"], text = _ruler(cfg, per["ruler"])
+        data["ruler"]["data"] = {
+            name: {k: f[k] for k in ("url", "sha256", "pinned")} for name, f in ruler_files.items()
+        }
         sections.append(text)
     if "short" in cfg.suites:
         data["short"], text = _short(cfg, per["short"])

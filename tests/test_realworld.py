@@ -441,7 +441,10 @@ def test_short_guard_model_mapping_and_errors():
     # a login in the URL travels as a basic-auth header, never inside the URL lm-eval logs
     _, args = short.lm_eval_model(GeneratorConfig(backend="openai", model="m", base_url="https://u:p%40ss@h/v1?x=1"))
     assert args["base_url"] == "https://h/v1/completions?x=1" and args["header"] == {"Authorization": "Basic dTpwQHNz"}
-    with pytest.raises(ConfigError, match="GGUF"):
+    # a GGUF file: lm-eval loads the float32 folder in2 converts it into once (the demo's SmolLM2)
+    model, args = short.lm_eval_model(GeneratorConfig(backend="transformers", dtype="bfloat16"))
+    assert model == "hf" and args["dtype"] == "float32" and (Path(args["pretrained"]) / "model.safetensors").is_file()
+    with pytest.raises(FileNotFoundError, match="gguf_file: x/m.gguf does not exist"):
         short.lm_eval_model(GeneratorConfig(backend="transformers", model="x", gguf_file="m.gguf"))
     task = from_dict(EvalConfig, {}).short.tasks[0]
     with pytest.raises(ValueError, match="no 'acc,none' for mmlu"):

@@ -283,3 +283,38 @@ def test_prefill_runs_one_round_of_batches_per_field_as_the_dry_run_counts(tmp_p
     sizes = [b["request_counts"]["total"] for b in s.batches.values()]
     assert sizes[0] >= sizes[1] > sizes[2] > 0  # every item's question, answer, then integration items' pieces
     assert max(s.answered.values()) == 1
+
+
+def test_batch_cancel_stops_live_batches_and_the_rerun_finishes_the_run(tmp_path, monkeypatch, capsys):
+    """`in2 synth --batch-cancel` after a run killed while polling: its live batches are cancelled on the server
+    (nothing else is), a second cancel finds none, and the rerun keeps what they answered and sends the rest
+    once. Catches a cancel that misses a live batch, cancels an ended one, or whose batches the rerun waits on
+    or sends again whole."""
+    from in2.cli import main
+    from tests.batch_run import prompts
+    from tests.test_synth import SECRET, write_config
+
+    monkeypatch.setenv("IN2_TEST_API_KEY", SECRET)
+    with CannedServer() as s:
+        cache = tmp_path / "run"
+        s.slow_polls = 10**6
+        s.batch_faults = {2: "slow", 3: "slow"}  # batch 1 ends at its 2nd poll; 2 and 3 stay in progress
+        s.kill_on(lambda: _run(s.url, cache), "retrieve", 6)
+        assert [b["status"] for b in s.batches.values()] == ["completed", "in_progress", "in_progress"]
+        cfg = write_config(tmp_path, s.url)
+        fields = ["generator.backend=openai_batch", f"generator.cache_dir={cache}"]
+        capsys.readouterr()
+        assert main(["synth", "--config", str(cfg), *fields, "--batch-cancel"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [json.loads(line)["batch_id"] for line in out[:-1]] == ["batch_0002", "batch_0003"]
+        assert out[-1].startswith("2 live batches cancelled")
+        assert [b["status"] for b in s.batches.values()] == ["completed", "cancelled", "cancelled"]
+        assert main(["synth", "--config", str(cfg), *fields, "--batch-cancel"]) == 0
+        assert capsys.readouterr().out.startswith("0 live batches cancelled")
+        answered_before = dict(s.answered)
+        result = _result(_run(s.url, cache))
+    assert result["failures"] == 0 and len(s.answered) == N
+    assert max(s.answered.values()) == 1 and set(answered_before) < set(s.answered)  # the rest sent once
+    assert len(s.batches) == 4  # one new batch for what the two cancelled ones did not answer
+    expected = hashlib.sha256("\n".join(_expected(prompts(N))).encode()).hexdigest()
+    assert result["sha256"] == expected

@@ -77,6 +77,14 @@ def cmd_synth(args) -> int:
         cost = sum(r["cost_usd"] for r in rows)
         print(f"{len(rows)} batches, {done:,} requests answered, ${cost:.4f} so far (at the batch price)")
         return 0
+    if args.batch_cancel:
+        from in2.llm.batch_backend import cancel
+
+        rows = cancel(cfg.generator)
+        for row in rows:
+            print(json.dumps(row))
+        print(f"{len(rows)} live batches cancelled; run the same command without --batch-cancel to go on")
+        return 0
     if args.pilot and not args.dry_run:
         raise ConfigError("--pilot goes with --dry-run")
     if args.dry_run:
@@ -253,6 +261,12 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="show the batches of this recipe's run (generator.backend openai_batch / batch_files): state, counts, "
         "cost so far; sends nothing",
+    )
+    p.add_argument(
+        "--batch-cancel",
+        action="store_true",
+        help="cancel this recipe's live Batch API batches (openai_batch): they stop and are billed no further; "
+        "what they answered is kept, and a rerun sends the rest again",
     )
     merge = "join the shards of a sharded synth run into one dataset folder"
     _recipe_command(sub, "merge", merge, SynthConfig, cmd_merge)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from in2 import redact
 from in2.errors import ConfigError
-from in2.llm.base import BatchPending, FatalRequestError, Request, Response
+from in2.llm.base import BatchPending, FatalRequestError, Request, Response, backend_class
 from in2.llm.cache import Cache
 from in2.llm.config import GeneratorConfig
 from in2.llm.openai_backend import OpenAIBackend
@@ -496,4 +496,27 @@ def status(cfg: GeneratorConfig) -> list[dict]:
     return rows
 
 
-__all__ = ["BatchBackend", "BatchFilesBackend", "BatchPending", "status"]
+def cancel(cfg: GeneratorConfig) -> list[dict]:
+    """Cancel the run's batches that are still live on the server (`in2 synth --batch-cancel`): the server stops
+    working on them (and billing for them); what they answered before is kept. A rerun downloads those partial
+    outputs and sends the rest again in new batches, counting one attempt. One row per batch cancelled."""
+    if backend_class(cfg.backend) is not BatchBackend:
+        raise ConfigError(
+            f"generator.backend: --batch-cancel cancels Batch API batches (openai_batch), not {cfg.backend!r} "
+            "(batch_files batches run where you started them: stop those jobs there)"
+        )
+    backend = BatchBackend(cfg)
+    rows = []
+    with backend.api_errors():
+        for path in sorted(backend.folder.glob("*.json")):
+            b = Batch(backend.folder, path.stem)
+            batch_id = b.state.get("batch_id")
+            if not batch_id or b.status in (*TERMINAL, "downloaded", "cancelling"):
+                continue
+            remote = backend.client.batches.cancel(batch_id)
+            b.save(status=remote.status)
+            rows.append({"batch": b.name, "batch_id": batch_id, "status": remote.status})
+    return rows
+
+
+__all__ = ["BatchBackend", "BatchFilesBackend", "BatchPending", "cancel", "status"]

@@ -49,3 +49,42 @@ def test_a_partial_path_is_private_to_its_process_and_sweeps_what_dead_ones_left
     other_host.mkdir()
     assert partial_path(tmp_path / "x").name == f"x.partial-{host}-{os.getpid()}"
     assert not left.exists() and running.exists() and other_host.exists()
+
+
+def test_a_folder_lock_admits_one_run_and_takes_over_what_dead_runs_left(tmp_path):
+    """Catches a second live run let in, a lock a dead run left blocking its rerun for ever (a killed process of
+    this host, or one on another node whose heartbeat stopped), and a live holder's lock going stale."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from in2.files import LOCK_NAME, LockHeld, folder_lock
+
+    lock = tmp_path / LOCK_NAME
+    with folder_lock(tmp_path, "first", stale_s=0.4):
+        with pytest.raises(LockHeld) as held, folder_lock(tmp_path, "second", stale_s=0.4):
+            pass
+        assert held.value.holder["what"] == "first" and held.value.holder["pid"] == os.getpid()
+        time.sleep(1.0)  # longer than stale_s: the holder's heartbeat keeps the lock fresh
+        with pytest.raises(LockHeld), folder_lock(tmp_path, "third", stale_s=0.4):
+            pass
+    assert not lock.exists()  # released
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname().split(".")[0]
+    lock.write_text(json.dumps({"host": host, "pid": int(dead.stdout), "what": "killed run"}))
+    with folder_lock(tmp_path, "rerun"):  # this host, pid gone: taken over at once
+        assert json.loads(lock.read_text())["what"] == "rerun"
+
+    lock.write_text(json.dumps({"host": "another-node", "pid": 1, "what": "requeued job"}))
+    with pytest.raises(LockHeld):  # another node's pid cannot be checked: live while its file is fresh
+        with folder_lock(tmp_path, "rerun"):
+            pass
+    old = time.time() - 600
+    os.utime(lock, (old, old))  # its heartbeat stopped ten minutes ago
+    with folder_lock(tmp_path, "rerun"):
+        assert json.loads(lock.read_text())["what"] == "rerun"

@@ -394,6 +394,22 @@ def test_bad_corpus_field_is_a_clear_error(tmp_path, env_key, capsys):
     assert "field 'text' not found" in capsys.readouterr().err
 
 
+def test_a_second_synth_on_a_live_runs_answer_cache_stops_before_asking_anything(tmp_path, env_key, capsys):
+    """Two runs on one generator.cache_dir would ask, and pay, for the same requests twice: the second stops
+    with one line naming the field and the live run, before a request is sent; `--batch-cancel` too."""
+    from in2.files import folder_lock
+
+    with CannedServer() as s:
+        cfg = write_config(tmp_path, s.url)
+        with folder_lock(tmp_path / "run-cache", "in2 synth (shard 0 of 1)"):
+            assert main(["synth", "--config", str(cfg)]) == 2
+            backend = ["generator.backend=openai_batch", "--batch-cancel"]
+            assert main(["synth", "--config", str(cfg), *backend]) == 2
+        assert not s.bodies and not s.batches
+    err = capsys.readouterr().err
+    assert err.count(f"generator.cache_dir: {tmp_path / 'run-cache'} is in use by in2 synth (shard 0 of 1) (pid ") == 2
+
+
 def test_contaminated_texts_are_neither_sources_nor_fillers(tmp_path, env_key):
     from pydoc_data import topics
 

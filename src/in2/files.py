@@ -6,10 +6,14 @@ at once (the ranks of a node, the workers of a test run) without one reading ano
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
 import stat
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -74,3 +78,81 @@ def publish_once(partial: Path, target: str | Path) -> Path:
             raise
         shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
     return target
+
+
+LOCK_NAME = "in2.lock"
+LOCK_STALE_S = 120.0
+"""A lock whose file has not been touched for this long is left by a dead run (its holder touches it every
+quarter of this): taken over, so a job requeued on another node (whose pid cannot be checked) goes on."""
+
+
+class LockHeld(Exception):
+    """Another live in2 process holds the folder's lock: `holder` is its JSON (host, pid, started, what)."""
+
+    def __init__(self, path: Path, holder: dict):
+        super().__init__(f"{path} is held by {holder}")
+        self.path, self.holder = path, holder
+
+
+def _holder_is_dead(path: Path, holder: dict, stale_s: float) -> bool:
+    host = socket.gethostname().split(".")[0] or "host"
+    if holder.get("host") == host and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > stale_s
+    except FileNotFoundError:
+        return True
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str, stale_s: float = LOCK_STALE_S):
+    """Hold `folder`/in2.lock while the block runs, for one process at a time; raises LockHeld naming the live
+    holder. A lock left by a dead process is taken over: one of this host whose pid is gone, or any whose file
+    has not been touched for `stale_s` (a thread of the holder touches it every `stale_s / 4`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    me = {
+        "host": socket.gethostname().split(".")[0] or "host",
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "what": what,
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            if not _holder_is_dead(path, holder, stale_s):
+                raise LockHeld(path, holder) from None
+            path.unlink(missing_ok=True)  # a dead run's: take it over (another taker may win the next create)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise LockHeld(path, {})
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(stale_s / 4):
+            try:
+                os.utime(path)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=beat, name="in2-lock-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        try:
+            if json.loads(path.read_text()) == me:  # still ours (not taken over after a long stall)
+                path.unlink()
+        except (OSError, ValueError):
+            pass

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from in2 import redact
 from in2.errors import ConfigError
 from in2.llm.base import BatchPending, FatalRequestError, Request, Response, backend_class
-from in2.llm.cache import Cache
+from in2.llm.cache import Cache, one_run
 from in2.llm.config import GeneratorConfig
 from in2.llm.openai_backend import OpenAIBackend
 
@@ -507,7 +507,7 @@ def cancel(cfg: GeneratorConfig) -> list[dict]:
         )
     backend = BatchBackend(cfg)
     rows = []
-    with backend.api_errors():
+    with one_run(cfg.cache_dir, "in2 synth --batch-cancel"), backend.api_errors():  # not under a live run's feet
         for path in sorted(backend.folder.glob("*.json")):
             b = Batch(backend.folder, path.stem)
             batch_id = b.state.get("batch_id")

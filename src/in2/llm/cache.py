@@ -10,6 +10,9 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
+from in2.errors import ConfigError
+from in2.files import LOCK_STALE_S, LockHeld, folder_lock
+
 # Bump when a backend changes what the same request returns (e.g. how stop strings apply), so
 # caches written by an older in2 are not replayed as if they were answers to today's requests.
 # Keys of local models carry a fingerprint of their weights (in2.llm.weights) where they once carried
@@ -121,3 +124,20 @@ class Cache:
 
     def close(self) -> None:
         self._db.close()
+
+
+@contextmanager
+def one_run(cache_dir: str | Path, what: str):
+    """The block runs as the only in2 run on the answer cache `cache_dir` (in2.files.folder_lock): a second
+    run would ask, and pay, for the same requests at the same time, or submit the same batches twice."""
+    try:
+        with folder_lock(cache_dir, what):
+            yield
+    except LockHeld as e:
+        h = e.holder
+        raise ConfigError(
+            f"generator.cache_dir: {cache_dir} is in use by {h.get('what', 'another in2 run')} (pid {h.get('pid')} "
+            f"on {h.get('host')}, since {h.get('started')}); two runs on one answer cache would ask, and pay, for "
+            "the same requests twice: wait for that run or stop it (its lock is taken over once it has not been "
+            f"renewed for {LOCK_STALE_S:g} s), or give this run its own generator.cache_dir"
+        ) from None

@@ -22,6 +22,7 @@ from in2 import __version__, prompts, redact
 from in2 import tokenizer as tokenizers
 from in2.errors import ConfigError
 from in2.llm import Engine
+from in2.llm.cache import one_run
 from in2.llm.ledger import Ledger
 from in2.measured import REPLY_TOKENS
 from in2.recipes import from_dict, to_dict
@@ -361,7 +362,12 @@ SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})(\.tmp)?")
 
 
 def synth(cfg: SynthConfig) -> Path:
-    """Run this config's shard; with one shard, write the release folder."""
+    """Run this config's shard; with one shard, write the release folder. One run at a time per answer cache."""
+    with one_run(cfg.generator.cache_dir, f"in2 synth (shard {cfg.shard_index} of {cfg.num_shards})"):
+        return _synth(cfg)
+
+
+def _synth(cfg: SynthConfig) -> Path:
     import pyarrow.parquet as pq
 
     out = shards_dir(cfg.output_dir) / shard_name(cfg.shard_index, cfg.num_shards)

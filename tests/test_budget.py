@@ -41,6 +41,11 @@ def test_the_sheet_follows_its_inputs():
     assert budget.money(report["prompt_tokens"] * 10e-6 + report["completion_tokens_at_most"] * 60e-6) in (
         budget.sheet(report, synth, train)
     )
+    # the evaluation budget counts every suite of recipes/film-7b/eval.yaml, RULER's 13 x 500 x 4 lengths included
+    assert "RULER 26,000 prompts" in text and "LongBench at most 1,750 prompts" in text
+    # every price row says it is an estimate (only measured figures go unlabelled)
+    prices = [line for line in text.splitlines() if line.startswith(("| bound", "| realistic"))]
+    assert len(prices) == 3 and all("(estimate" in line for line in prices)
     # every training row names its rate and whether it was measured
     for line in text.splitlines():
         if line.startswith("| full fine-tune") or line.startswith("| LoRA") or line.startswith("| QLoRA"):

@@ -69,6 +69,10 @@ PROBE_PROMPTS = 4 * sum(PROBE_ITEMS.values())
 """VaL probing at 32K, every position of 4 sets per task."""
 LONGBENCH_ROWS = 1_750
 """LongBench's 9 English tasks: 200 rows each but multifieldqa_en's 150."""
+RULER_PROMPTS = {4096: 13 * 500, 8192: 13 * 500, 16384: 13 * 500, 32768: 13 * 500}
+"""RULER in `recipes/film-7b/eval.yaml`: 13 tasks x 500 examples at each of its lengths."""
+SHORT_TASK_GPU_HOURS = Figure(1.0, "MMLU 5-shot and HellaSwag dominate", False)
+"""The short tasks' GPU time per model."""
 VARIANTS = (  # (what, recipe, GPUs)
     ("full fine-tune, FILM-7B's scale (FSDP)", "film-7b/sft_full.yaml", 128),
     ("full fine-tune, one node (FSDP)", "film-7b/sft_full.yaml", 8),
@@ -119,14 +123,15 @@ def sheet(dry_run: dict, synth: dict, train: dict) -> str:
         "",
         "| | completion tokens | USD |",
         "|---|---|---|",
-        f"| bound: every reply at its {g['max_tokens']}-token cap | {cap:,} | {money(prompt * price_in + cap * price_out)} |",
+        f"| bound (estimate: the dry run's prompt tokens, every reply at its {g['max_tokens']}-token cap) | {cap:,} | {money(prompt * price_in + cap * price_out)} |",
         f"| realistic (estimate: {REPLY_TOKENS.value:,.0f} tokens per reply, {REPLY_TOKENS.source}) | {typical:,.0f} | "
         f"{money(prompt * price_in + typical * price_out)} |",
     ]
     if batch := dry_run.get("batch"):
         factor = batch["price_factor"]
         out += [
-            f"| realistic through the Batch API (`generator.backend: openai_batch`, x{factor:g} the price; answers "
+            f"| realistic through the Batch API (estimate: the realistic row at x{factor:g} the price, "
+            f"`generator.backend: openai_batch`; answers "
             f"within 24 hours; {batch['batches']:,} batch files of at most {g.get('batch_max_requests', 50_000):,} "
             f"requests in {batch['waves']} rounds) | {typical:,.0f} | "
             f"{money(factor * (prompt * price_in + typical * price_out))} |",
@@ -150,8 +155,9 @@ def sheet(dry_run: dict, synth: dict, train: dict) -> str:
     )
     out += [
         "",
-        f"**Training tokens**: {tokens / 1e9:.1f}B = {long_rows:,} long rows x {MEAN_LONG_CONTEXT_TOKENS.value:,.0f} "
-        f"(measured: {MEAN_LONG_CONTEXT_TOKENS.source}) + {m['short']:,} short rows x {SHORT_ROW_TOKENS.value:,.0f} "
+        f"**Training tokens** (estimate): {tokens / 1e9:.1f}B = {long_rows:,} long rows x "
+        f"{MEAN_LONG_CONTEXT_TOKENS.value:,.0f} (measured on an offline corpus, not C4: {MEAN_LONG_CONTEXT_TOKENS.source}) "
+        f"+ {m['short']:,} short rows x {SHORT_ROW_TOKENS.value:,.0f} "
         f"(estimate) + {m['general']:,} OpenOrca rows x {GENERAL_ROW_TOKENS.value:,.0f} (estimate).",
         "",
         "**GPU-hours per training variant** (one epoch; tokens/s per GPU measured on one H200 at 32K with random "
@@ -185,15 +191,21 @@ def sheet(dry_run: dict, synth: dict, train: dict) -> str:
         f"branch (optimizer states stay local): {(saves * final + final) / 1e12:.2f} TB of Hub storage. LoRA "
         f"checkpoints are {checkpoint_bytes('film-7b/sft_lora.yaml')[0] / 1e9:.1f} GB.",
     ]
+    rate = PREFILL_TOKENS_PER_S.value * 3600  # prompt tokens per GPU-hour
     probe_tokens = PROBE_PROMPTS * 32_000
     lb_tokens = LONGBENCH_ROWS * 31_500
-    eval_hours = (probe_tokens + lb_tokens) / PREFILL_TOKENS_PER_S.value / 3600
+    ruler_prompts = sum(RULER_PROMPTS.values())
+    ruler_tokens = sum(length * n for length, n in RULER_PROMPTS.items())
+    eval_hours = (probe_tokens + lb_tokens + ruler_tokens) / rate + SHORT_TASK_GPU_HOURS.value
     out += [
         "",
         f"**Evaluation** (estimate: {PREFILL_TOKENS_PER_S.value:,.0f} prompt tokens/s, {PREFILL_TOKENS_PER_S.source}): "
-        f"VaL probing {PROBE_PROMPTS:,} prompts of ~32K tokens and LongBench at most {LONGBENCH_ROWS:,} prompts of "
-        f"31.5K, {(probe_tokens + lb_tokens) / 1e6:,.0f}M prompt tokens per model: ~{eval_hours:.0f} GPU-hours per "
-        "model, plus the short tasks (short prompts); `eval.yaml` scores FILM-7B, Mistral-7B-Instruct-v0.2 and your "
+        f"VaL probing {PROBE_PROMPTS:,} prompts of ~32K tokens, {probe_tokens / 1e6:,.0f}M tokens, ~"
+        f"{probe_tokens / rate:.1f} GPU-hours (at most: vLLM's prefix caching computes a set's shared context once); "
+        f"LongBench at most {LONGBENCH_ROWS:,} prompts of 31.5K, {lb_tokens / 1e6:,.0f}M, ~{lb_tokens / rate:.1f} at "
+        f"most; RULER {ruler_prompts:,} prompts (13 tasks x 500 at 4K, 8K, 16K and 32K), {ruler_tokens / 1e6:,.0f}M, ~"
+        f"{ruler_tokens / rate:.1f}; the short tasks ~{SHORT_TASK_GPU_HOURS.value:.0f} ({SHORT_TASK_GPU_HOURS.source}): "
+        f"~{eval_hours:.0f} GPU-hours per model; `eval.yaml` scores FILM-7B, Mistral-7B-Instruct-v0.2 and your "
         f"checkpoint: ~{3 * eval_hours:.0f} GPU-hours.",
         "",
         '**What "reproduced" means**: serve FILM-7B\'s released weights (`In2Training/FILM-7B`) beside your checkpoint '

@@ -63,7 +63,7 @@ RELEASE_BYTES_PER_ROW = Figure(
 MEAN_LONG_CONTEXT_TOKENS = Figure(
     18_000,
     "mean context of the scale rehearsal's rows with FILM-7B's lengths (4K-32K) and Mistral tokenizer, "
-    "benchmarks/scale_rehearsal.py",
+    "benchmarks/scale_rehearsal.py (benchmarks/RESULTS.md, Scale rehearsal: 18.0K, x86_64, 2 cores)",
 )
 """Training tokens per long-context (fine-grained, integration) row."""
 

@@ -212,7 +212,7 @@ def report(results: list[dict]) -> list[str]:
     }
     lines += [
         "",
-        f"Projection to FILM-7B's {FILM_ROWS:,} rows from the {big['rows']:,}-row run: shard stage "
+        f"Projection (estimate) to FILM-7B's {FILM_ROWS:,} rows from the {big['rows']:,}-row run: shard stage "
         f"{per_row['shard_cpu'] * FILM_ROWS / 3600:,.0f} CPU-hours of in2 itself (the generator's own time not "
         f"included: the server here answers at once), merge {per_row['merge_wall'] * FILM_ROWS / 3600:.1f} h on one "
         f"core, shards {per_row['shards_disk'] * FILM_ROWS / 1e9:,.0f} GB and release "

@@ -121,8 +121,8 @@ def test_a_probe_length_past_the_models_window_is_refused_with_the_numbers(tmp_p
 
 
 def test_gguf_weights_load_in_float32_whatever_the_recipe_asks(tmp_path):
-    """GGUF weights run in float32 (transformers' GGUF kernels compute in it; SmolLM2's dequantized file ran in
-    half the CPU time of bfloat16): the request cache's model id names that dtype, so a recipe's `bfloat16`
+    """GGUF weights run in float32 (transformers' GGUF kernels compute in it; SmolLM2's dequantized file took
+    0.5-0.7x the CPU time of bfloat16, benchmarks/RESULTS.md): the request cache's model id names that dtype, so a recipe's `bfloat16`
     and `float32` share answers; weights of a folder run in the dtype asked for."""
     from in2.llm import weights
     from in2.llm.cache import Cache

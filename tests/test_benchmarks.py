@@ -65,3 +65,9 @@ def test_gpu_long_context_parses_its_runs_and_skips_what_no_longer_fits(tmp_path
     assert [r["name"] for r in rows][-2:] == ["full7b_32k", "full7b_8k"] and all("skipped" in r for r in rows)
     bad = subprocess.run(["bash", script, "no_such_run"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown run: no_such_run" in bad.stderr
+
+
+def test_ruler_examples_at_toy_size(monkeypatch, capsys):
+    out = bench(monkeypatch, capsys, "ruler_examples.py", "--tasks", "ruler_vt", "--lengths", "4096")
+    row = out.strip().splitlines()[-1]
+    assert row.startswith("| ruler_vt | 4096 | 500 examples | ") and " CPU s | " in row

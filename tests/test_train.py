@@ -729,3 +729,29 @@ def test_a_packed_recipe_prepares_trls_packed_sequences_and_trains_on_them(tmp_p
     assert list(prepared["input_ids"]) == list(trl_own.train_dataset["input_ids"])
     assert list(prepared["seq_lengths"]) == list(trl_own.train_dataset["seq_lengths"])
     assert "finished after 1 optimizer steps" in (out / "README.md").read_text()
+
+
+def test_a_finished_rank_of_a_multi_process_launch_skips_the_interpreters_teardown():
+    """`python -m in2.train.sft` under a launcher (WORLD_SIZE > 1) leaves at once after its work, its output
+    flushed: catches a rank that goes through the teardown that aborted finished gloo ranks (an atexit hook
+    stands for it here), and a single process or a failed rank that does not end as usual."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys; from in2.train.sft import leave; atexit.register(print, 'teardown'); "
+        "print('done'); leave(int(sys.argv[1]))"
+    )
+
+    cases = {("2", "0"): (0, ["done"]), ("1", "0"): (0, ["done", "teardown"]), ("2", "3"): (3, ["done", "teardown"])}
+    procs = {
+        case: subprocess.Popen(
+            [sys.executable, "-c", code, case[1]],
+            env={**os.environ, "WORLD_SIZE": case[0]},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for case in cases
+    }  # at once: each imports torch and TRL
+    ran = {case: (p.wait(timeout=120), p.stdout.read().split()) for case, p in procs.items()}
+    assert ran == cases  # finished rank: flushed, no teardown; a single process and a failed rank as usual

@@ -576,7 +576,10 @@ def test_film_pools_download_over_http_once(tmp_path, file_server):
     with pytest.raises(FileNotFoundError, match=r"cannot download FILM's pool .*set probes.pools"):
         pools.download_film(tmp_path / "other", url + "missing/", "abc123", digests)
     # the slices are not FILM's files: with FILM's own digests the download is refused, naming the file
-    with pytest.raises(ConfigError, match=r"probes.pools: .*document_sentences.jsonl .*not FILM's 9970b18b.*abc123"):
+    with pytest.raises(
+        ConfigError,
+        match=r"probes.pools: .*document_sentences.jsonl .*not 9970b18b.* \(FILM's file at microsoft/FILM@abc123",
+    ):
         pools.download_film(tmp_path / "third", url + "{revision}/", "abc123")
 
 

@@ -49,12 +49,17 @@ def partial_path(target: str | Path) -> Path:
     host and pid, as a home folder on a cluster's shared filesystem is seen by every node). Partial copies
     that a killed process of this host left beside `target` are removed first."""
     target = Path(target)
-    host = socket.gethostname().split(".")[0] or "host"
+    host = _host()
     for stale in target.parent.glob(f"{glob.escape(target.name)}.partial-{glob.escape(host)}-*"):
         pid = stale.name.rsplit("-", 1)[1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     return target.with_name(f"{target.name}.partial-{host}-{os.getpid()}")
+
+
+def _host() -> str:
+    """This machine's short host name (as a cluster's nodes are told apart in shared folders)."""
+    return socket.gethostname().split(".")[0] or "host"
 
 
 def _alive(pid: int) -> bool:
@@ -95,8 +100,7 @@ class LockHeld(Exception):
 
 
 def _holder_is_dead(path: Path, holder: dict, stale_s: float) -> bool:
-    host = socket.gethostname().split(".")[0] or "host"
-    if holder.get("host") == host and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+    if holder.get("host") == _host() and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
         return True
     try:
         return time.time() - path.stat().st_mtime > stale_s
@@ -113,7 +117,7 @@ def folder_lock(folder: str | Path, what: str, stale_s: float = LOCK_STALE_S):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     me = {
-        "host": socket.gethostname().split(".")[0] or "host",
+        "host": _host(),
         "pid": os.getpid(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "what": what,

@@ -110,7 +110,8 @@ class LongBenchConfig:
     )
     prompts_sha256: str | None = option(
         "e0b7e5942a5663be6e7f8754cd65a7819b8b59343967201235200a2404ecc2e9",
-        "Checked against the official prompts file when set (null: not checked). The default was computed"
+        "Checked against the official prompts file (null: the first download's digest, recorded and checked from"
+        " then on). The default was computed"
         " from a stored copy of the file at `prompts_revision`, not from a download from GitHub.",
     )
     scoring: str = option(

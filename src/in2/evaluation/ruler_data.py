@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,11 +24,9 @@ from pathlib import Path
 
 from in2 import redact
 from in2.errors import ConfigError
-from in2.evaluation.download import fetch
+from in2.evaluation.download import fetch_checked
 from in2.files import partial_path, publish_once
 from in2.recipes import option
-
-logger = logging.getLogger(__name__)
 
 ESSAY_TASKS = ("niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multiquery", "niah_multivalue")
 """RULER tasks whose haystack is Paul Graham's essays, split into sentences with NLTK's punkt_tab."""
@@ -100,53 +97,23 @@ def cache_root() -> Path:
 
 def fetch_all(data: RulerDataConfig, tasks: list[str]) -> dict[str, dict]:
     """{name: {"path", "url", "sha256", "pinned"}} for every file `tasks` read: downloaded once, checked on every
-    call. A file whose digest is not its pin is a ConfigError naming the field, the file and both digests."""
+    call (in2.evaluation.download.fetch_checked)."""
     out = {}
     for name in needed(tasks):
         url, sha256 = getattr(data, f"{name}_url"), getattr(data, f"{name}_sha256")
         field = f"ruler.data.{name}"
         if not url:
-            raise ConfigError(f"{field}_url: empty; RULER's tasks {_readers(name, tasks)} read this file")
+            readers = [t for t in tasks if name in NEEDS.get(t, ())]
+            raise ConfigError(f"{field}_url: empty; RULER's tasks {readers} read this file")
         key = sha256 or hashlib.sha256(url.encode()).hexdigest()
         path = cache_root() / name / key[:16] / Path(url.split("?")[0]).name
-        shown = redact.userinfo(url)[0]  # a mirror's login never reaches a message or results.json
+        hint = "run once where the URL can be reached (the file is kept in ~/.cache/in2/ruler), or leave out the tasks that read it"
         try:
-            fetch(url, path, f"{field}_url", f"RULER's {name} file", _HINT)
+            digest = fetch_checked(url, path, f"{field}_url", f"RULER's {name} file", hint, sha256, f"{field}_sha256")
         except FileNotFoundError as e:
-            raise ConfigError(str(e).replace(url, shown)) from None
-        digest = _sha256(path)
-        expected = sha256 or _recorded(path, digest, field)
-        if digest != expected:
-            raise ConfigError(
-                f"{field}_sha256: {path} (from {shown}) has sha256 {digest}, not {expected}"
-                f"{'' if sha256 else ' (recorded at its first download)'}; delete it to download it again, or if "
-                f"the file at that URL is the one you want, set {field}_sha256 to {digest}"
-            )
-        out[name] = {"path": str(path), "url": shown, "sha256": digest, "pinned": sha256 is not None}
+            raise ConfigError(str(e)) from None
+        out[name] = {"path": str(path), "url": redact.userinfo(url)[0], "sha256": digest, "pinned": sha256 is not None}
     return out
-
-
-_HINT = "run once where the URL can be reached (the file is kept in ~/.cache/in2/ruler), or leave out the tasks that read it"
-
-
-def _readers(name: str, tasks: list[str]) -> list[str]:
-    return [t for t in tasks if name in NEEDS.get(t, ())]
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _recorded(path: Path, digest: str, field: str) -> str:
-    """The digest recorded beside `path` at its first download (recorded now if there is none)."""
-    record = path.with_name(path.name + ".sha256")
-    if not record.is_file():
-        partial = partial_path(record)
-        partial.write_text(digest + "\n")
-        publish_once(partial, record)
-        logger.warning("%s_sha256 is not set: recorded %s of the first download; set it to pin the file", field, digest)
-    return record.read_text().strip()
 
 
 def nltk_folder(files: dict[str, dict]) -> Path:

@@ -15,7 +15,6 @@ import re
 import sysconfig
 from pathlib import Path
 
-from in2.errors import ConfigError
 from in2.jsonl import read_jsonl
 from in2.seeding import rng
 
@@ -61,23 +60,19 @@ def download_film(
 ) -> Path:
     """Fetch FILM's three pool files at `revision` into `folder` (needs network; skipped for files already
     there) and check each against its `sha256`."""
-    from in2.evaluation.download import fetch
+    from in2.evaluation.download import fetch_checked
 
     for name in FILM_FILES.values():
-        source = url.replace("{revision}", revision) + name
-        path = fetch(
-            source,
+        fetch_checked(
+            url.replace("{revision}", revision) + name,
             Path(folder) / name,
             "probes.pools",
             "FILM's pool",
             "put FILM's VaLProbing/pieces files in a folder and set probes.pools to it",
+            sha256[name],
+            "probes.pools",
+            f" (FILM's file at microsoft/FILM@{revision[:7]})",
         )
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != sha256[name]:
-            raise ConfigError(
-                f"probes.pools: {path} (from {source}) has sha256 {digest}, not FILM's {sha256[name]} at "
-                f"microsoft/FILM@{revision[:7]}; delete it to download it again"
-            )
     return Path(folder)
 
 

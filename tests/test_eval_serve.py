@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from in2.errors import ConfigError
 from in2.evaluation import serve
 from in2.evaluation.config import EvalConfig
 from in2.recipes import from_dict
@@ -102,6 +103,24 @@ def test_a_managed_server_answers_every_suite_and_is_stopped(tmp_path, probes):
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
         pytest.fail("the server was left running")
+
+    # a rerun (another free port) is answered from the cache: the cache names the command, not the port
+    again = suite.evaluate(
+        from_dict(EvalConfig, _recipe(tmp_path, probes, [model], output_dir=str(tmp_path / "again")))
+    )
+    log2 = (again / "servers" / "served.log").read_text()
+    assert json.loads(re.search(r"argv (\[.*\])", log2).group(1))[5] != argv[5]  # not the same port
+    assert "request 1" not in log2  # nothing asked again
+    assert (
+        json.loads((again / "results.json").read_text())["probing"]["models"]["served"]
+        == (results["probing"]["models"]["served"])
+    )
+    with serve.socket.socket() as taken:  # a fixed port in use: one line before anything starts
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        fixed = _served(tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(ConfigError, match=rf"served: serve.port {fixed['serve']['port']} is in use"):
+            suite.evaluate(from_dict(EvalConfig, _recipe(tmp_path, probes, [fixed], output_dir=str(tmp_path / "x"))))
 
 
 def test_an_api_key_in_the_servers_arguments_reaches_it_by_environment_and_never_its_log(tmp_path, probes):

@@ -62,11 +62,7 @@ class ServeConfig:
         "The executable (with leading arguments) run instead of `vllm`, e.g. [python, -m, vllm.entrypoints.cli.main]; "
         "in2 appends `serve MODEL --host --port` and `args`.",
     )
-    port: int | None = option(
-        None,
-        "Port to serve on; None: a free one. A fixed port keeps the request cache of a Hub-named model across "
-        "runs (its cache key names the server URL; a local folder's names its weights).",
-    )
+    port: int | None = option(None, "Port to serve on; None: a free one. A fixed port must be free when in2 starts.")
     startup_timeout_s: float = option(
         1800.0, "Seconds to wait for GET /v1/models to answer (loading 7B weights and CUDA graphs takes minutes)."
     )
@@ -110,14 +106,24 @@ def command(serve: ServeConfig, model: str, port: int, host: str = "127.0.0.1") 
     if not lora and loads != model:
         cmd += ["--served-model-name", model]
     if lora:
-        cmd += ["--enable-lora", "--lora-modules", f"{model}={model}", "--max-lora-rank", str(max(16, lora["r"]))]
+        cmd += ["--enable-lora", "--lora-modules", f"{model}={model}", "--max-lora-rank", str(_lora_rank(lora["r"]))]
     return cmd + list(serve.args)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def _lora_rank(r: int) -> int:
+    """The smallest rank vLLM accepts that holds an adapter of rank `r` (at least 16)."""
+    return next((n for n in LORA_RANKS if n >= max(16, r)), max(16, r))
+
+
+def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
+    """`port` if nothing listens on it (0: one the system picks); OSError if it is taken."""
     with socket.socket() as s:
-        s.bind((host, 0))
+        s.bind((host, port))
         return s.getsockname()[1]
+
+
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The --max-lora-rank values vLLM accepts."""
 
 
 def tail(log: Path, lines: int = LOG_LINES) -> str:
@@ -125,11 +131,16 @@ def tail(log: Path, lines: int = LOG_LINES) -> str:
     return redact.text("\n".join(text.rstrip("\n").split("\n")[-lines:]))
 
 
-def _die_with_parent() -> None:  # runs in the child before exec (Linux): SIGTERM when in2 dies
-    with contextlib.suppress(Exception):
+def _death_signal():
+    """A function for the child to run before exec (Linux): SIGTERM when in2 dies. libc is loaded here, in the
+    parent: the child of a process with threads may only call what needs no import or lock."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Server:
@@ -154,7 +165,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **env},
                 start_new_session=True,  # its own process group: stop() takes its workers down with it
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=_death_signal() if sys.platform == "linux" else None,  # noqa: PLW1509
             )
         except OSError:
             out.close()
@@ -276,7 +287,12 @@ def serving(name: str, generator: GeneratorConfig, serve: ServeConfig | None, lo
         yield generator
         return
     host = "127.0.0.1"
-    port = serve.port or free_port(host)
+    try:
+        port = free_port(host, serve.port or 0)
+    except OSError:
+        raise ConfigError(
+            f"{name}: serve.port {serve.port} is in use on {host}: free it, or leave serve.port out"
+        ) from None
     url = f"http://{host}:{port}/v1"
     log = logs / f"{''.join(c if c.isalnum() or c in '-_.' else '-' for c in name)}.log"
     server = Server(name, command(serve, generator.model, port, host), log, serve.env, url)
@@ -293,6 +309,8 @@ def serving(name: str, generator: GeneratorConfig, serve: ServeConfig | None, lo
                     f"{generator.model!r}; its log: {log}"
                 )
             print(f"in2: {name}: serving at {url} (log {log})", file=sys.stderr)
-            yield dataclasses.replace(generator, base_url=url)
+            # the answer cache names what was started, not its port (a new one each run), so a rerun resumes
+            started = redact.text(shlex.join(command(serve, generator.model, 0, host)[1:]))
+            yield dataclasses.replace(generator, base_url=url, server_id=generator.server_id or f"in2 serve: {started}")
         finally:
             server.stop(serve.stop_timeout_s)

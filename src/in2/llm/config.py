@@ -29,6 +29,11 @@ class GeneratorConfig:
     base_url: str | None = option(
         None, "OpenAI-compatible server URL, e.g. http://localhost:8000/v1 (None: OpenAI's API)."
     )
+    server_id: str | None = option(
+        None,
+        "What names the server in the answer cache of a Hub-named model, instead of base_url (None: base_url): for "
+        "a server whose URL changes from job to job. `in2 eval` sets it for a server it starts (its command).",
+    )
     api_key_env: str = option(
         "OPENAI_API_KEY", "Name of the environment variable holding the key; the key itself never enters a config."
     )

@@ -90,11 +90,13 @@ class OpenAIBackend:
     def model_id(cls, cfg: GeneratorConfig, cache: Cache) -> str:
         """What the server answers with: the fingerprint of the weights when `model` is a local folder or
         file (the path a server such as vLLM serves, e.g. a checkpoint `in2 train` writes again), else the
-        model's name and the server (OpenAI's API: the name alone, as every cache so far)."""
+        model's name and the server: `server_id`, else its URL (OpenAI's API: the name alone, as every cache so far)."""
         if Path(cfg.model).exists():  # gguf_file and dtype are the server's business here
             blob = json.dumps(describe(cfg.model, None, cache), sort_keys=True)
             return "weights-sha256:" + hashlib.sha256(blob.encode()).hexdigest()
-        return cfg.model if cfg.base_url is None else f"{cfg.model}@{redact.url(cfg.base_url)}"
+        if cfg.base_url is None:
+            return cfg.model
+        return f"{cfg.model}@{cfg.server_id or redact.url(cfg.base_url)}"
 
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg

@@ -65,6 +65,12 @@ def test_ruler_subset_offline_scores_as_lm_eval_does(tmp_path, server, tiny_mode
 def test_ruler_scoring_rules_and_effective_length():
     assert ruler.example_score("niah_multivalue", " 123, 456\x00.", ["123", "456", "789"]) == pytest.approx(2 / 3)
     assert ruler.example_score("ruler_qa_squad", "It was Paris", ["paris", "Lyon"]) == 1.0
+    # where in2 and lm-eval part (docs/evaluation.md): lm-eval 0.4.13 scores QA by the share of answers found
+    from lm_eval.tasks.ruler.common_utils import process_results
+
+    doc = {"max_length": 4096, "outputs": ["paris", "Lyon"]}
+    assert process_results(doc, ["It was Paris"])["4096"] == 0.5
+    assert ruler.example_score("ruler_cwe", "It was Paris", ["paris", "Lyon"]) == 0.5  # the same rule elsewhere
     assert ruler.example_score("niah_single_3", "ABC-def", ["abc-DEF"]) == 1.0
     scores = {"4096": 92.8, "8192": 88.2, "16384": 87.2, "32768": 75.4, "65536": 86.0}
     assert ruler.effective_length(scores, 85.6) == 16384  # contiguous from the shortest: 64K does not count

@@ -66,10 +66,11 @@ def run(
     out: dict[str, dict[str, dict]] = {t: {} for t in r.tasks}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    model_key = model_id(generator)
     with _api_key(generator), lm_eval_reads(files):
         for length in r.lengths:
             path = out_dir / f"ruler_{length}.json"
-            key = fingerprint(cfg, generator, tokenizer, length, files)
+            key = fingerprint(cfg, model_key, tokenizer, length, files)
             if path.is_file() and (kept := json.loads(path.read_text())).get("fingerprint") == key:
                 for task in r.tasks:
                     out[task][str(length)] = kept["scores"][task]
@@ -99,19 +100,22 @@ def run(
     return out
 
 
-def fingerprint(
-    cfg: EvalConfig, generator: GeneratorConfig, tokenizer: str | None, length: int, files: dict[str, dict]
-) -> str:
-    """What one length's scores depend on: the answering model (its weights' fingerprint for a local folder,
-    as the request cache keys it), the examples (and the data files they are made from) and lm-eval's version."""
+def model_id(generator: GeneratorConfig) -> str:
+    """The answering model as the request cache names it (its weights' fingerprint for a local folder)."""
     from in2.llm import Engine
-    from in2.versions import versions
 
     engine = Engine(generator)
     try:
-        model = engine.model_id
+        return engine.model_id
     finally:
         engine.close()
+
+
+def fingerprint(cfg: EvalConfig, model: str, tokenizer: str | None, length: int, files: dict[str, dict]) -> str:
+    """What one length's scores depend on: the answering `model` (`model_id`), the examples (and the data files
+    they are made from) and lm-eval's version."""
+    from in2.versions import versions
+
     r = cfg.ruler
     spec = {
         "model": model,

@@ -108,13 +108,21 @@ def test_requests_no_batch_answers_fail_after_batch_attempts_and_refused_ones_ar
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     requests = prompts(4)
     with CannedServer() as s:
-        s.batch_faults = {1: "failed", 2: "failed", 3: "failed"}
-        for _ in range(2):  # the rerun counts the batches of the first run: no new one
-            engine = _engine(s.url, tmp_path / "c", batch_attempts=3)
-            out = engine.generate(requests)
-            engine.close()
-            assert {r.error for r in out} == {"batch_attempts_exhausted"} and len(s.batches) == 3
+        s.batch_faults = {1: "failed", 2: "failed", 3: "failed", 4: "failed", 5: "failed", 6: "failed"}
+        engine = _engine(s.url, tmp_path / "c", batch_attempts=3)
+        out = engine.generate(requests)
+        engine.close()
+        assert {r.error for r in out} == {"batch_attempts_exhausted"} and len(s.batches) == 3
         assert [row["status"] for row in status(engine.cfg)] == ["failed"] * 3
+        # a whole batch that failed is not the requests' fault: a rerun (the quota raised, say) tries again,
+        # batch_attempts more times, without resending the earlier batches...
+        engine = _engine(s.url, tmp_path / "c", batch_attempts=3)
+        assert {r.error for r in engine.generate(requests)} == {"batch_attempts_exhausted"} and len(s.batches) == 6
+        engine.close()
+        # ...and once the server answers, the rerun gets every answer in one new batch
+        engine = _engine(s.url, tmp_path / "c", batch_attempts=3)
+        assert [r.error for r in engine.generate(requests)] == [None] * 4 and len(s.batches) == 7
+        engine.close()
     assert not passing(FAILED + "batch_attempts_exhausted")  # in2 synth: a reject in the manifest, not asked again
 
     with CannedServer() as s:

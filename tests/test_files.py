@@ -69,9 +69,8 @@ def test_a_folder_lock_admits_one_run_and_takes_over_what_dead_runs_left(tmp_pat
         with pytest.raises(LockHeld) as held, folder_lock(tmp_path, "second", stale_s=0.4):
             pass
         assert held.value.holder["what"] == "first" and held.value.holder["pid"] == os.getpid()
-        time.sleep(1.0)  # longer than stale_s: the holder's heartbeat keeps the lock fresh
-        with pytest.raises(LockHeld), folder_lock(tmp_path, "third", stale_s=0.4):
-            pass
+        time.sleep(1.0)  # longer than stale_s: the holder's heartbeat keeps the lock fresh (for other hosts)
+        assert time.time() - lock.stat().st_mtime < 0.4
     assert not lock.exists()  # released
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -79,6 +78,15 @@ def test_a_folder_lock_admits_one_run_and_takes_over_what_dead_runs_left(tmp_pat
     lock.write_text(json.dumps({"host": host, "pid": int(dead.stdout), "what": "killed run"}))
     with folder_lock(tmp_path, "rerun"):  # this host, pid gone: taken over at once
         assert json.loads(lock.read_text())["what"] == "rerun"
+    stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # this host, pid alive (a suspended run, say): held however old its file
+        lock.write_text(json.dumps({"host": host, "pid": stopped.pid, "what": "suspended run"}))
+        os.utime(lock, (time.time() - 600, time.time() - 600))
+        with pytest.raises(LockHeld), folder_lock(tmp_path, "rerun"):
+            pass
+    finally:
+        stopped.kill()
+        stopped.wait()
 
     lock.write_text(json.dumps({"host": "another-node", "pid": 1, "what": "requeued job"}))
     with pytest.raises(LockHeld):  # another node's pid cannot be checked: live while its file is fresh

@@ -87,8 +87,9 @@ def publish_once(partial: Path, target: str | Path) -> Path:
 
 LOCK_NAME = "in2.lock"
 LOCK_STALE_S = 120.0
-"""A lock whose file has not been touched for this long is left by a dead run (its holder touches it every
-quarter of this): taken over, so a job requeued on another node (whose pid cannot be checked) goes on."""
+"""A lock of another host whose file has not been touched for this long is left by a dead run (its holder
+touches it every quarter of this): taken over, so a job requeued on another node (whose pid cannot be checked)
+goes on. On the lock's own host its pid decides."""
 
 
 class LockHeld(Exception):
@@ -100,8 +101,10 @@ class LockHeld(Exception):
 
 
 def _holder_is_dead(path: Path, holder: dict, stale_s: float) -> bool:
-    if holder.get("host") == _host() and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
-        return True
+    """On this host the holder's pid says (a stopped or suspended run is alive); from another host, the lock's
+    heartbeat: not touched for `stale_s`."""
+    if holder.get("host") == _host() and isinstance(holder.get("pid"), int):
+        return not _alive(holder["pid"])
     try:
         return time.time() - path.stat().st_mtime > stale_s
     except FileNotFoundError:
@@ -111,8 +114,8 @@ def _holder_is_dead(path: Path, holder: dict, stale_s: float) -> bool:
 @contextmanager
 def folder_lock(folder: str | Path, what: str, stale_s: float = LOCK_STALE_S):
     """Hold `folder`/in2.lock while the block runs, for one process at a time; raises LockHeld naming the live
-    holder. A lock left by a dead process is taken over: one of this host whose pid is gone, or any whose file
-    has not been touched for `stale_s` (a thread of the holder touches it every `stale_s / 4`)."""
+    holder. A lock left by a dead process is taken over: one of this host whose pid is gone, or one of another
+    host whose file has not been touched for `stale_s` (a thread of the holder touches it every `stale_s / 4`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME

@@ -258,8 +258,12 @@ class BatchBackend:
         attempts = np.zeros(n, dtype=np.int16)
         errors: dict[int, Response] = {}  # the last failure of requests that failed (few)
 
+        ended_before: set[str] = set()  # batches of earlier runs that had ended when this run began
+
         def settle(batch: Batch) -> None:
-            """Deliver what a finished batch answered; count an attempt for what it did not."""
+            """Deliver what a finished batch answered; count an attempt for what it did not (a request the batch
+            never answered counts only if the batch ended in this run: a rerun tries again after a whole batch
+            failed, expired or was cancelled, e.g. once a quota is raised; an error line counts in every run)."""
             pos = index.find(batch.held())
             mine = pos[pos >= 0]
             mine = mine[~delivered[mine]]
@@ -277,6 +281,8 @@ class BatchBackend:
                     attempts[i] += 1
                     errors[i] = response if response.error else Response(text=None, error="batch_empty_reply")
             for i in mine[~seen[mine]]:  # no line at all: the batch failed, expired or was cancelled
+                if batch.name in ended_before:
+                    continue
                 attempts[i] += 1
                 ended = batch.state.get("ended") or batch.state.get("status", "failed")
                 errors[int(i)] = Response(text=None, error=f"batch_{ended}")
@@ -287,6 +293,8 @@ class BatchBackend:
             b = Batch(self.folder, state.stem)
             if b.ids.exists() and (index.find(b.held()) >= 0).any():
                 held_by.append(b)
+                if b.status in (*TERMINAL, "downloaded"):
+                    ended_before.add(b.name)
         with self.api_errors():
             self.drive(held_by, settle, desc)
 
@@ -441,6 +449,8 @@ class BatchBackend:
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
                 with self.client.with_streaming_response.files.content(file_id) as r:
                     r.stream_to_file(tmp)
+                with open(tmp, "rb") as f:  # on disk before the state says downloaded (else paid for twice)
+                    os.fsync(f.fileno())
                 os.replace(tmp, path)
         errors = [e.message for e in (remote.errors.data or [])] if remote.errors else []
         b.save(status="downloaded", ended=remote.status, errors=[redact.text(str(m)[:200]) for m in errors[:3]])
@@ -451,10 +461,6 @@ class BatchFilesBackend(BatchBackend):
 
     upload = False
     batch_priced = False  # a lab's own GPUs: the generator's prices as they are
-
-    @classmethod
-    def model_id(cls, cfg: GeneratorConfig, cache: Cache) -> str:
-        return OpenAIBackend.model_id(cfg, cache)
 
 
 def pending_message(cfg: GeneratorConfig, waiting: list[Batch]) -> str:

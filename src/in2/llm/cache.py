@@ -138,6 +138,6 @@ def one_run(cache_dir: str | Path, what: str):
         raise ConfigError(
             f"generator.cache_dir: {cache_dir} is in use by {h.get('what', 'another in2 run')} (pid {h.get('pid')} "
             f"on {h.get('host')}, since {h.get('started')}); two runs on one answer cache would ask, and pay, for "
-            "the same requests twice: wait for that run or stop it (its lock is taken over once it has not been "
-            f"renewed for {LOCK_STALE_S:g} s), or give this run its own generator.cache_dir"
+            "the same requests twice: wait for that run or stop it (a dead run's lock is taken over: on its host at once, "
+            f"from another host once not renewed for {LOCK_STALE_S:g} s), or give this run its own generator.cache_dir"
         ) from None

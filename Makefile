@@ -88,7 +88,7 @@ format: $(STAMP)
 
 # What `make clean` removes: the demo's outputs and request caches, build leftovers, and what in2 converted
 # into the user's cache (GGUF weights as model folders, ~520 MB for SmolLM2; Mistral tokenizers). Downloads
-# (~/.cache/in2/film, ~/.cache/in2/longbench) and the venv stay; `make distclean` also removes the venv.
+# (~/.cache/in2/film, ~/.cache/in2/longbench, ~/.cache/in2/ruler) and the venv stay; `make distclean` also removes the venv.
 OUTPUTS := data/in2-demo data/in2-demo.shards checkpoints/in2-demo probes/demo results/in2-demo .cache/in2 \
 	results/in2-effect results/in2-effect.work
 LEFTOVERS := build dist src/*.egg-info

@@ -156,9 +156,13 @@ def test_model_index_rows_for_longbench_and_short_tasks_name_their_datasets():
     assert (gsm.dataset_type, gsm.dataset_config, gsm.metric_value) == ("openai/gsm8k", "main", 44.5)
 
 
-@pytest.mark.parametrize(("every", "pushed"), [(1, [1, 2, 3, 4]), (2, [2, 4]), (0, [])])
-def test_checkpoint_pushes_follow_the_cadence(tmp_path, every, pushed):
-    """push_checkpoints_every: every Nth save (by save number, so a resumed run keeps it), 0 the final only."""
+@pytest.mark.parametrize(
+    ("every", "saves", "pushed"),
+    [(1, (1, 2, 3, 4), [1, 2, 3, 4]), (2, (1, 2, 3, 4), [2, 4]), (0, (1, 2, 3, 4), []), (2, (2, 3, 4), [2, 4])],
+)
+def test_checkpoint_pushes_follow_the_cadence(tmp_path, every, saves, pushed):
+    """push_checkpoints_every: every Nth save (by save number, so a run resumed after save 1 still pushes saves 2
+    and 4, not its own 2nd save, 3), 0 the final only."""
     from types import SimpleNamespace
 
     from in2.train.hub import HubPublisher
@@ -166,11 +170,12 @@ def test_checkpoint_pushes_follow_the_cadence(tmp_path, every, pushed):
 
     hub = BranchHub()
     publisher = HubPublisher("org/tiny-in2", api=hub, every=every)
-    args = SimpleNamespace(output_dir=str(tmp_path), save_strategy="steps", save_steps=5)
-    for step in (5, 10, 15, 20):
+    args = SimpleNamespace(output_dir=str(tmp_path), save_strategy="steps", save_steps=0.25)  # a ratio: 5 steps
+    for step in (5 * n for n in saves):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"w")
-        publisher.on_save(args, SimpleNamespace(global_step=step, is_world_process_zero=True), None)
+        state = SimpleNamespace(global_step=step, save_steps=5, is_world_process_zero=True)
+        publisher.on_save(args, state, None)
     (tmp_path / "model.safetensors").write_bytes(b"final")
     publisher.finish(tmp_path)
     assert set(hub.branches) == {"main"} | {f"checkpoint-{5 * n}" for n in pushed}

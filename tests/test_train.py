@@ -747,7 +747,7 @@ def test_a_finished_rank_of_a_multi_process_launch_skips_the_interpreters_teardo
     procs = {
         case: subprocess.Popen(
             [sys.executable, "-c", code, case[1]],
-            env={**os.environ, "WORLD_SIZE": case[0]},
+            env={**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "WORLD_SIZE": case[0]},
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -11,28 +11,33 @@ from in2.assets import loading
 from in2.errors import ConfigError
 from in2.train.args import In2ScriptArguments
 
-DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json", ".csv", ".txt", ".md")
 
-
-def folder_cache_dir(folder: str | Path) -> str | None:
-    """A datasets cache of its own for a local dataset folder as its files are now (None for a Hub repo).
-
-    datasets 5.2 keys its Arrow cache of a folder whose README lists `configs:` by the folder's name and
-    the config, not by the files: a re-synthesized `data/in2-demo`, or another folder of the same name, loads
-    the rows cached from the first one. The key here is the folder's absolute path and every data file's
-    path, size and modification time (a stat each, no reading)."""
+def folder_version(folder: str | Path) -> str | None:
+    """A local dataset folder as its files are now: a hash of its absolute path and every file's path, size and
+    modification time (a stat each, no reading; hidden files left out). None for a Hub repo."""
     path = Path(folder)
     if not path.is_dir():
         return None
-    from datasets import config
-
     h = hashlib.sha256(str(path.resolve()).encode())
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path)
-        if p.suffix in DATA_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in rel.parts):
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
             st = p.stat()
             h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return str(Path(config.HF_DATASETS_CACHE) / "in2-folders" / h.hexdigest()[:16])
+    return h.hexdigest()[:16]
+
+
+def folder_cache_dir(folder: str | Path) -> str | None:
+    """A datasets cache of its own for a local dataset folder as its files are now (`folder_version`; None for a
+    Hub repo). datasets 5.2 keys its Arrow cache of a folder whose README lists `configs:` by the folder's name
+    and the config, not by the files: a re-synthesized `data/in2-demo`, or another folder of the same name, loads
+    the rows cached from the first one."""
+    version = folder_version(folder)
+    if version is None:
+        return None
+    from datasets import config
+
+    return str(Path(config.HF_DATASETS_CACHE) / "in2-folders" / version)
 
 
 def load_splits(script_args: In2ScriptArguments, want_eval: bool):

@@ -83,13 +83,20 @@ class HubPublisher(TrainerCallback):
         )
 
     def due(self, args, state) -> bool:
-        """Whether this save is one to upload: the run's save number (global_step / save_steps for step saves,
-        so a resumed run keeps its cadence; else saves of this session) is a multiple of `every`."""
+        """Whether this save is one to upload: the run's save number is a multiple of `every`. The number counts
+        from the run's start, so a resumed run keeps its cadence: global_step / the trainer's absolute save_steps
+        (a ratio already resolved) for step saves, the epoch for epoch saves, else saves of this session."""
         self._saves += 1
         if self.every <= 0:
             return False
-        steps = getattr(args, "save_steps", None) if getattr(args, "save_strategy", "steps") == "steps" else None
-        number = state.global_step // steps if isinstance(steps, int) and steps >= 1 else self._saves
+        strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
+        steps = getattr(state, "save_steps", 0) or 0
+        if strategy == "steps" and steps >= 1:
+            number = state.global_step // int(steps)
+        elif strategy == "epoch" and getattr(state, "epoch", None):
+            number = round(state.epoch)
+        else:
+            number = self._saves
         return number % self.every == 0
 
     def on_save(self, args, state, control, **kwargs):

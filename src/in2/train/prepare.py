@@ -36,6 +36,7 @@ from types import SimpleNamespace
 
 from in2.errors import ConfigError
 from in2.files import partial_path, publish_once
+from in2.train import data
 
 logger = logging.getLogger("in2.train")
 MARK = "prepared.json"
@@ -104,6 +105,7 @@ def key_inputs(script_args, training_args, tokenizer, train, eval_set) -> dict:
             "train_split": script_args.dataset_train_split,
             "eval_split": script_args.dataset_test_split if eval_set is not None else None,
             "content_hash": content_hash,
+            "files": data.folder_version(script_args.dataset_name),  # datasets' fingerprint misses a rewrite
             "fingerprints": [getattr(d, "_fingerprint", None) for d in (train, eval_set) if d is not None],
         },
         "tokenizer": {

@@ -16,12 +16,12 @@ import os
 import time
 from pathlib import Path
 
-OFFLINE = ["niah_single_1", "niah_multikey_2", "niah_multikey_3", "ruler_vt", "ruler_cwe", "ruler_fwe"]
+from in2.evaluation.tasks import RULER_OFFLINE
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=OFFLINE)
+    parser.add_argument("--tasks", nargs="+", default=list(RULER_OFFLINE))
     parser.add_argument("--lengths", nargs="+", type=int, default=[4096, 32768])
     parser.add_argument("--tokenizer", default="pkg://mistral_common/data/tokenizer.model.v1")
     args = parser.parse_args()

@@ -466,10 +466,15 @@ class CannedServer:
 
 
 def in2_process(*args: str, **env: str) -> subprocess.Popen:
-    """`python -m in2.cli ARGS` in its own process (the checkout on PYTHONPATH), output captured."""
+    """`python -m in2.cli ARGS` in its own process (the checkout's src/ first on PYTHONPATH, so it runs the code
+    under test rather than an installed in2; the root for `tests.*`), output captured."""
     return subprocess.Popen(
         [sys.executable, "-m", "in2.cli", *args],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(Path(__file__).resolve().parents[1] / p) for p in ("src", "")),
+            **env,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

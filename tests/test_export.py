@@ -137,12 +137,31 @@ def test_model_index_rows_for_longbench_and_short_tasks_name_their_datasets():
             "scores": {"m": {"gsm8k": 44.5}},
             "datasets": {"gsm8k": {"path": "openai/gsm8k", "name": "main", "revision": None}},
         },
+        "versions": {"lm-eval": "0.4.13"},
+        "ruler": {
+            "limit": 5,
+            "threshold": 85.6,
+            "models": {
+                "m": {
+                    "tasks": {"ruler_cwe": {"4096": {"score": 92.5}, "8192": {"score": 80.0}}},
+                    "per_length": {"4096": 92.5, "8192": 80.0},
+                    "average": 86.25,
+                    "effective_length": 4096,
+                }
+            },
+        },
     }
     rows = suite.model_index(data, "m")
     yaml_data = ModelCardData(model_name="m", eval_results=[EvalResult(**r) for r in rows]).to_dict()
     name, back = model_index_to_eval_results(yaml_data["model-index"])
     got = {(r.dataset_name, r.metric_type): r for r in back}
-    assert name == "m" and len(back) == len(rows) == 5
+    assert name == "m" and len(back) == len(rows) == 9  # 5 + RULER: 2 task rows and 2 per-length means
+    cwe = [r for r in back if r.metric_name == "RULER ruler_cwe 8K"]
+    assert len(cwe) == 1 and (cwe[0].metric_value, cwe[0].dataset_config) == (80.0, "ruler_cwe_8192")
+    assert cwe[0].dataset_args == {"lm_eval": "0.4.13", "limit": 5}
+    assert got[("RULER 4K", "recall")].metric_value == 92.5
+    card = {r["task"]: r["value"] for r in suite.card_rows({"ruler": data["ruler"]}, "m")}
+    assert (card["RULER 8K"], card["RULER average"], card["RULER effective length"]) == (80.0, 86.2, "4K")
     code = got[("VaL probing code_backward_32k", "avg")]
     assert code.metric_value == 83.31 and code.dataset_revision == "134c03b723f8373088ec7b899f5948f8e5cd474d"
     qasper = got[("LongBench qasper", "qa_f1")]

@@ -60,6 +60,13 @@ def test_ruler_subset_offline_scores_as_lm_eval_does(tmp_path, server, tiny_mode
     assert json.loads((out / "results.json").read_text())["ruler"]["models"]["reader"]["tasks"]["ruler_cwe"] == {
         "4096": cwe
     }
+    recipe["ruler"]["limit"] = 1  # other examples: the kept scores' fingerprint no longer matches
+    suite.evaluate(from_dict(EvalConfig, recipe))
+    assert len(server.bodies) == 6
+    assert (
+        json.loads((out / "results.json").read_text())["ruler"]["models"]["reader"]["tasks"]["ruler_cwe"]["4096"]["n"]
+        == 1
+    )
 
 
 def test_ruler_scoring_rules_and_effective_length():

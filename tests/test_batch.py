@@ -133,6 +133,10 @@ def test_requests_no_batch_answers_fail_after_batch_attempts_and_refused_ones_ar
         assert [r.error for r in out] == [None, "http_400", None, None] and len(s.batches) == 1
 
 
+def manifest_usage(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())["usage"]
+
+
 def _hash(folder: Path) -> str:
     return json.loads((folder / "manifest.json").read_text())["content_hash"]
 
@@ -145,10 +149,16 @@ def test_both_batch_backends_release_the_same_dataset_as_the_synchronous_one(tmp
 
     monkeypatch.setenv("IN2_TEST_API_KEY", SECRET)
     with CannedServer() as s:
-        assert main(["synth", "--config", str(write_config(tmp_path, s.url, name="sync"))]) == 0
+        prices = ["generator.price_input_per_1m=10", "generator.price_output_per_1m=30"]
+        assert main(["synth", "--config", str(write_config(tmp_path, s.url, name="sync")), *prices]) == 0
         synchronous = sum(s.answered.values())
         cfg = write_config(tmp_path, s.url, name="batch")
-        batch = ["generator.backend=openai_batch", "generator.batch_poll_s=0", "generator.batch_max_requests=10"]
+        batch = [
+            "generator.backend=openai_batch",
+            "generator.batch_poll_s=0",
+            "generator.batch_max_requests=10",
+            *prices,
+        ]
         assert main(["synth", "--config", str(cfg), *batch]) == 0
         assert sum(s.answered.values()) == 2 * synchronous  # every request once more, all through batches
         assert len(s.batches) >= 2 and all(b["status"] == "completed" for b in s.batches.values())
@@ -161,6 +171,10 @@ def test_both_batch_backends_release_the_same_dataset_as_the_synchronous_one(tmp
 
     m = json.loads((tmp_path / "batch" / "manifest.json").read_text())
     assert _hash(tmp_path / "batch") == _hash(tmp_path / "sync")
+    # the same requests through the Batch API cost batch_price_factor (0.5) of the synchronous price
+    spent = {name: manifest_usage(tmp_path / name)["spent_usd_this_run"] for name in ("sync", "batch")}
+    assert spent["sync"] > 0 and spent["batch"] == pytest.approx(spent["sync"] / 2, rel=1e-3)
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(spent["batch"], abs=1e-3)
     assert sum(sum(p["rejected"].values()) for p in m["qa_by_part"].values()) == sum(m["rejected"].values())
     assert sum(p["planned"] for p in m["qa_by_part"].values()) == m["counts"]["qa"]["planned"]
 

@@ -75,7 +75,12 @@ def cmd_synth(args) -> int:
             print(json.dumps(row))
         done = sum(r["answered"] for r in rows)
         cost = sum(r["cost_usd"] for r in rows)
-        print(f"{len(rows)} batches, {done:,} requests answered, ${cost:.4f} so far (at the batch price)")
+        from in2.llm.base import backend_class
+
+        priced = (
+            "the batch price" if getattr(backend_class(cfg.generator.backend), "batch_priced", False) else "its price"
+        )
+        print(f"{len(rows)} batches, {done:,} requests answered, ${cost:.4f} so far (at {priced})")
         return 0
     if args.batch_cancel:
         from in2.llm.batch_backend import cancel

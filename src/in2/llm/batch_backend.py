@@ -285,7 +285,8 @@ class BatchBackend:
                     continue
                 attempts[i] += 1
                 ended = batch.state.get("ended") or batch.state.get("status", "failed")
-                errors[int(i)] = Response(text=None, error=f"batch_{ended}")
+                why = (batch.state.get("errors") or [None])[0]  # the server's reason, e.g. a token quota
+                errors[int(i)] = Response(text=None, error=f"batch_{ended}", detail=why)
 
         # 1. batches of earlier runs that hold requests of this call: drive them to their end
         held_by: list[Batch] = []
@@ -421,12 +422,13 @@ class BatchBackend:
     def submit(self, b: Batch) -> None:
         """Upload and submit `b` as far as its state says it is not yet (module docstring)."""
         c = self.client
+        resumed = b.status == "uploaded"  # uploaded by an earlier run, which may have submitted it before dying
         if b.status == "written":
             with open(b.input, "rb") as f:
                 uploaded = c.files.create(file=(b.input.name, f), purpose="batch")
             b.save(status="uploaded", input_file_id=uploaded.id)
         if b.status == "uploaded":
-            found = self.find_submitted(b.state["input_file_id"])
+            found = self.find_submitted(b.state["input_file_id"]) if resumed else None
             if found is None:
                 found = c.batches.create(
                     input_file_id=b.state["input_file_id"],
@@ -494,6 +496,7 @@ def status(cfg: GeneratorConfig) -> list[dict]:
                 "status": b.state.get("ended", b.status),
                 "requests": b.state.get("requests"),
                 "counts": b.state.get("counts"),
+                "errors": b.state.get("errors"),
                 "answered": answered,
                 "failed": failed,
                 "cost_usd": round(Usage.price(cfg, prompt, completion), 4),

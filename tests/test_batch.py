@@ -188,6 +188,7 @@ def test_both_batch_backends_release_the_same_dataset_as_the_synchronous_one(tmp
         "VENV": str(ROOT / ".venv"),
         "VLLM": f"{sys.executable} {ROOT / 'tests' / 'vllm_stand_in.py'}",
         "TQDM_DISABLE": "1",
+        "FILE_REQUESTS": "10",  # several files per round here (the default, 200,000, makes one)
     }
     proc = subprocess.run(
         ["bash", str(ROOT / "recipes/film-7b/synth_vllm_batch.slurm")],
@@ -200,6 +201,8 @@ def test_both_batch_backends_release_the_same_dataset_as_the_synchronous_one(tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "in2: waiting:" in proc.stderr and "vllm run-batch -i " in proc.stderr and " --model canned" in proc.stderr
     assert _hash(tmp_path / "files") == _hash(tmp_path / "sync")
+    inputs = list((tmp_path / "files-cache" / "batches").glob("*.input.jsonl"))
+    assert len(inputs) >= 2 and max(len(f.read_text().splitlines()) for f in inputs) <= 10
 
 
 def test_dry_run_prices_replies_at_a_pilots_length_counts_hours_batches_and_rejects_per_part(tmp_path, capsys):
@@ -340,3 +343,15 @@ def test_batch_cancel_stops_live_batches_and_the_rerun_finishes_the_run(tmp_path
     assert len(s.batches) == 4  # one new batch for what the two cancelled ones did not answer
     expected = hashlib.sha256("\n".join(_expected(prompts(N))).encode()).hexdigest()
     assert result["sha256"] == expected
+
+
+def test_openais_file_limits_bind_its_batch_api_only():
+    """batch_files feeds `vllm run-batch`, which loads the model once per file: its files may be far larger."""
+    from in2.errors import ConfigError
+    from in2.llm.config import GeneratorConfig, generator_checks
+    from in2.recipes import raise_first
+
+    big = {"batch_max_requests": 200_000, "batch_max_mb": 4000.0}
+    raise_first(generator_checks(GeneratorConfig(backend="batch_files", **big), "generator"))
+    with pytest.raises(ConfigError, match=r"generator.batch_max_requests must be at most 50000 .* openai_batch"):
+        raise_first(generator_checks(GeneratorConfig(backend="openai_batch", **big), "generator"))

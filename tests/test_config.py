@@ -123,3 +123,14 @@ def test_a_model_tokenizer_or_dataset_that_cannot_load_names_its_field(
     assert f"in2: error: {field}: cannot load" in err and "Traceback" not in err
     if argv[0] == "eval":  # refused before any probe is built, not after minutes of building them
         assert not (tmp_path / "p").exists()
+
+
+def test_an_eval_whose_model_card_folder_is_not_a_checkpoint_stops_before_its_suites(tmp_path, capsys, monkeypatch):
+    """`make eval` before `make train`: one line naming model_card at once, not a traceback after the suites."""
+    from in2.cli import main
+
+    monkeypatch.chdir(ROOT)
+    argv = ["eval", "--config", "recipes/demo/eval.yaml", f"output_dir={tmp_path}/r", f"probes.output_dir={tmp_path}/p"]
+    assert main([*argv, f"model_card={tmp_path}/no-checkpoint"]) == 2
+    assert f"model_card: {tmp_path}/no-checkpoint has no in2_card.json" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # no probe was built

@@ -85,6 +85,17 @@ PUSHED = ["README.md", EVAL_RESULTS, "plots/*"]
 """What `in2 eval --push-card` uploads from a model folder: the card and what it shows, never weights."""
 
 
+def check_folder(folder: str | Path) -> Path:
+    """The card context of `folder`, a folder `in2 train` or `in2 export` wrote; a ConfigError naming model_card
+    if it is not one (checked before an evaluation runs, not after its suites)."""
+    from in2.errors import ConfigError
+
+    path = Path(folder) / CONTEXT
+    if not path.is_file():
+        raise ConfigError(f"model_card: {folder} has no {CONTEXT}: not a folder written by `in2 train` or `in2 export`")
+    return path
+
+
 def push_target(folder: str | Path | None, repo_id: str | None = None, api=None) -> str:
     """The model repo the card of `folder` goes to (`repo_id`, else the hub_model_id it was trained with),
     checked before an evaluation runs: a folder with a card, a repo id, a Hub token."""
@@ -92,9 +103,7 @@ def push_target(folder: str | Path | None, repo_id: str | None = None, api=None)
 
     if folder is None:
         raise ConfigError("--push-card: set model_card to the evaluated model's folder (its card is what is pushed)")
-    path = Path(folder) / CONTEXT
-    if not path.is_file():
-        raise ConfigError(f"model_card: {folder} has no {CONTEXT}: not a folder written by `in2 train` or `in2 export`")
+    path = check_folder(folder)
     repo_id = repo_id or json.loads(path.read_text()).get("hub_model_id")
     if not repo_id or "/" not in repo_id:
         raise ConfigError(f"--push-card: give the model repo, --push-card org/name ({folder} names none)")

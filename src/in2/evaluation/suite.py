@@ -130,6 +130,8 @@ def evaluate(cfg: EvalConfig) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     data: dict = {"versions": versions(PACKAGES), "config": redact.data(to_dict(cfg))}
+    if cfg.model_card:
+        model_card.check_folder(cfg.model_card)  # before the suites, not after them
     check_local_models(cfg)
     if "probing" in cfg.suites:
         fit.check(cfg)  # every probe length, with the answer budget, inside each model's window

@@ -50,7 +50,7 @@ def run(
     import torch
 
     from in2.evaluation.ruler_data import lm_eval_reads
-    from in2.evaluation.short import _api_key, lm_eval_model
+    from in2.evaluation.short import _api_key, lm_eval_model, model_id, request_cache
 
     r = cfg.ruler
     model, model_args = lm_eval_model(generator)
@@ -90,6 +90,7 @@ def run(
                 task_manager=manager,
                 apply_chat_template=r.apply_chat_template,
                 log_samples=True,
+                use_cache=request_cache(out_dir, f"ruler-{length}", model_key),
             )
             scores = {task: score_samples(task, length, result) for task in r.tasks}
             for task in r.tasks:
@@ -98,17 +99,6 @@ def run(
             tmp.write_text(json.dumps({"fingerprint": key, "scores": scores}, indent=1) + "\n")
             os.replace(tmp, path)
     return out
-
-
-def model_id(generator: GeneratorConfig) -> str:
-    """The answering model as the request cache names it (its weights' fingerprint for a local folder)."""
-    from in2.llm import Engine
-
-    engine = Engine(generator)
-    try:
-        return engine.model_id
-    finally:
-        engine.close()
 
 
 def fingerprint(cfg: EvalConfig, model: str, tokenizer: str | None, length: int, files: dict[str, dict]) -> str:

@@ -9,8 +9,10 @@ the base model.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from in2 import redact
@@ -59,9 +61,29 @@ def _api_key(generator: GeneratorConfig):
             os.environ["OPENAI_API_KEY"] = before
 
 
-def run(cfg: EvalConfig, generator: GeneratorConfig, datasets: dict | None = None) -> dict[str, float]:
-    """{task: metric in percent} for one model; `datasets`, when given, gets each task's dataset (path, name,
-    revision) as lm-eval ran it."""
+def model_id(generator: GeneratorConfig) -> str:
+    """The answering model as the request cache names it (its weights' fingerprint for a local folder)."""
+    from in2.llm import Engine
+
+    engine = Engine(generator)
+    try:
+        return engine.model_id
+    finally:
+        engine.close()
+
+
+def request_cache(folder: str | Path, suite: str, model: str) -> str:
+    """lm-eval's request cache (`use_cache`) for `suite` and the answering `model` (`model_id`): lm-eval keeps
+    each answer as it comes, so a run stopped inside a suite asks only what is left; a retrained checkpoint gets
+    a cache of its own."""
+    return str(Path(folder) / "lm-eval-cache" / f"{suite}-{hashlib.sha256(model.encode()).hexdigest()[:16]}")
+
+
+def run(
+    cfg: EvalConfig, generator: GeneratorConfig, out_dir: str | Path, datasets: dict | None = None
+) -> dict[str, float]:
+    """{task: metric in percent} for one model, its answers kept in `out_dir` (`request_cache`); `datasets`, when
+    given, gets each task's dataset (path, name, revision) as lm-eval ran it."""
     try:
         import lm_eval
     except ImportError:
@@ -71,6 +93,7 @@ def run(cfg: EvalConfig, generator: GeneratorConfig, datasets: dict | None = Non
 
     model, model_args = lm_eval_model(generator)
     manager = TaskManager(include_path=cfg.short.include_path)
+    cache = request_cache(out_dir, "short", model_id(generator))
     scores = {}
     with _api_key(generator):
         for shot, tasks in _by_fewshot(cfg).items():
@@ -83,6 +106,7 @@ def run(cfg: EvalConfig, generator: GeneratorConfig, datasets: dict | None = Non
                 limit=cfg.short.limit,
                 device="cuda" if torch.cuda.is_available() else "cpu",
                 task_manager=manager,
+                use_cache=cache,
             )
             scores.update(extract(out, tasks))
             if datasets is not None:

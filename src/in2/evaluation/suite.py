@@ -155,7 +155,7 @@ def evaluate(cfg: EvalConfig) -> Path:
             if "short" in cfg.suites:
                 from in2.evaluation import short
 
-                per["short"][m.name] = short.run(run_cfg, generator, short_datasets)
+                per["short"][m.name] = short.run(run_cfg, generator, out / "predictions" / slug(m.name), short_datasets)
     sections, plots = [], []
     if probes is not None:
         data["probing"], plots, text = _probing(per["probing"], out)

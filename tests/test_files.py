@@ -96,3 +96,20 @@ def test_a_folder_lock_admits_one_run_and_takes_over_what_dead_runs_left(tmp_pat
     os.utime(lock, (old, old))  # its heartbeat stopped ten minutes ago
     with folder_lock(tmp_path, "rerun"):
         assert json.loads(lock.read_text())["what"] == "rerun"
+
+
+def test_a_version_key_follows_a_files_content_changes_without_reading_it(tmp_path):
+    """What keys the converted GGUF weights and tokenizer: a rewrite (same size) or another converter version
+    gets a new key, an untouched file the same one."""
+    import os
+    import time
+
+    from in2.files import version_key
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"a" * 100)
+    key = version_key(f, "5.24.0")
+    assert version_key(f, "5.24.0") == key and version_key(f, "5.25.0") != key
+    f.write_bytes(b"b" * 100)
+    os.utime(f, ns=(time.time_ns(), f.stat().st_mtime_ns + 1000))
+    assert version_key(f, "5.24.0") != key

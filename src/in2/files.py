@@ -6,6 +6,7 @@ at once (the ranks of a node, the workers of a test run) without one reading ano
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -42,6 +43,17 @@ def follow_umask(path: str | Path) -> None:
         wanted = mode | ((0o777 if p.is_dir() else 0o666) & keep)
         if wanted != mode:
             p.chmod(wanted)
+
+
+def version_key(path: str | Path, *extra: str) -> str:
+    """A short key for a file as it is now, without reading it: its absolute path, size and modification time
+    (plus `extra`, e.g. the version of the library that converts it). For caches of what is converted from big
+    files (a 7B GGUF takes seconds to hash)."""
+    p = Path(path)
+    st = p.stat()
+    return hashlib.sha256(
+        "|".join((str(p.resolve()), str(st.st_size), str(st.st_mtime_ns), *extra)).encode()
+    ).hexdigest()[:16]
 
 
 def partial_path(target: str | Path) -> Path:

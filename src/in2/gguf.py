@@ -4,11 +4,10 @@ training and the local generation backend would otherwise pay each time."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
-from in2.files import follow_umask, partial_path, publish_once
+from in2.files import follow_umask, partial_path, publish_once, version_key
 
 logger = logging.getLogger(__name__)
 MODELS_CACHE = Path.home() / ".cache" / "in2" / "models"
@@ -16,16 +15,17 @@ MODELS_CACHE = Path.home() / ".cache" / "in2" / "models"
 
 def stage_gguf(folder: str | Path, gguf_file: str) -> Path:
     """The model folder (float32 safetensors, config, generation config, tokenizer) converted once from
-    `folder`/`gguf_file`; keyed by the file's sha256."""
+    `folder`/`gguf_file`; keyed by the file's path, size and modification time and the transformers version that
+    converts it (`in2.files.version_key`: hashing a 7B GGUF took seconds in every command that loads it)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = Path(folder) / gguf_file
     if not source.is_file():
         raise FileNotFoundError(f"gguf_file: {source} does not exist")
-    with source.open("rb") as f:  # in chunks: a 7B GGUF is gigabytes
-        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
-    target = MODELS_CACHE / f"{source.stem}-{digest}"
+    import transformers
+
+    target = MODELS_CACHE / f"{source.stem}-{version_key(source, transformers.__version__)}"
     if (target / "config.json").is_file():
         return target
     logger.info("converting %s to %s (once)", source, target)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from in2.assets import loading, packaged_path, resolve
 from in2.errors import ConfigError
-from in2.files import partial_path, publish_once
+from in2.files import partial_path, publish_once, version_key
 from in2.recipes import option
 
 
@@ -70,9 +70,7 @@ def _gguf_dir(gguf: Path) -> Path:
     import transformers
     from transformers import AutoTokenizer
 
-    st = gguf.stat()
-    key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
-    folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"gguf-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    folder = Path.home() / ".cache" / "in2" / "tokenizers" / f"gguf-{version_key(gguf, transformers.__version__)}"
     if not (folder / "tokenizer.json").is_file():
         partial = partial_path(folder)
         AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(partial)

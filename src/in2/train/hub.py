@@ -89,7 +89,8 @@ class HubPublisher(TrainerCallback):
         self._saves += 1
         if self.every <= 0:
             return False
-        strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
+        strategy = getattr(args, "save_strategy", "steps")
+        strategy = str(getattr(strategy, "value", strategy))
         steps = getattr(state, "save_steps", 0) or 0
         if strategy == "steps" and steps >= 1:
             number = state.global_step // int(steps)
